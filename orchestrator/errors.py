@@ -1,0 +1,37 @@
+"""The tool's own faults, in two roots.
+
+Verdicts about the kernel (a patch that does not apply, a build that fails)
+are results, not exceptions.  Exceptions are for problems that stop the tool:
+bad input from the user (exit 2) or a broken environment (exit 3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class OrchestrateError(Exception):
+    exit_code = 1
+
+
+class UserError(OrchestrateError):
+    """Bad input: a malformed matrix, a missing file.  Nothing was started."""
+
+    exit_code = 2
+
+
+class InfraError(OrchestrateError):
+    """The environment is broken: a tool is missing, the disk is full."""
+
+    exit_code = 3
+
+
+class MatrixError(UserError):
+    """A matrix problem, located as file:line and the dotted key path."""
+
+    def __init__(self, file: Path | str, line: int, key: str, message: str) -> None:
+        self.file = Path(file)
+        self.line = line
+        self.key = key
+        self.message = message
+        super().__init__(f"{file}:{line}: {key}: {message}")

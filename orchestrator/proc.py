@@ -1,0 +1,145 @@
+"""The only place that starts processes.
+
+Every external command (git, make, qemu, ssh-keygen, ...) goes through
+:func:`run` with an argv list, a timeout and optionally a log file.  Children
+start in their own session so that a timeout, Ctrl-C or SIGTERM can kill the
+whole process tree, not just the direct child.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from orchestrator.errors import InfraError
+
+StrPath = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class CmdResult:
+    argv: tuple[str, ...]
+    returncode: int | None
+    stdout: str
+    stderr: str
+    duration: float
+    timed_out: bool = False
+    log: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+    def describe(self) -> str:
+        cmd = " ".join(self.argv)
+        if self.timed_out:
+            return f"{cmd}: timed out after {self.duration:.0f}s"
+        return f"{cmd}: exit {self.returncode}"
+
+    def check(self) -> CmdResult:
+        """Return self if the command succeeded, else raise CommandFailed."""
+        if not self.ok:
+            raise CommandFailed(self)
+        return self
+
+
+class CommandFailed(InfraError):
+    def __init__(self, result: CmdResult) -> None:
+        self.result = result
+        detail = (result.stderr or result.stdout).strip()[-2000:]
+        super().__init__(f"{result.describe()}\n{detail}" if detail else result.describe())
+
+
+def run(
+    argv: Sequence[StrPath],
+    *,
+    timeout: float,
+    cwd: StrPath | None = None,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    stdin: str | None = None,
+) -> CmdResult:
+    """Run argv to completion or until timeout, then kill its process tree.
+
+    With ``log`` the combined stdout+stderr streams to that file (for long,
+    chatty commands such as make) and the result's stdout/stderr are empty.
+    ``env`` entries are added to the current environment.
+    """
+    args = tuple(str(a) for a in argv)
+    full_env = {**os.environ, **env} if env is not None else None
+    start = time.monotonic()
+    log_file = open(log, "ab") if log is not None else None  # noqa: SIM115
+    try:
+        try:
+            child = subprocess.Popen(
+                args,
+                cwd=cwd,
+                env=full_env,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=log_file if log_file else subprocess.PIPE,
+                stderr=subprocess.STDOUT if log_file else subprocess.PIPE,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise InfraError(f"{args[0]}: command not found (is it installed?)") from exc
+        try:
+            out, err = child.communicate(
+                stdin.encode() if stdin is not None else None, timeout=timeout
+            )
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            kill_tree(child.pid)
+            out, err = child.communicate()
+            timed_out = True
+        except BaseException:
+            # Ctrl-C, SIGTERM (raised as an exception by the CLI) or a bug:
+            # never leave the child behind.
+            kill_tree(child.pid)
+            child.wait()
+            raise
+    finally:
+        if log_file:
+            log_file.close()
+    return CmdResult(
+        argv=args,
+        returncode=child.returncode,
+        stdout=(out or b"").decode(errors="replace"),
+        stderr=(err or b"").decode(errors="replace"),
+        duration=time.monotonic() - start,
+        timed_out=timed_out,
+        log=log,
+    )
+
+
+def kill_tree(pid: int, grace: float = 3.0) -> None:
+    """Terminate pid and all its descendants; SIGKILL what survives the grace.
+
+    The parent is stopped first so that it cannot fork new children while
+    we collect the tree.
+    """
+    try:
+        parent = psutil.Process(pid)
+        parent.send_signal(signal.SIGSTOP)
+        procs = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.terminate()
+            proc.send_signal(signal.SIGCONT)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace)

@@ -1,0 +1,176 @@
+"""What happened in a run: frozen records, written once as results JSON.
+
+The JSON file is the single source of truth: every report is rendered from it
+and `orchestrate report` re-renders without running anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+SCHEMA_VERSION = 1
+
+
+class Stage(enum.Enum):
+    APPLY = "apply"
+    KCONFIG = "kconfig"
+    BUILD = "build"
+    BOOT = "boot"
+    TEST = "test"
+
+
+class Status(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    SKIPPED = "skipped"
+    ERROR = "error"  # the tool or the environment failed, not the kernel
+
+    @property
+    def bad(self) -> bool:
+        return self in (Status.FAIL, Status.ERROR)
+
+
+class PatchOutcome(enum.Enum):
+    APPLIED = "applied"
+    ALREADY_APPLIED = "already-applied"
+    CONFLICT = "conflict"
+    NOT_ATTEMPTED = "not-attempted"
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    source: str  # the file (and message number for mboxes) it came from
+    subject: str
+    outcome: PatchOutcome
+    revert: bool = False
+    commit: str | None = None
+    files: tuple[str, ...] = ()  # conflicting files
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class KconfigMismatch:
+    symbol: str
+    wanted: str
+    got: str  # "n" for unset
+    fragment: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    tree: str  # git tree hash of the variant's source
+    config: str  # sha256 of the final .config
+    artifact_dir: str
+    cached: bool  # True when the artifact existed and nothing was built
+    shared_with: str | None = None  # variant whose identical tree was built
+    first_error: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: Stage
+    status: Status
+    reason: str = ""
+    duration: float = 0.0
+    logs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    name: str
+    stages: tuple[StageResult, ...]
+    base: str = ""  # commit the series was applied on
+    head: str = ""  # commit after the series
+    patches: tuple[PatchResult, ...] = ()
+    kconfig: tuple[KconfigMismatch, ...] = ()
+    build: BuildInfo | None = None
+
+    def stage(self, stage: Stage) -> StageResult | None:
+        return next((s for s in self.stages if s.stage is stage), None)
+
+    @property
+    def status(self) -> Status:
+        if any(s.status is Status.ERROR for s in self.stages):
+            return Status.ERROR
+        if any(s.status is Status.FAIL for s in self.stages):
+            return Status.FAIL
+        return Status.PASS
+
+
+@dataclass(frozen=True)
+class RunResult:
+    matrix: str
+    started: str
+    finished: str
+    variants: tuple[VariantResult, ...]
+    host: dict[str, str] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def ok(self) -> bool:
+        return all(not v.status.bad for v in self.variants)
+
+
+def write(run: RunResult, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_encode(run), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read(path: Path) -> RunResult:
+    return _decode(RunResult, json.loads(path.read_text()))
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    return value
+
+
+T = TypeVar("T")
+
+
+def _decode(cls: type[T], data: Any) -> T:
+    hints = typing.get_type_hints(cls)
+    kwargs = {
+        f.name: _decode_value(hints[f.name], data[f.name])
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name in data
+    }
+    return cls(**kwargs)
+
+
+def _decode_value(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _decode_value(inner, value)
+    if origin is tuple:
+        (inner, _ellipsis) = typing.get_args(tp)
+        return tuple(_decode_value(inner, v) for v in value)
+    if origin is dict:
+        _k, inner = typing.get_args(tp)
+        return {k: _decode_value(inner, v) for k, v in value.items()}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    if dataclasses.is_dataclass(tp):
+        return _decode(tp, value)  # type: ignore[arg-type]
+    return value
