@@ -1,0 +1,150 @@
+"""Shared incremental kernel builds.
+
+One build directory per distinct configuration input: a worktree of the
+source plus a make O= directory.  Variants are built in turn in it by
+switching the worktree with git, which rewrites only the files a series
+changed, so make recompiles only those.  Artifacts are stored by
+(tree hash, config hash): two variants with identical trees are built once,
+and an unchanged matrix compiles nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator import proc
+
+ARTIFACT_FILES = ("vmlinux", "arch/x86/boot/bzImage", ".config", "System.map")
+DONE = "artifact.json"
+# Fixed so that every variant's make command line is identical (any change
+# of a make variable makes kbuild rebuild everything) and builds reproduce.
+FIXED_MAKE_VARS = (
+    "CC=ccache gcc",
+    "HOSTCC=ccache gcc",
+    "KBUILD_BUILD_TIMESTAMP=2000-01-01",
+    "KBUILD_BUILD_USER=orchestrate",
+    "KBUILD_BUILD_HOST=orchestrate",
+)
+_ERROR = re.compile(r"^(\S+?:\d+(?::\d+)?: (?:fatal )?error: .*)$", re.M)
+_WARNING = re.compile(r"^(\S+?:\d+(?::\d+)?: warning: .*)$", re.M)
+_MAKE_ERROR = re.compile(r"^(make(?:\[\d+\])?: \*\*\* .*)$", re.M)
+
+
+@dataclass(frozen=True)
+class BuildDir:
+    key: str
+    src: Path  # a worktree of the tree cache
+    out: Path  # make O=
+    config: Path  # O= for generating configs without touching out/
+
+    @classmethod
+    def at(cls, work: Path, key: str) -> BuildDir:
+        # src and out are siblings under the same parent for every key, so
+        # with CCACHE_BASEDIR the compiler sees the same relative paths in
+        # every build directory and ccache hits across them.
+        root = work / "build" / key
+        return cls(key=key, src=root / "src", out=root / "out", config=root / "config")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    artifact_dir: Path
+    log: Path
+    first_error: str | None
+    warnings: tuple[str, ...]
+
+
+def build_dir_key(repo: Path, arch: str, base: str, fragments: Sequence[Path]) -> str:
+    """Variants whose configuration inputs are equal share one build directory."""
+    digest = hashlib.sha256()
+    for part in (str(repo), arch, base, *FIXED_MAKE_VARS):
+        digest.update(part.encode() + b"\0")
+    for fragment in fragments:
+        digest.update(fragment.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def artifact_dir(cache: Path, tree: str, config_sha: str) -> Path:
+    return cache / "artifacts" / f"{tree[:16]}-{config_sha[:16]}"
+
+
+def is_built(artifacts: Path) -> bool:
+    return (artifacts / DONE).exists()
+
+
+def make_argv(bdir: BuildDir, arch: str, jobs: int, *targets: str) -> list[str]:
+    return [
+        "make", "-C", str(bdir.src), f"O={bdir.out}", f"ARCH={arch}", f"-j{jobs}",
+        *FIXED_MAKE_VARS, *targets,
+    ]  # fmt: skip
+
+
+def make_env(cache: Path, bdir: BuildDir) -> dict[str, str]:
+    return {
+        "CCACHE_DIR": str(cache / "ccache"),
+        "CCACHE_BASEDIR": str(bdir.src.parent),
+        "CCACHE_NOHASHDIR": "1",
+        "CCACHE_MAXSIZE": "5G",
+    }
+
+
+def build(
+    bdir: BuildDir,
+    config_text: str,
+    artifacts: Path,
+    *,
+    cache: Path,
+    arch: str,
+    jobs: int,
+    timeout: float,
+) -> Outcome:
+    """Build the worktree's current checkout with config_text; store the artifacts."""
+    bdir.out.mkdir(parents=True, exist_ok=True)
+    dot_config = bdir.out / ".config"
+    # Rewriting an identical .config would change its mtime and make kbuild
+    # rerun syncconfig; leave it alone when nothing changed.
+    if not dot_config.exists() or dot_config.read_text() != config_text:
+        dot_config.write_text(config_text)
+    staging = artifacts.with_name(artifacts.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    log = staging / "build.log"
+    result = proc.run(
+        make_argv(bdir, arch, jobs, "bzImage"),
+        timeout=timeout,
+        env=make_env(cache, bdir),
+        log=log,
+    )
+    text = log.read_text(errors="replace")
+    warnings = tuple(dict.fromkeys(_WARNING.findall(text)))[:100]
+    if not result.ok:
+        reason = "timed out" if result.timed_out else first_error(text)
+        return Outcome(False, staging, log, reason, warnings)
+    for name in ARTIFACT_FILES:
+        shutil.copy2(bdir.out / name, staging / Path(name).name)
+    (staging / DONE).write_text(json.dumps({"warnings": warnings}, indent=2) + "\n")
+    shutil.rmtree(artifacts, ignore_errors=True)
+    staging.rename(artifacts)
+    return Outcome(True, artifacts, artifacts / "build.log", None, warnings)
+
+
+def cached_warnings(artifacts: Path) -> tuple[str, ...]:
+    data = json.loads((artifacts / DONE).read_text())
+    return tuple(data.get("warnings", ()))
+
+
+def first_error(log_text: str) -> str:
+    """The first compiler error, else make's own complaint, else the last line."""
+    for pattern in (_ERROR, _MAKE_ERROR):
+        match = pattern.search(log_text)
+        if match:
+            return match.group(1).strip()
+    lines = [line for line in log_text.splitlines() if line.strip()]
+    return lines[-1] if lines else "make failed with no output"

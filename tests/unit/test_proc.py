@@ -1,0 +1,86 @@
+"""The process funnel: real short-lived processes, no mocks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orchestrator import proc
+from orchestrator.errors import InfraError
+
+
+def test_captures_output_and_exit_code() -> None:
+    result = proc.run([sys.executable, "-c", "import sys; print('out'); sys.exit(3)"], timeout=30)
+    assert result.returncode == 3
+    assert result.stdout == "out\n"
+    assert not result.ok and not result.timed_out
+    with pytest.raises(proc.CommandFailed, match="exit 3"):
+        result.check()
+
+
+def test_argv_is_not_interpreted_by_a_shell() -> None:
+    hostile = "$(echo pwned); `id`; 'quote"
+    result = proc.run(["printf", "%s", hostile], timeout=30).check()
+    assert result.stdout == hostile
+
+
+def test_log_file_gets_both_streams(tmp_path: Path) -> None:
+    log = tmp_path / "cmd.log"
+    code = "import sys; print('to-out'); print('to-err', file=sys.stderr)"
+    result = proc.run([sys.executable, "-c", code], timeout=30, log=log)
+    assert result.ok and result.stdout == ""
+    assert set(log.read_text().split()) == {"to-out", "to-err"}
+
+
+def test_missing_program_is_an_infra_error() -> None:
+    with pytest.raises(InfraError, match="command not found"):
+        proc.run(["/nonexistent/tool"], timeout=5)
+
+
+def _descendants_alive(marker: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(p.info["cmdline"] or []):
+            found.append(p)
+    return found
+
+
+def test_timeout_kills_the_whole_tree() -> None:
+    marker = f"orchestrate-test-{os.getpid()}-{time.monotonic_ns()}"
+    # A shell that forks a grandchild which ignores SIGTERM.
+    script = f"trap '' TERM; sleep 300 & sleep 301; : {marker}"
+    result = proc.run(["bash", "-c", script, marker], timeout=1)
+    assert result.timed_out and not result.ok
+    assert "timed out" in result.describe()
+    time.sleep(0.2)
+    assert _descendants_alive(marker) == []
+    # sleep children do not carry the marker: look for them by parent instead
+    assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "sleep"]
+
+
+def test_interrupt_kills_the_child() -> None:
+    """A KeyboardInterrupt (Ctrl-C or SIGTERM in the CLI) must not orphan children."""
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        proc.run(["sleep", "30"], timeout=60)
+    assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "sleep"]
+
+
+def test_env_is_added_and_cwd_untouched(tmp_path: Path) -> None:
+    before = os.getcwd()
+    result = proc.run(
+        [sys.executable, "-c", "import os; print(os.environ['ORCH_X'], os.getcwd())"],
+        timeout=30,
+        env={"ORCH_X": "42"},
+        cwd=tmp_path,
+    ).check()
+    assert result.stdout.split() == ["42", str(tmp_path)]
+    assert os.getcwd() == before
