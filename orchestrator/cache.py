@@ -1,0 +1,75 @@
+"""The cache directory: layout, stage records and the run lock.
+
+Layout under the cache root:
+  trees/       bare repositories of kernel trees (source.py)
+  work/        worktrees and make O= directories (build.py)
+  artifacts/   built kernels by (tree hash, config hash)
+  ccache/      the compiler cache
+  records/     small JSON records of finished apply and kconfig stages, so
+               `plan` can tell what is cached without touching anything
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from orchestrator.results import from_data, to_data
+
+T = TypeVar("T")
+
+
+def default_root() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "orchestrate"
+
+
+def digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Cache:
+    root: Path
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    def load(self, kind: str, key: str, cls: type[T]) -> T | None:
+        path = self._record(kind, key)
+        if not path.exists():
+            return None
+        return from_data(cls, json.loads(path.read_text()))
+
+    def save(self, kind: str, key: str, record: Any) -> None:
+        path = self._record(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(to_data(record), indent=2) + "\n")
+        tmp.replace(path)
+
+    def _record(self, kind: str, key: str) -> Path:
+        return self.root / "records" / kind / f"{key}.json"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One run at a time per cache: runs share worktrees and build dirs."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "lock").open("w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)

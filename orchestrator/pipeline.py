@@ -1,0 +1,260 @@
+"""Runs the stages for every variant: apply, kconfig, build.
+
+A stage that fails marks its variant's later stages SKIPPED with the reason;
+other variants go on.  Kernel problems are results; only the tool's own
+faults (UserError, InfraError) propagate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from orchestrator import build, kconfig, series, source
+from orchestrator.cache import Cache, digest
+from orchestrator.git import git, tree_of
+from orchestrator.matrix import Matrix, Variant
+from orchestrator.results import (
+    BuildInfo,
+    PatchOutcome,
+    Stage,
+    StageResult,
+    Status,
+    VariantResult,
+)
+
+STAGES = (Stage.APPLY, Stage.KCONFIG, Stage.BUILD)
+
+# Called on every stage change: variant, stage, status (None when starting), detail.
+Progress = Callable[[str, Stage, Status | None, str], None]
+
+
+@dataclass(frozen=True)
+class Options:
+    cache: Cache
+    run_dir: Path
+    jobs: int = 2
+    only: tuple[str, ...] = ()
+
+
+def selected(matrix: Matrix, only: tuple[str, ...]) -> tuple[Variant, ...]:
+    return tuple(v for v in matrix.variants if not only or v.name in only)
+
+
+def collect_series(matrix: Matrix, only: tuple[str, ...]) -> dict[str, tuple[series.Patch, ...]]:
+    """Read every patch up front, so bad input fails before anything starts."""
+    return {v.name: series.collect(v.series) for v in selected(matrix, only)}
+
+
+def apply_key(base: str, variant: Variant, patches: tuple[series.Patch, ...]) -> str:
+    reverts = [r.commit or (r.patch.read_text() if r.patch else "") for r in variant.reverts]
+    return digest(base, *reverts, "--", *(p.text for p in patches))
+
+
+def kconfig_key(tree: str, bdir: build.BuildDir) -> str:
+    return f"{tree[:16]}-{bdir.key}"
+
+
+@dataclass
+class _Variant:
+    """A variant's record while it runs; frozen into a VariantResult at the end."""
+
+    name: str
+    stages: list[StageResult] = field(default_factory=list)
+    result: VariantResult | None = None
+
+    def done(self) -> VariantResult:
+        assert self.result is not None
+        return replace(self.result, stages=tuple(self.stages))
+
+
+class Runner:
+    def __init__(self, matrix: Matrix, options: Options, progress: Progress) -> None:
+        self.matrix = matrix
+        self.options = options
+        self.cache = options.cache
+        self.progress = progress
+        self.built: dict[Path, str] = {}  # artifact dir -> variant that built it this run
+
+    def run(self, patches: dict[str, tuple[series.Patch, ...]]) -> tuple[VariantResult, ...]:
+        with self.cache.locked():
+            src = source.prepare(self.matrix.tree, self.cache.root)
+            apply_wt = source.worktree(src, self.cache.work / f"apply-{src.repo.stem}")
+            records = [_Variant(v.name) for v in selected(self.matrix, self.options.only)]
+            for rec in records:
+                self._apply(rec, src, apply_wt, patches[rec.name])
+            for rec in records:
+                self._configure_and_build(rec, src)
+            return tuple(rec.done() for rec in records)
+
+    @contextmanager
+    def _stage(self, rec: _Variant, stage: Stage) -> Iterator[list[StageResult]]:
+        """Times a stage; the body appends exactly one StageResult."""
+        self.progress(rec.name, stage, None, "")
+        start = time.monotonic()
+        out: list[StageResult] = []
+        yield out
+        (result,) = out
+        result = replace(result, duration=round(time.monotonic() - start, 3))
+        rec.stages.append(result)
+        self.progress(rec.name, stage, result.status, result.reason)
+
+    def _skip_rest(self, rec: _Variant, after: Stage, reason: str) -> None:
+        for stage in STAGES[STAGES.index(after) + 1 :]:
+            rec.stages.append(StageResult(stage, Status.SKIPPED, reason))
+            self.progress(rec.name, stage, Status.SKIPPED, reason)
+
+    def _logs(self, name: str) -> Path:
+        path = self.options.run_dir / "logs" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _apply(
+        self, rec: _Variant, src: source.Source, worktree: Path, patches: tuple[series.Patch, ...]
+    ) -> None:
+        variant = self.matrix.variant(rec.name)
+        with self._stage(rec, Stage.APPLY) as out:
+            key = apply_key(src.base, variant, patches)
+            applied = self.cache.load("apply", key, series.Applied)
+            if applied is None or not _has_commit(src.repo, applied.head):
+                branch = f"orchestrate/{self.matrix.name}/{rec.name}"
+                applied = series.apply(worktree, src.base, branch, patches, variant.reverts)
+                if applied.ok:
+                    self.cache.save("apply", key, applied)
+            log = self._logs(rec.name) / "apply.log"
+            log.write_text(
+                "".join(f"{p.source}: {p.outcome.value}\n{p.output}" for p in applied.patches)
+            )
+            rec.result = VariantResult(
+                rec.name, (), base=applied.base, head=applied.head or "", patches=applied.patches
+            )
+            out.append(_apply_verdict(applied, str(log)))
+
+    def _configure_and_build(self, rec: _Variant, src: source.Source) -> None:
+        assert rec.result is not None
+        if rec.stages[-1].status is not Status.PASS:
+            self._skip_rest(rec, Stage.APPLY, f"apply failed: {rec.stages[-1].reason}")
+            return
+        cfg = self.matrix.kconfig
+        fragments = (*cfg.fragments, *self.matrix.variant(rec.name).fragments)
+        bdir = build.BuildDir.at(
+            self.cache.work, build.build_dir_key(src.repo, cfg.arch, cfg.base, fragments)
+        )
+        tree = tree_of(src.repo, rec.result.head)
+        with self._stage(rec, Stage.KCONFIG) as out:
+            configured = self._configure(rec, src, bdir, tree, fragments)
+            rec.result = replace(rec.result, kconfig=configured.mismatches)
+            out.append(_kconfig_verdict(configured, cfg.on_mismatch, self._logs(rec.name)))
+        if rec.stages[-1].status is not Status.PASS:
+            self._skip_rest(rec, Stage.KCONFIG, f"kconfig failed: {rec.stages[-1].reason}")
+            return
+        with self._stage(rec, Stage.BUILD) as out:
+            info, stage = self._build(rec, src, bdir, tree, configured)
+            rec.result = replace(rec.result, build=info)
+            out.append(stage)
+
+    def _configure(
+        self,
+        rec: _Variant,
+        src: source.Source,
+        bdir: build.BuildDir,
+        tree: str,
+        fragments: tuple[Path, ...],
+    ) -> kconfig.Configured:
+        key = kconfig_key(tree, bdir)
+        configured = self.cache.load("kconfig", key, kconfig.Configured)
+        if configured is not None:
+            return configured
+        self._checkout(src, bdir, rec.result.head if rec.result else "")
+        cfg = self.matrix.kconfig
+        configured = kconfig.configure(
+            bdir.src,
+            bdir.config,
+            arch=cfg.arch,
+            base=cfg.base,
+            fragments=fragments,
+            make_args=build.FIXED_MAKE_VARS,
+            env=build.make_env(self.cache.root, bdir),
+            log=self._logs(rec.name) / "kconfig.log",
+            timeout=600,
+        )
+        if configured.error is None:
+            self.cache.save("kconfig", key, configured)
+        return configured
+
+    def _build(
+        self,
+        rec: _Variant,
+        src: source.Source,
+        bdir: build.BuildDir,
+        tree: str,
+        configured: kconfig.Configured,
+    ) -> tuple[BuildInfo, StageResult]:
+        artifacts = build.artifact_dir(self.cache.root, tree, configured.sha256)
+        info = BuildInfo(
+            tree=tree, config=configured.sha256, artifact_dir=str(artifacts), cached=True
+        )
+        if build.is_built(artifacts):
+            shared = self.built.get(artifacts)
+            info = replace(info, shared_with=shared, warnings=build.cached_warnings(artifacts))
+            reason = f"same tree as {shared}: built once" if shared else "cached: nothing compiled"
+            return info, StageResult(
+                Stage.BUILD, Status.PASS, reason, logs=(str(artifacts / "build.log"),)
+            )
+        assert rec.result is not None
+        self._checkout(src, bdir, rec.result.head)
+        outcome = build.build(
+            bdir,
+            configured.config_text,
+            artifacts,
+            cache=self.cache.root,
+            arch=self.matrix.kconfig.arch,
+            jobs=self.options.jobs,
+            timeout=self.matrix.build_timeout,
+        )
+        info = replace(
+            info, cached=False, first_error=outcome.first_error, warnings=outcome.warnings
+        )
+        logs = (str(outcome.log),)
+        if not outcome.ok:
+            return info, StageResult(Stage.BUILD, Status.FAIL, outcome.first_error or "", logs=logs)
+        self.built[artifacts] = rec.name
+        return info, StageResult(Stage.BUILD, Status.PASS, "built", logs=logs)
+
+    def _checkout(self, src: source.Source, bdir: build.BuildDir, commit: str) -> None:
+        source.worktree(src, bdir.src)
+        source.checkout(bdir.src, commit)
+
+
+def _has_commit(repo: Path, commit: str | None) -> bool:
+    if not commit:
+        return False
+    return git(repo, "cat-file", "-e", f"{commit}^{{commit}}", check=False).ok
+
+
+def _apply_verdict(applied: series.Applied, log: str) -> StageResult:
+    conflicts = [p for p in applied.patches if p.outcome is PatchOutcome.CONFLICT]
+    if conflicts:
+        p = conflicts[0]
+        files = ", ".join(p.files) or "unknown files"
+        reason = f"{p.source} ({p.subject}) does not apply: conflict in {files}"
+        return StageResult(Stage.APPLY, Status.FAIL, reason, logs=(log,))
+    counts: dict[str, int] = {}
+    for p in applied.patches:
+        counts[p.outcome.value] = counts.get(p.outcome.value, 0) + 1
+    summary = ", ".join(f"{n} {what}" for what, n in counts.items()) or "no patches"
+    return StageResult(Stage.APPLY, Status.PASS, summary, logs=(log,))
+
+
+def _kconfig_verdict(configured: kconfig.Configured, on_mismatch: str, logs: Path) -> StageResult:
+    log = (str(logs / "kconfig.log"),)
+    if configured.error is not None:
+        return StageResult(Stage.KCONFIG, Status.FAIL, configured.error, logs=log)
+    if configured.mismatches:
+        missing = ", ".join(f"{m.symbol}={m.wanted} ({m.reason})" for m in configured.mismatches)
+        status = Status.FAIL if on_mismatch == "error" else Status.PASS
+        return StageResult(Stage.KCONFIG, status, f"did not stick: {missing}", logs=log)
+    return StageResult(Stage.KCONFIG, Status.PASS, "all requested symbols set", logs=log)
