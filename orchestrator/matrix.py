@@ -59,6 +59,8 @@ class Guest:
 
 @dataclass(frozen=True)
 class Test:
+    __test__ = False  # not a pytest test class
+
     name: str
     kind: str  # ktap | map_perf | kselftest
     command: str = ""

@@ -37,6 +37,18 @@ class Status(enum.Enum):
         return self in (Status.FAIL, Status.ERROR)
 
 
+class Verdict(enum.Enum):
+    """The outcome of one test (or subtest) in the guest."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+    TIMEOUT = "timeout"  # the test hung, the guest still answers
+    KERNEL_HANG = "kernel-hang"  # the guest stopped answering
+    CRASH = "crash"  # the kernel panicked or oopsed during the test
+    ERROR = "error"  # the harness could not run the test
+
+
 class PatchOutcome(enum.Enum):
     APPLIED = "applied"
     ALREADY_APPLIED = "already-applied"
@@ -76,6 +88,41 @@ class BuildInfo:
 
 
 @dataclass(frozen=True)
+class Splat:
+    """A kernel complaint seen on the console: panic, oops, lockup, ..."""
+
+    kind: str  # panic | oops | bug | warning | soft-lockup | hard-lockup | rcu-stall | ...
+    title: str  # the first line, e.g. "BUG: kernel NULL pointer dereference, address: 0"
+    timestamp: float | None  # guest seconds since boot, from the printk prefix
+    trace: tuple[str, ...] = ()  # call trace lines
+    test: str | None = None  # the test that was running, from the kmsg markers
+
+
+@dataclass(frozen=True)
+class BootInfo:
+    accel: str  # kvm | tcg
+    accel_reason: str  # why this accelerator was chosen
+    seconds: float  # QEMU start to SSH ready
+    console_log: str
+    console_tail: str = ""  # last lines of the console, for BOOT-FAIL
+
+
+@dataclass(frozen=True)
+class TestResult:
+    __test__ = False  # not a pytest test class
+
+    name: str  # test name, or test.subtest for KTAP subtests
+    verdict: Verdict
+    duration: float = 0.0
+    reason: str = ""
+    expected: str = ""  # the verdict the matrix declares for this test, if any
+    logs: tuple[str, ...] = ()
+    splats: tuple[Splat, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+    subtests: tuple[TestResult, ...] = ()
+
+
+@dataclass(frozen=True)
 class StageResult:
     stage: Stage
     status: Status
@@ -93,6 +140,8 @@ class VariantResult:
     patches: tuple[PatchResult, ...] = ()
     kconfig: tuple[KconfigMismatch, ...] = ()
     build: BuildInfo | None = None
+    boot: BootInfo | None = None
+    tests: tuple[TestResult, ...] = ()
 
     def stage(self, stage: Stage) -> StageResult | None:
         return next((s for s in self.stages if s.stage is stage), None)
@@ -123,30 +172,32 @@ class RunResult:
 def write(run: RunResult, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_encode(run), indent=2) + "\n")
+    tmp.write_text(json.dumps(to_data(run), indent=2) + "\n")
     tmp.replace(path)
 
 
 def read(path: Path) -> RunResult:
-    return _decode(RunResult, json.loads(path.read_text()))
+    return from_data(RunResult, json.loads(path.read_text()))
 
 
-def _encode(value: Any) -> Any:
+def to_data(value: Any) -> Any:
+    """Dataclasses, enums and tuples to plain JSON data."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, tuple | list):
-        return [_encode(v) for v in value]
+        return [to_data(v) for v in value]
     if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
+        return {k: to_data(v) for k, v in value.items()}
     return value
 
 
 T = TypeVar("T")
 
 
-def _decode(cls: type[T], data: Any) -> T:
+def from_data(cls: type[T], data: Any) -> T:
+    """The inverse of to_data, guided by the dataclass type hints."""
     hints = typing.get_type_hints(cls)
     kwargs = {
         f.name: _decode_value(hints[f.name], data[f.name])
@@ -172,5 +223,5 @@ def _decode_value(tp: Any, value: Any) -> Any:
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return tp(value)
     if dataclasses.is_dataclass(tp):
-        return _decode(tp, value)  # type: ignore[arg-type]
+        return from_data(tp, value)  # type: ignore[arg-type]
     return value
