@@ -240,7 +240,7 @@ def _apply_verdict(applied: series.Applied, log: str) -> StageResult:
     if conflicts:
         p = conflicts[0]
         files = ", ".join(p.files) or "unknown files"
-        reason = f"{p.source} ({p.subject}) does not apply: conflict in {files}"
+        reason = f"{Path(p.source).name} ({p.subject}) does not apply: conflict in {files}"
         return StageResult(Stage.APPLY, Status.FAIL, reason, logs=(log,))
     counts: dict[str, int] = {}
     for p in applied.patches:

@@ -186,6 +186,8 @@ def to_data(value: Any) -> Any:
         return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, Path):
+        return str(value)
     if isinstance(value, tuple | list):
         return [to_data(v) for v in value]
     if isinstance(value, dict):
@@ -220,7 +222,7 @@ def _decode_value(tp: Any, value: Any) -> Any:
     if origin is dict:
         _k, inner = typing.get_args(tp)
         return {k: _decode_value(inner, v) for k, v in value.items()}
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+    if isinstance(tp, type) and issubclass(tp, enum.Enum | Path):
         return tp(value)
     if dataclasses.is_dataclass(tp):
         return from_data(tp, value)  # type: ignore[arg-type]

@@ -44,9 +44,13 @@ def cache_path(tree: Tree, cache: Path) -> Path:
 
 
 def cached_base(tree: Tree, cache: Path) -> str | None:
-    """The base commit if the tree is already in the cache (touches nothing)."""
+    """The base commit last prepared for this tree, if any (touches nothing).
+
+    For git URLs and local trees the ref may have moved since; prepare()
+    fetches again.
+    """
     repo = cache_path(tree, cache)
-    if tree.kind is not TreeKind.DEBIAN or not (repo / "HEAD").exists():
+    if not (repo / "HEAD").exists():
         return None
     result = git(repo, "rev-parse", "--verify", "--quiet", BASE_REF, check=False)
     return result.stdout.strip() or None

@@ -1,0 +1,1 @@
+"""The guest: its initramfs, the QEMU machine that boots it and the SSH link into it."""
