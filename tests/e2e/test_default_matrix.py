@@ -1,0 +1,72 @@
+"""The default matrix for real: Debian's 6.1 tree, the pre-fix and gfp-zero
+series, real kernel builds.  Minutes, not seconds."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import proc, results
+from orchestrator.results import PatchOutcome, Stage, Status
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.e2e
+MATRIX = REPO / "matrix.yaml"
+TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
+
+
+def orchestrate(*args: str | Path) -> proc.CmdResult:
+    return proc.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], timeout=3000)
+
+
+def compiled_objects(build_log: Path) -> list[str]:
+    """Objects kbuild compiled, from its `  CC      path.o` lines."""
+    return re.findall(r"^\s+CC\s+(\S+\.o)$", build_log.read_text(), re.M)
+
+
+def test_default_matrix_builds_real_kernels_once(e2e_cache: Path, tmp_path: Path) -> None:
+    assert TARBALL.exists(), "scripts/install-system-deps installs linux-source-6.1"
+    first = orchestrate(MATRIX, "--cache-dir", e2e_cache, "--out", tmp_path / "run1", "-j2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    run = results.read(tmp_path / "run1" / "results.json")
+    by = {v.name: v for v in run.variants}
+    assert list(by) == ["upstream", "pre-fix", "gfp-zero"]
+    for v in run.variants:
+        assert [(s.stage, s.status) for s in v.stages] == [
+            (Stage.APPLY, Status.PASS), (Stage.KCONFIG, Status.PASS), (Stage.BUILD, Status.PASS),
+        ], v.name  # fmt: skip
+        assert v.kconfig == ()
+    assert [p.outcome for p in by["gfp-zero"].patches] == [PatchOutcome.APPLIED] * 2
+
+    up, pre, gfp = (by[n].build for n in ("upstream", "pre-fix", "gfp-zero"))
+    assert up is not None and pre is not None and gfp is not None
+    # gfp-zero re-applies the fix that pre-fix reverts: the stock tree, built once.
+    assert gfp.tree == up.tree and gfp.artifact_dir == up.artifact_dir
+    assert gfp.shared_with == "upstream"
+    assert pre.tree != up.tree and pre.config == up.config
+
+    artifacts = Path(pre.artifact_dir)
+    assert (artifacts / "vmlinux").read_bytes()[:4] == b"\x7fELF"
+    assert (artifacts / "bzImage").stat().st_size > 500_000
+    config = (artifacts / ".config").read_text()
+    for line in ("CONFIG_64BIT=y", "CONFIG_BPF_SYSCALL=y", "CONFIG_SLUB=y", "CONFIG_PVH=y"):
+        assert line in config
+    # pre-fix was built incrementally after upstream: only what its patch touched.
+    rebuilt = set(compiled_objects(artifacts / "build.log"))
+    assert {"kernel/bpf/memalloc.o", "kernel/bpf/hashtab.o"} <= rebuilt
+    assert len(rebuilt) < 10, rebuilt
+
+    plan = orchestrate("plan", MATRIX, "--cache-dir", e2e_cache)
+    assert plan.returncode == 0 and "0 of 3 variants need a build" in plan.stdout, plan.stdout
+
+    vmlinux = Path(e2e_cache / "work" / "build").glob("*/out/vmlinux")
+    mtimes = {p: p.stat().st_mtime_ns for p in vmlinux}
+    second = orchestrate(MATRIX, "--cache-dir", e2e_cache, "--out", tmp_path / "run2", "-j2")
+    assert second.returncode == 0, second.stdout + second.stderr
+    rerun = results.read(tmp_path / "run2" / "results.json")
+    assert all(v.build is not None and v.build.cached for v in rerun.variants)
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # make never ran
