@@ -140,3 +140,71 @@ def kill_tree(pid: int, grace: float = 3.0) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
     psutil.wait_procs(alive, timeout=grace)
+
+
+class Background:
+    """A long-running child (QEMU): started now, stopped by the owner.
+
+    Use it as a context manager so the process tree is killed on every exit
+    path, including Ctrl-C and SIGTERM (which the CLI turns into
+    KeyboardInterrupt).
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], argv: tuple[str, ...], log: Path) -> None:
+        self._popen = popen
+        self.argv = argv
+        self.log = log
+        self.started = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def poll(self) -> int | None:
+        """The exit code if the process has ended, else None."""
+        return self._popen.poll()
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = 3.0) -> None:
+        if self._popen.poll() is None:
+            kill_tree(self._popen.pid, grace)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(grace)
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def spawn(
+    argv: Sequence[StrPath],
+    *,
+    log: Path,
+    cwd: StrPath | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Background:
+    """Start argv in the background, stdout+stderr to log, stdin closed."""
+    args = tuple(str(a) for a in argv)
+    full_env = {**os.environ, **env} if env is not None else None
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        try:
+            popen = subprocess.Popen(
+                args,
+                cwd=cwd,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise InfraError(f"{args[0]}: command not found (is it installed?)") from exc
+    return Background(popen, args, log)

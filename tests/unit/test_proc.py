@@ -84,3 +84,16 @@ def test_env_is_added_and_cwd_untouched(tmp_path: Path) -> None:
     ).check()
     assert result.stdout.split() == ["42", str(tmp_path)]
     assert os.getcwd() == before
+
+
+def test_background_stop_kills_tree(tmp_path: Path) -> None:
+    log = tmp_path / "bg.log"
+    with proc.spawn(["bash", "-c", "echo started; sleep 300 & sleep 301"], log=log) as child:
+        deadline = time.monotonic() + 10
+        while "started" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.poll() is None
+        pid = child.pid
+    assert child.poll() is not None
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "sleep"]
