@@ -50,12 +50,12 @@ def make_series(trees: Path, out: Path) -> None:
 
 
 def write_matrix(out: Path, count: int) -> Path:
-    for frag in ("base.config", "bpf.config"):
+    for frag in ("base.config", "vm.config", "bpf.config", "debug.config"):
         shutil.copy(REPO / "kconfigs" / frag, out / frag)
     lines = [
         "name: build-sharing",
         f"tree: {{debian: {TARBALL}}}",
-        "kconfig: {fragments: [base.config, bpf.config]}",
+        "kconfig: {fragments: [base.config, vm.config, bpf.config, debug.config]}",
         "variants:",
     ]
     lines += [f"  - {{name: v{i}, series: v{i}}}" for i in range(1, count + 1)]

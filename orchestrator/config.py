@@ -39,7 +39,7 @@ DEFAULT_DEBIAN_SOURCE = "linux-source-6.1"
 TOP_KEYS = ("name", "tree", "kconfig", "build", "guest", "tests", "report", "variants")
 TREE_KEYS = ("debian", "git", "path", "ref")
 KCONFIG_KEYS = ("base", "arch", "fragments", "on_mismatch")
-GUEST_KEYS = ("cpus", "memory", "accel", "boot_timeout", "cmdline")
+GUEST_KEYS = ("cpus", "memory", "accel", "boot_timeout", "cmdline", "selftests")
 TEST_KEYS = ("name", "kind", "command", "timeout", "repeats", "args")
 REPORT_KEYS = ("dir", "formats", "baseline")
 VARIANT_KEYS = ("name", "series", "reverts", "kconfig", "expect")
@@ -449,7 +449,15 @@ def _guest(cur: _Node) -> Guest:
         accel=_get(fields, "accel", lambda n: _choice(n, ACCELS), default.accel),
         boot_timeout=_get(fields, "boot_timeout", _seconds, default.boot_timeout),
         cmdline=_get(fields, "cmdline", _str, default.cmdline),
+        selftests=_get(fields, "selftests", _selftests_dir, default.selftests),
     )
+
+
+def _selftests_dir(cur: _Node) -> Path:
+    path = _path(cur, "directory")
+    if not (path / "Makefile").is_file():
+        raise cur.error(f"{path} has no Makefile: the guest programs are built with make")
+    return path
 
 
 def _tests(cur: _Node) -> tuple[Test, ...]:

@@ -55,6 +55,9 @@ class Guest:
     accel: str = "auto"  # auto | kvm | tcg
     boot_timeout: float = 120.0
     cmdline: str = ""
+    # A directory whose Makefile builds the guest programs into $(OUT);
+    # they are installed under /opt/selftests in the guest.
+    selftests: Path | None = None
 
 
 @dataclass(frozen=True)
