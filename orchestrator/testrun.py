@@ -1,0 +1,132 @@
+"""Runs one test in a booted guest and turns what happened into a verdict.
+
+A test failure is data: this module never raises for a kernel problem.  The
+rules, in order:
+
+* the guest stopped answering during the test → KERNEL-HANG, or CRASH when
+  the console shows a panic/oops for it (QEMU exits on panic: panic=-1);
+* the command outlived its timeout but the guest still answers → TIMEOUT
+  (the command is killed and the guest is used for the next test);
+* otherwise the output is parsed as KTAP; a non-zero exit or a kernel splat
+  during the test fails an otherwise passing test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from orchestrator.matrix import Test
+from orchestrator.results import Splat, TestResult, Verdict
+from orchestrator.suites import ktap
+
+CRASH_KINDS = frozenset({"panic", "oops", "gpf", "bug"})
+# Splats that fail a test that otherwise passed; all of them are kernel bugs.
+FAILING_KINDS = CRASH_KINDS | {
+    "warning", "soft-lockup", "hard-lockup", "rcu-stall", "hung-task",
+    "kasan", "kfence", "ubsan", "kcsan",
+}  # fmt: skip
+
+
+class Exec(Protocol):
+    @property
+    def exit_status(self) -> int | None: ...
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def duration(self) -> float: ...
+
+
+class Session(Protocol):
+    """A booted guest, as the test runner needs it."""
+
+    def run(self, command: str, *, timeout: float, stdout: Path, stderr: Path) -> Exec: ...
+    def ping(self, timeout: float = 5.0) -> bool: ...
+    def kmsg(self, text: str) -> None: ...
+    def kill_tests(self) -> None: ...
+    def alive(self) -> bool: ...
+    def splats(self) -> list[Splat]: ...
+    def console_tail(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Marker:
+    begin: str
+    end: str
+
+    @classmethod
+    def of(cls, name: str) -> Marker:
+        return cls(f"orchestrate: begin test {name}", f"orchestrate: end test {name}")
+
+
+def command_for(test: Test) -> str:
+    """The guest shell command: the test's command plus its args as --key=value."""
+    args = [f"--{key}={value}" for key, value in test.args]
+    return " ".join([test.command, *map(shlex.quote, args)])
+
+
+def run_test(session: Session, test: Test, name: str, logs: Path) -> TestResult:
+    """Run test (as `name`, e.g. with a repeat suffix) and judge it."""
+    logs.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = logs / f"{name}.stdout", logs / f"{name}.stderr"
+    marker = Marker.of(name)
+    session.kmsg(marker.begin)
+    result = session.run(command_for(test), timeout=test.timeout, stdout=stdout, stderr=stderr)
+    answering = session.alive() and session.ping()
+    if answering:
+        if result.timed_out:
+            session.kill_tests()
+        session.kmsg(marker.end)
+    splats = [s for s in session.splats() if s.test in (name, None) or not answering]
+    mine = tuple(s for s in splats if s.test == name or (not answering and s.test is None))
+    logs_ = (str(stdout), str(stderr))
+    base = TestResult(name, Verdict.ERROR, result.duration, logs=logs_, splats=mine)
+    if not answering:
+        return _dead_guest(base, session.console_tail(), result.timed_out)
+    if result.timed_out:
+        return dataclasses.replace(
+            base, verdict=Verdict.TIMEOUT, reason=f"still running after {test.timeout:g}s; killed"
+        )
+    parsed = ktap.parse(stdout.read_text(errors="replace"), name)
+    return _judge(dataclasses.replace(parsed, duration=result.duration, logs=logs_, splats=mine),
+                  result.exit_status)  # fmt: skip
+
+
+def _dead_guest(base: TestResult, console_tail: str, timed_out: bool) -> TestResult:
+    crash = next((s for s in base.splats if s.kind in CRASH_KINDS), None)
+    if crash is not None:
+        return dataclasses.replace(base, verdict=Verdict.CRASH, reason=crash.title)
+    why = "the guest stopped answering" + (
+        " while the test ran past its timeout" if timed_out else ""
+    )
+    last = console_tail.strip().splitlines()[-1:] or ["(empty console)"]
+    return dataclasses.replace(
+        base, verdict=Verdict.KERNEL_HANG, reason=f"{why}; console: {last[0]}"
+    )
+
+
+def _judge(parsed: TestResult, exit_status: int | None) -> TestResult:
+    if parsed.verdict is Verdict.PASS:
+        bad = next((s for s in parsed.splats if s.kind in FAILING_KINDS), None)
+        if bad is not None:
+            return dataclasses.replace(
+                parsed, verdict=Verdict.FAIL, reason=f"kernel {bad.kind}: {bad.title}"
+            )
+        if exit_status != 0:
+            return dataclasses.replace(
+                parsed, verdict=Verdict.FAIL, reason=f"exit status {exit_status}"
+            )
+    return parsed
+
+
+def meets(verdict: Verdict, expected: str) -> bool:
+    """Whether a verdict is what the matrix declared ("" = pass or skip)."""
+    if not expected:
+        return verdict in (Verdict.PASS, Verdict.SKIP)
+    if expected == "fail":
+        # The test caught the bug, whichever way the kernel failed.
+        return verdict in (Verdict.FAIL, Verdict.CRASH, Verdict.KERNEL_HANG, Verdict.TIMEOUT)
+    return verdict.value == expected

@@ -1,0 +1,137 @@
+"""Verdict rules of the test runner, against a scripted fake guest.
+
+The real guest (QEMU + SSH) is exercised by tests/e2e; here only the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from orchestrator.matrix import Test
+from orchestrator.results import Splat, Verdict
+from orchestrator.testrun import command_for, meets, run_test
+
+KTAP_OK = "KTAP version 1\n1..2\nok 1 first\nok 2 second\n"
+
+
+@dataclass(frozen=True)
+class FakeExec:
+    exit_status: int | None
+    timed_out: bool = False
+    duration: float = 1.0
+
+
+@dataclass
+class FakeSession:
+    output: str = KTAP_OK
+    exit_status: int | None = 0
+    timed_out: bool = False
+    answers: bool = True
+    console_splats: list[Splat] = field(default_factory=list)
+    kmsgs: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    killed: bool = False
+
+    def run(self, command: str, *, timeout: float, stdout: Path, stderr: Path) -> FakeExec:
+        self.commands.append(command)
+        stdout.write_text(self.output)
+        stderr.write_text("")
+        return FakeExec(self.exit_status, self.timed_out)
+
+    def ping(self, timeout: float = 5.0) -> bool:
+        return self.answers
+
+    def kmsg(self, text: str) -> None:
+        self.kmsgs.append(text)
+
+    def kill_tests(self) -> None:
+        self.killed = True
+
+    def alive(self) -> bool:
+        return self.answers
+
+    def splats(self) -> list[Splat]:
+        return self.console_splats
+
+    def console_tail(self) -> str:
+        return "[   5.0] rcu: INFO: rcu_sched self-detected stall on CPU\n"
+
+
+TEST = Test(name="smoke", kind="ktap", command="/opt/selftests/smoke.sh", timeout=10)
+
+
+def test_ktap_pass_with_markers(tmp_path: Path) -> None:
+    session = FakeSession()
+    result = run_test(session, TEST, "smoke", tmp_path)
+    assert result.verdict is Verdict.PASS
+    assert [s.name for s in result.subtests] == ["smoke.first", "smoke.second"]
+    assert session.kmsgs == ["orchestrate: begin test smoke", "orchestrate: end test smoke"]
+    assert Path(result.logs[0]).read_text() == KTAP_OK
+
+
+def test_timeout_while_guest_answers(tmp_path: Path) -> None:
+    session = FakeSession(output="", exit_status=None, timed_out=True)
+    result = run_test(session, TEST, "smoke", tmp_path)
+    assert result.verdict is Verdict.TIMEOUT
+    assert session.killed
+    assert "after 10s" in result.reason
+
+
+def test_dead_guest_is_a_kernel_hang(tmp_path: Path) -> None:
+    session = FakeSession(output="", exit_status=None, timed_out=True, answers=False)
+    result = run_test(session, TEST, "smoke", tmp_path)
+    assert result.verdict is Verdict.KERNEL_HANG
+    assert "rcu_sched self-detected stall" in result.reason
+    assert session.kmsgs == ["orchestrate: begin test smoke"]
+
+
+def test_dead_guest_with_panic_is_a_crash(tmp_path: Path) -> None:
+    panic = Splat("panic", "Kernel panic - not syncing: sysrq triggered crash", 9.5, test="smoke")
+    other = Splat("warning", "WARNING: at boot", 1.0, test=None)
+    session = FakeSession(output="", exit_status=None, answers=False, console_splats=[other, panic])
+    result = run_test(session, TEST, "smoke", tmp_path)
+    assert result.verdict is Verdict.CRASH
+    assert result.reason == panic.title
+    assert panic in result.splats
+
+
+def test_splat_fails_a_passing_test(tmp_path: Path) -> None:
+    warn = Splat("warning", "WARNING: CPU: 0 PID: 1 at kernel/bpf/memalloc.c:1", 3.0, test="smoke")
+    earlier = Splat("warning", "WARNING: from another test", 2.0, test="other")
+    session = FakeSession(console_splats=[earlier, warn])
+    result = run_test(session, TEST, "smoke", tmp_path)
+    assert result.verdict is Verdict.FAIL
+    assert result.splats == (warn,)
+    assert "kernel warning" in result.reason
+
+
+def test_nonzero_exit_fails_a_passing_test(tmp_path: Path) -> None:
+    result = run_test(FakeSession(exit_status=3), TEST, "smoke", tmp_path)
+    assert result.verdict is Verdict.FAIL and result.reason == "exit status 3"
+
+
+def test_args_are_quoted_for_the_guest_shell() -> None:
+    test = Test(name="p", kind="ktap", command="/opt/p", args=(("name", "a b; rm -rf /"),))
+    assert command_for(test) == "/opt/p '--name=a b; rm -rf /'"
+
+
+@pytest.mark.parametrize(
+    ("verdict", "expected", "ok"),
+    [
+        (Verdict.PASS, "", True),
+        (Verdict.SKIP, "", True),
+        (Verdict.FAIL, "", False),
+        (Verdict.FAIL, "fail", True),
+        (Verdict.KERNEL_HANG, "fail", True),
+        (Verdict.CRASH, "fail", True),
+        (Verdict.PASS, "fail", False),
+        (Verdict.KERNEL_HANG, "kernel-hang", True),
+        (Verdict.FAIL, "kernel-hang", False),
+        (Verdict.ERROR, "fail", False),
+    ],
+)
+def test_expectations(verdict: Verdict, expected: str, ok: bool) -> None:
+    assert meets(verdict, expected) is ok
