@@ -134,8 +134,7 @@ def _summary(variant: results.VariantResult) -> str:
     bad = next((s for s in variant.stages if s.status.bad), None)
     if bad:
         return f"{bad.stage.value}: {bad.reason}"
-    last = variant.stage(Stage.BUILD)
-    return last.reason if last else ""
+    return "; ".join(f"{s.stage.value}: {s.reason}" for s in variant.stages[-3:] if s.reason)
 
 
 def _print_progress(variant: str, stage: Stage, status: Status | None, detail: str) -> None:

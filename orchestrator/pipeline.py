@@ -7,13 +7,14 @@ faults (UserError, InfraError) propagate.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator import build, kconfig, series, source
+from orchestrator import build, kconfig, series, source, testing
 from orchestrator.cache import Cache, digest
 from orchestrator.git import git, tree_of
 from orchestrator.matrix import Matrix, Variant
@@ -25,8 +26,9 @@ from orchestrator.results import (
     Status,
     VariantResult,
 )
+from orchestrator.vm import qemu
 
-STAGES = (Stage.APPLY, Stage.KCONFIG, Stage.BUILD)
+STAGES = (Stage.APPLY, Stage.KCONFIG, Stage.BUILD, Stage.BOOT, Stage.TEST)
 
 # Called on every stage change: variant, stage, status (None when starting), detail.
 Progress = Callable[[str, Stage, Status | None, str], None]
@@ -78,6 +80,8 @@ class Runner:
         self.cache = options.cache
         self.progress = progress
         self.built: dict[Path, str] = {}  # artifact dir -> variant that built it this run
+        self._guest: testing.GuestSetup | None = None
+        self._accel: tuple[str, str] | None = None
 
     def run(self, patches: dict[str, tuple[series.Patch, ...]]) -> tuple[VariantResult, ...]:
         with self.cache.locked():
@@ -88,6 +92,12 @@ class Runner:
                 self._apply(rec, src, apply_wt, patches[rec.name])
             for rec in records:
                 self._configure_and_build(rec, src)
+            try:
+                for rec in records:
+                    self._boot_and_test(rec)
+            finally:
+                if self._guest is not None:
+                    shutil.rmtree(self._guest.sockets, ignore_errors=True)
             return tuple(rec.done() for rec in records)
 
     @contextmanager
@@ -223,6 +233,44 @@ class Runner:
             return info, StageResult(Stage.BUILD, Status.FAIL, outcome.first_error or "", logs=logs)
         self.built[artifacts] = rec.name
         return info, StageResult(Stage.BUILD, Status.PASS, "built", logs=logs)
+
+    def _boot_and_test(self, rec: _Variant) -> None:
+        assert rec.result is not None
+        last = rec.stages[-1]
+        if last.stage is not Stage.BUILD or last.status is not Status.PASS:
+            return  # an earlier stage failed and the rest is already SKIPPED
+        assert rec.result.build is not None
+        if self._guest is None:
+            self._guest = testing.prepare(self.matrix, self.cache, self.options.run_dir)
+        run = testing.VariantRun(
+            self.matrix,
+            self.matrix.variant(rec.name),
+            self._guest,
+            Path(rec.result.build.artifact_dir) / "vmlinux",
+            self._logs(rec.name),
+            self._accelerator,
+        )
+        self.progress(rec.name, Stage.BOOT, None, "")
+        start = time.monotonic()
+        tests = run.run()
+        boot = replace(run.boot_stage(), duration=round(time.monotonic() - start, 3))
+        rec.stages.append(boot)
+        self.progress(rec.name, Stage.BOOT, boot.status, boot.reason)
+        rec.result = replace(rec.result, boot=run.boot_info, tests=tests)
+        if boot.status is not Status.PASS:
+            self._skip_rest(rec, Stage.BOOT, f"boot failed: {boot.reason}")
+            return
+        stage = replace(testing.test_stage(tests), duration=sum(t.duration for t in tests))
+        rec.stages.append(stage)
+        self.progress(rec.name, Stage.TEST, stage.status, stage.reason)
+
+    def _accelerator(self, kernel: Path, initrd: Path) -> tuple[str, str]:
+        """The matrix's choice, or a KVM probe once per run (cached per host boot)."""
+        if self.matrix.guest.accel != "auto":
+            return self.matrix.guest.accel, "set in the matrix"
+        if self._accel is None:
+            self._accel = qemu.probe_accel(kernel, initrd, cache_dir=self.cache.root)
+        return self._accel
 
     def _checkout(self, src: source.Source, bdir: build.BuildDir, commit: str) -> None:
         source.worktree(src, bdir.src)

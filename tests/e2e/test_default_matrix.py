@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import proc, results
-from orchestrator.results import PatchOutcome, Stage, Status
+from orchestrator.results import PatchOutcome, Stage, Status, Verdict
 
 from .conftest import REPO
 
@@ -38,7 +38,12 @@ def test_default_matrix_builds_real_kernels_once(e2e_cache: Path, tmp_path: Path
     for v in run.variants:
         assert [(s.stage, s.status) for s in v.stages] == [
             (Stage.APPLY, Status.PASS), (Stage.KCONFIG, Status.PASS), (Stage.BUILD, Status.PASS),
+            (Stage.BOOT, Status.PASS), (Stage.TEST, Status.PASS),
         ], v.name  # fmt: skip
+        # Booted under the probed accelerator and ran the smoke KTAP program over SSH.
+        assert v.boot is not None and v.boot.accel in ("kvm", "tcg") and v.boot.accel_reason
+        (smoke,) = v.tests
+        assert smoke.verdict is Verdict.PASS and len(smoke.subtests) == 5, smoke
         assert v.kconfig == ()
     assert [p.outcome for p in by["gfp-zero"].patches] == [PatchOutcome.APPLIED] * 2
 

@@ -33,7 +33,6 @@ class FakeSession:
     console_splats: list[Splat] = field(default_factory=list)
     kmsgs: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
-    killed: bool = False
 
     def run(self, command: str, *, timeout: float, stdout: Path, stderr: Path) -> FakeExec:
         self.commands.append(command)
@@ -46,9 +45,6 @@ class FakeSession:
 
     def kmsg(self, text: str) -> None:
         self.kmsgs.append(text)
-
-    def kill_tests(self) -> None:
-        self.killed = True
 
     def alive(self) -> bool:
         return self.answers
@@ -76,7 +72,6 @@ def test_timeout_while_guest_answers(tmp_path: Path) -> None:
     session = FakeSession(output="", exit_status=None, timed_out=True)
     result = run_test(session, TEST, "smoke", tmp_path)
     assert result.verdict is Verdict.TIMEOUT
-    assert session.killed
     assert "after 10s" in result.reason
 
 

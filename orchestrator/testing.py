@@ -1,0 +1,189 @@
+"""The boot and test stages of one variant.
+
+Each variant's kernel boots in a fresh guest; its tests run in order over
+SSH.  When a test leaves the guest dead (a crash or a hang), the next test
+gets a freshly booted guest, so one wedged kernel costs one test, not the
+rest of the list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator import guest, selftests, testrun
+from orchestrator.cache import Cache
+from orchestrator.matrix import Matrix, Test, Variant
+from orchestrator.results import BootInfo, Stage, StageResult, Status, TestResult, Verdict
+from orchestrator.vm import image, qemu
+
+
+@dataclass(frozen=True)
+class GuestSetup:
+    """What every variant's boots share within one run."""
+
+    initrd: Path
+    keys: image.Keys
+    sockets: Path  # a short directory: unix socket paths are limited to 107 bytes
+    tests_error: str | None  # the guest programs did not build
+
+
+def prepare(matrix: Matrix, cache: Cache, run_dir: Path) -> GuestSetup:
+    work = run_dir / "guest"
+    work.mkdir(parents=True, exist_ok=True)
+    keys = image.make_keys(work / "keys")
+    files: tuple[tuple[str, Path], ...] = ()
+    error = None
+    if matrix.guest.selftests is not None:
+        built = selftests.build(matrix.guest.selftests, cache.root, work / "selftests.log")
+        files, error = built.files(), built.error
+    layers = image.image(cache.root, keys, files, work)
+    initrd = image.concatenate(layers, work / "initrd.cpio")
+    sockets = Path(tempfile.mkdtemp(prefix="orchestrate-"))
+    return GuestSetup(initrd=initrd, keys=keys, sockets=sockets, tests_error=error)
+
+
+Accelerator = Callable[[Path, Path], tuple[str, str]]
+
+
+@dataclass
+class VariantRun:
+    """Boots a variant's kernel and runs its tests; results accumulate here."""
+
+    matrix: Matrix
+    variant: Variant
+    setup: GuestSetup
+    kernel: Path
+    logs: Path
+    accel: Accelerator
+    boots: int = 0
+    boot_info: BootInfo | None = None
+    boot_failure: str | None = None
+
+    def boot_stage(self) -> StageResult:
+        """The first boot is the BOOT stage; tests reuse that guest."""
+        logs = (str(self.logs / "console-1.log"),)
+        if self.boot_failure or self.boot_info is None:
+            return StageResult(Stage.BOOT, Status.FAIL, self.boot_failure or "", logs=logs)
+        info = self.boot_info
+        reason = f"{info.accel}, SSH ready in {info.seconds:.1f}s"
+        return StageResult(Stage.BOOT, Status.PASS, reason, logs=logs)
+
+    def run(self) -> tuple[TestResult, ...]:
+        pending = [(t, name) for t in self.matrix.tests for name in _names(t)]
+        done: list[TestResult] = []
+        while pending and self.boot_failure is None:
+            done += self._one_boot(pending)
+        if self.boot_failure is None:
+            return tuple(done)
+        reason = f"not run: boot failed: {self.boot_failure}"
+        return (*done, *(TestResult(n, Verdict.ERROR, reason=reason) for _, n in pending))
+
+    def _spec(self, accel: str, index: int) -> qemu.VmSpec:
+        g = self.matrix.guest
+        return qemu.VmSpec(
+            kernel=self.kernel,
+            initrd=self.setup.initrd,
+            cpus=g.cpus,
+            memory_mb=g.memory_mb,
+            accel=accel,  # type: ignore[arg-type]
+            cmdline_extra=g.cmdline,
+            console_log=self.logs / f"console-{index}.log",
+            qmp_socket=self.setup.sockets / f"{self.variant.name[:40]}-{index}.qmp",
+            ssh_port=qemu.free_port(),
+        )
+
+    def _one_boot(self, pending: list[tuple[Test, str]]) -> list[TestResult]:
+        """Boot once and run pending tests until they are done or the guest dies."""
+        self.boots += 1
+        accel, why = self.accel(self.kernel, self.setup.initrd)
+        spec = self._spec(accel, self.boots)
+        done: list[TestResult] = []
+        try:
+            with guest.boot(spec, self.setup.keys, self.matrix.guest.boot_timeout) as (
+                session,
+                booted,
+            ):
+                if self.boot_info is None:
+                    self.boot_info = BootInfo(
+                        accel, why, round(booted.seconds, 3), str(spec.console_log)
+                    )
+                while pending:
+                    test, name = pending.pop(0)
+                    if self.setup.tests_error:
+                        done.append(
+                            TestResult(
+                                name,
+                                Verdict.ERROR,
+                                reason=f"guest programs did not build: {self.setup.tests_error}",
+                            )
+                        )
+                        continue
+                    result = testrun.run_test(session, test, name, self.logs / "tests")
+                    done.append(_with_expectations(result, dict(self.variant.expect)))
+                    if not session.alive() or result.verdict is Verdict.KERNEL_HANG:
+                        break
+        except qemu.BootFailed as exc:
+            if self.boots == 1:
+                self.boot_failure = exc.reason
+                self.boot_info = BootInfo(accel, why, 0.0, str(spec.console_log), exc.console_tail)
+            else:  # a reboot after a crash failed: the rest cannot run
+                self.boot_failure = f"reboot after a dead guest failed: {exc.reason}"
+        return done
+
+    def _test(self, session: guest.GuestSession, test: Test, name: str) -> TestResult:
+        if self.setup.tests_error:
+            reason = f"guest programs did not build: {self.setup.tests_error}"
+            return TestResult(name, Verdict.ERROR, reason=reason)
+        result = testrun.run_test(session, test, name, self.logs / "tests")
+        return _with_expectations(result, dict(self.variant.expect))
+
+
+def _names(test: Test) -> list[str]:
+    if test.repeats == 1:
+        return [test.name]
+    return [f"{test.name}@{i}" for i in range(1, test.repeats + 1)]
+
+
+def _with_expectations(result: TestResult, expect: dict[str, str]) -> TestResult:
+    """Attach the matrix's declared outcome to the test and its subtests."""
+    # Repeats are named test@N; expectations name the test without the suffix.
+    base = result.name.split("@")[0]
+    own = expect.get(base, "")
+    subs = []
+    for sub in result.subtests:
+        key = base + sub.name[len(result.name) :]
+        subs.append(_with_expectations(sub, {key: expect.get(key, "")}))
+    return dataclasses.replace(result, expected=own, subtests=tuple(subs))
+
+
+def test_stage(tests: tuple[TestResult, ...]) -> StageResult:
+    """PASS when every test and subtest is what the matrix expects."""
+    misses = [t for t in _flatten(tests) if not testrun.meets(t.verdict, t.expected)]
+    if not tests:
+        return StageResult(Stage.TEST, Status.PASS, "no tests")
+    if not misses:
+        return StageResult(Stage.TEST, Status.PASS, f"{len(tests)} tests as expected")
+    shown = ", ".join(
+        f"{t.name}: {t.verdict.value}" + (f" (expected {t.expected})" if t.expected else "")
+        for t in misses[:5]
+    )
+    return StageResult(Stage.TEST, Status.FAIL, f"{len(misses)} unexpected: {shown}")  # fmt: skip
+
+
+def _flatten(tests: tuple[TestResult, ...]) -> list[TestResult]:
+    out: list[TestResult] = []
+    for t in tests:
+        # A parent with subtests is judged through them, unless it failed on its own.
+        if not t.subtests or t.verdict in (
+            Verdict.ERROR,
+            Verdict.TIMEOUT,
+            Verdict.KERNEL_HANG,
+            Verdict.CRASH,
+        ):
+            out.append(t)
+        out += _flatten(t.subtests)
+    return out  # fmt: skip
