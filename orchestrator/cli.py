@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
                 help="make jobs (default: number of CPUs)",
             )
             cmd.add_argument(
+                "--until",
+                choices=("build", "test"),
+                default="test",
+                help="stop after this stage (build: apply, configure and build only)",
+            )
+            cmd.add_argument(
                 "--out",
                 type=Path,
                 default=None,
@@ -110,7 +116,9 @@ def _run(
     started = datetime.now(UTC)
     run_dir = ns.out or matrix.report.dir / matrix.name / started.strftime("%Y%m%d-%H%M%S")
     run_dir = run_dir.resolve()
-    options = Options(cache=cache, run_dir=run_dir, jobs=ns.jobs, only=tuple(ns.only))
+    options = Options(
+        cache=cache, run_dir=run_dir, jobs=ns.jobs, only=tuple(ns.only), until=Stage(ns.until)
+    )
     start = time.monotonic()
     variants = Runner(matrix, options, _print_progress).run(patches)
     run = RunResult(

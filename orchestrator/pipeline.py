@@ -40,6 +40,7 @@ class Options:
     run_dir: Path
     jobs: int = 2
     only: tuple[str, ...] = ()
+    until: Stage = Stage.TEST  # the last stage to run
 
 
 def selected(matrix: Matrix, only: tuple[str, ...]) -> tuple[Variant, ...]:
@@ -92,6 +93,8 @@ class Runner:
                 self._apply(rec, src, apply_wt, patches[rec.name])
             for rec in records:
                 self._configure_and_build(rec, src)
+            if self.options.until in (Stage.APPLY, Stage.KCONFIG, Stage.BUILD):
+                return tuple(rec.done() for rec in records)
             try:
                 for rec in records:
                     self._boot_and_test(rec)

@@ -13,9 +13,10 @@ REPO = Path(__file__).resolve().parents[2]
 PERSISTENT = Path(os.environ.get("ORCHESTRATE_TEST_CACHE", REPO / ".orchestrate" / "test-cache"))
 
 
-@pytest.fixture()
-def e2e_cache(tmp_path: Path) -> Path:
-    cache = tmp_path / "cache"
+@pytest.fixture(scope="session")
+def e2e_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by the e2e tests of one session, so a kernel is built once."""
+    cache = tmp_path_factory.mktemp("e2e") / "cache"
     cache.mkdir()
     for shared in ("trees", "ccache"):
         target = PERSISTENT / shared
