@@ -24,6 +24,7 @@ class PlanRow:
 class Plan:
     tree: str
     rows: tuple[PlanRow, ...]
+    guest: str = ""  # what every variant that builds then does in the guest
 
     @property
     def builds(self) -> int:
@@ -75,8 +76,18 @@ def make_plan(
             what = pending
         rows.append(PlanRow(variant.name, f"{count}: cached", "cached", what, bdir.key))
     return Plan(
-        tree=f"{matrix.tree.kind.value} {matrix.tree.location}: {tree_note}", rows=tuple(rows)
+        tree=f"{matrix.tree.kind.value} {matrix.tree.location}: {tree_note}",
+        rows=tuple(rows),
+        guest=_guest_summary(matrix),
     )
+
+
+def _guest_summary(matrix: Matrix) -> str:
+    g = matrix.guest
+    runs = sum(t.repeats for t in matrix.tests)
+    names = ", ".join(t.name + (f" x{t.repeats}" if t.repeats > 1 else "") for t in matrix.tests)
+    boot = f"boot ({g.accel} accelerator, {g.cpus} vCPUs, {g.memory_mb} MiB)"
+    return f"{boot}, then {runs} test runs: {names}" if runs else f"{boot}, no tests"
 
 
 def render(plan: Plan) -> str:
@@ -88,5 +99,6 @@ def render(plan: Plan) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in table
     ]
+    lines += ["", f"then each variant that builds: {plan.guest}"] if plan.guest else []
     lines += ["", f"{plan.builds} of {len(plan.rows)} variants need a build"]
     return "\n".join(lines)
