@@ -68,7 +68,11 @@ class Cache:
         """One run at a time per cache: runs share worktrees and build dirs."""
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / "lock").open("w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"waiting for another orchestrate run using {self.root} ...", flush=True)
+                fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
             finally:

@@ -7,6 +7,7 @@ Exit codes: 0 all good, 1 some variant or test failed, 2 bad input,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
@@ -22,9 +23,10 @@ from orchestrator.cache import Cache, default_root
 from orchestrator.errors import OrchestrateError
 from orchestrator.matrix import Matrix
 from orchestrator.pipeline import Options, Runner, collect_series
+from orchestrator.report import FILES, write_reports
 from orchestrator.results import RunResult, Stage, Status
 
-COMMANDS = ("run", "plan")
+COMMANDS = ("run", "plan", "report")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
                 default=None,
                 help="run output directory (default: under the matrix's report dir)",
             )
+    text = "render JUnit, HTML and text reports again from a results file; runs nothing"
+    cmd = sub.add_parser("report", help=text, description=text)
+    cmd.add_argument("results", type=Path, help="a results.json written by `orchestrate run`")
+    cmd.add_argument(
+        "--out", type=Path, default=None, help="where to write (default: next to the results)"
+    )
     return parser
 
 
@@ -82,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.insert(0, "run")
     ns = _parser().parse_args(args)
     signal.signal(signal.SIGTERM, _terminate)
+    if ns.command == "report":
+        return _report(ns.results, ns.out)
     try:
         matrix = config.load(ns.matrix)
         unknown = sorted(set(ns.only) - {v.name for v in matrix.variants})
@@ -133,9 +143,43 @@ def _run(
         f"\n{len(variants)} variants in {time.monotonic() - start:.0f}s; "
         f"results: {run_dir / 'results.json'}"
     )
+    for path in write_reports(run, run_dir, matrix.report.formats):
+        print(f"report: {path}")
     for v in variants:
         print(f"  {v.name:24} {v.status.value.upper():7} {_summary(v)}")
     return 0 if run.ok else 1
+
+
+def _report(path: Path, out: Path | None) -> int:
+    """Re-render every report format from a results file; nothing runs."""
+    try:
+        run = results.read(path)
+    except FileNotFoundError:
+        return _bad_results(path, "no such file")
+    except IsADirectoryError:
+        return _bad_results(path, "is a directory, not a results file")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _bad_results(path, f"not JSON: {exc}")
+    except OSError as exc:
+        return _bad_results(path, exc.strerror or str(exc))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # from_data trusts the shape of the data: anything else is not a results file.
+        return _bad_results(path, f"not a results file: {type(exc).__name__}: {exc}")
+    if run.schema != results.SCHEMA_VERSION:
+        want = results.SCHEMA_VERSION
+        return _bad_results(path, f"results schema {run.schema}; this version reads {want}")
+    try:
+        written = write_reports(run, out or path.parent, FILES)
+    except OSError as exc:
+        return _bad_results(out or path.parent, f"cannot write the reports: {exc}")
+    for report in written:
+        print(f"report: {report}")
+    return 0
+
+
+def _bad_results(path: Path, why: str) -> int:
+    print(f"orchestrate: error: {path}: {why}", file=sys.stderr)
+    return 2
 
 
 def _summary(variant: results.VariantResult) -> str:

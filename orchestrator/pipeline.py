@@ -116,7 +116,8 @@ class Runner:
         self.progress(rec.name, stage, result.status, result.reason)
 
     def _skip_rest(self, rec: _Variant, after: Stage, reason: str) -> None:
-        for stage in STAGES[STAGES.index(after) + 1 :]:
+        last = STAGES.index(self.options.until)
+        for stage in STAGES[STAGES.index(after) + 1 : last + 1]:
             rec.stages.append(StageResult(stage, Status.SKIPPED, reason))
             self.progress(rec.name, stage, Status.SKIPPED, reason)
 
@@ -240,8 +241,11 @@ class Runner:
     def _boot_and_test(self, rec: _Variant) -> None:
         assert rec.result is not None
         last = rec.stages[-1]
-        if last.stage is not Stage.BUILD or last.status is not Status.PASS:
+        if last.stage is not Stage.BUILD:
             return  # an earlier stage failed and the rest is already SKIPPED
+        if last.status is not Status.PASS:
+            self._skip_rest(rec, Stage.BUILD, f"build failed: {last.reason}")
+            return
         assert rec.result.build is not None
         if self._guest is None:
             self._guest = testing.prepare(self.matrix, self.cache, self.options.run_dir)
@@ -263,7 +267,7 @@ class Runner:
         if boot.status is not Status.PASS:
             self._skip_rest(rec, Stage.BOOT, f"boot failed: {boot.reason}")
             return
-        stage = replace(testing.test_stage(tests), duration=sum(t.duration for t in tests))
+        stage = replace(testing.judge_tests(tests), duration=sum(t.duration for t in tests))
         rec.stages.append(stage)
         self.progress(rec.name, Stage.TEST, stage.status, stage.reason)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from orchestrator import guest, selftests, testrun
 from orchestrator.cache import Cache
 from orchestrator.matrix import Matrix, Test, Variant
-from orchestrator.results import BootInfo, Stage, StageResult, Status, TestResult, Verdict
+from orchestrator.results import BootInfo, Stage, StageResult, Status, TestResult, Verdict, meets
 from orchestrator.vm import image, qemu
 
 
@@ -75,7 +75,8 @@ class VariantRun:
     def run(self) -> tuple[TestResult, ...]:
         pending = [(t, name) for t in self.matrix.tests for name in _names(t)]
         done: list[TestResult] = []
-        while pending and self.boot_failure is None:
+        # At least one boot, so a matrix without tests still checks that it boots.
+        while (pending or self.boots == 0) and self.boot_failure is None:
             done += self._one_boot(pending)
         if self.boot_failure is None:
             return tuple(done)
@@ -101,34 +102,21 @@ class VariantRun:
         self.boots += 1
         accel, why = self.accel(self.kernel, self.setup.initrd)
         spec = self._spec(accel, self.boots)
+        timeout = self.matrix.guest.boot_timeout
         done: list[TestResult] = []
         try:
-            with guest.boot(spec, self.setup.keys, self.matrix.guest.boot_timeout) as (
-                session,
-                booted,
-            ):
+            with guest.boot(spec, self.setup.keys, timeout) as (session, booted):
                 if self.boot_info is None:
-                    self.boot_info = BootInfo(
-                        accel, why, round(booted.seconds, 3), str(spec.console_log)
-                    )
+                    seconds = round(booted.seconds, 3)
+                    self.boot_info = BootInfo(accel, why, seconds, str(spec.console_log))
                 while pending:
-                    test, name = pending.pop(0)
-                    if self.setup.tests_error:
-                        done.append(
-                            TestResult(
-                                name,
-                                Verdict.ERROR,
-                                reason=f"guest programs did not build: {self.setup.tests_error}",
-                            )
-                        )
-                        continue
-                    result = testrun.run_test(session, test, name, self.logs / "tests")
-                    done.append(_with_expectations(result, dict(self.variant.expect)))
+                    result = self._test(session, *pending.pop(0))
+                    done.append(result)
                     if not session.alive() or result.verdict is Verdict.KERNEL_HANG:
                         break
         except qemu.BootFailed as exc:
             if self.boots == 1:
-                self.boot_failure = exc.reason
+                self.boot_failure = exc.reason or "boot failed"
                 self.boot_info = BootInfo(accel, why, 0.0, str(spec.console_log), exc.console_tail)
             else:  # a reboot after a crash failed: the rest cannot run
                 self.boot_failure = f"reboot after a dead guest failed: {exc.reason}"
@@ -148,42 +136,49 @@ def _names(test: Test) -> list[str]:
     return [f"{test.name}@{i}" for i in range(1, test.repeats + 1)]
 
 
-def _with_expectations(result: TestResult, expect: dict[str, str]) -> TestResult:
-    """Attach the matrix's declared outcome to the test and its subtests."""
-    # Repeats are named test@N; expectations name the test without the suffix.
-    base = result.name.split("@")[0]
-    own = expect.get(base, "")
-    subs = []
-    for sub in result.subtests:
-        key = base + sub.name[len(result.name) :]
-        subs.append(_with_expectations(sub, {key: expect.get(key, "")}))
-    return dataclasses.replace(result, expected=own, subtests=tuple(subs))
+def _with_expectations(result: TestResult, expect: dict[str, str], key: str = "") -> TestResult:
+    """Attach the matrix's declared outcome to the test and its subtests.
+
+    Repeats are named test@N; expectations name the test without the suffix.
+    """
+    key = key or result.name.split("@")[0]
+    subs = tuple(
+        _with_expectations(sub, expect, key + sub.name[len(result.name) :])
+        for sub in result.subtests
+    )
+    return dataclasses.replace(result, expected=expect.get(key, ""), subtests=subs)
 
 
-def test_stage(tests: tuple[TestResult, ...]) -> StageResult:
-    """PASS when every test and subtest is what the matrix expects."""
-    misses = [t for t in _flatten(tests) if not testrun.meets(t.verdict, t.expected)]
+def judge_tests(tests: tuple[TestResult, ...]) -> StageResult:
+    """The TEST stage: PASS when every test and subtest is what the matrix expects."""
     if not tests:
         return StageResult(Stage.TEST, Status.PASS, "no tests")
+    misses = [t for t in _flatten(tests) if not meets(t.verdict, t.expected)]
     if not misses:
         return StageResult(Stage.TEST, Status.PASS, f"{len(tests)} tests as expected")
-    shown = ", ".join(
-        f"{t.name}: {t.verdict.value}" + (f" (expected {t.expected})" if t.expected else "")
-        for t in misses[:5]
-    )
-    return StageResult(Stage.TEST, Status.FAIL, f"{len(misses)} unexpected: {shown}")  # fmt: skip
+    shown = ", ".join(_miss(t) for t in misses[:5])
+    return StageResult(Stage.TEST, Status.FAIL, f"{len(misses)} unexpected: {shown}")
+
+
+def _miss(t: TestResult) -> str:
+    expected = f" (expected {t.expected})" if t.expected else ""
+    return f"{t.name}: {t.verdict.value}{expected}"
 
 
 def _flatten(tests: tuple[TestResult, ...]) -> list[TestResult]:
     out: list[TestResult] = []
     for t in tests:
-        # A parent with subtests is judged through them, unless it failed on its own.
-        if not t.subtests or t.verdict in (
-            Verdict.ERROR,
-            Verdict.TIMEOUT,
-            Verdict.KERNEL_HANG,
-            Verdict.CRASH,
-        ):
+        # A parent with subtests is judged through them, unless its verdict
+        # is its own (a splat, an exit status, a missing plan entry).
+        if not t.subtests or t.verdict is not _derived(t.subtests):
             out.append(t)
         out += _flatten(t.subtests)
-    return out  # fmt: skip
+    return out
+
+
+def _derived(subtests: tuple[TestResult, ...]) -> Verdict:
+    """The verdict a parent gets from its subtests alone (as ktap.parse rules)."""
+    verdicts = {s.verdict for s in subtests}
+    if verdicts - {Verdict.PASS, Verdict.SKIP}:
+        return Verdict.FAIL
+    return Verdict.PASS if Verdict.PASS in verdicts else Verdict.SKIP

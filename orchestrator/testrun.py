@@ -119,13 +119,3 @@ def _judge(parsed: TestResult, exit_status: int | None) -> TestResult:
                 parsed, verdict=Verdict.FAIL, reason=f"exit status {exit_status}"
             )
     return parsed
-
-
-def meets(verdict: Verdict, expected: str) -> bool:
-    """Whether a verdict is what the matrix declared ("" = pass or skip)."""
-    if not expected:
-        return verdict in (Verdict.PASS, Verdict.SKIP)
-    if expected == "fail":
-        # The test caught the bug, whichever way the kernel failed.
-        return verdict in (Verdict.FAIL, Verdict.CRASH, Verdict.KERNEL_HANG, Verdict.TIMEOUT)
-    return verdict.value == expected

@@ -210,7 +210,8 @@ class SshTransport:
 
     # --- exec ------------------------------------------------------------------
 
-    def _open(self, command: str, timeout: float) -> paramiko.Channel:
+    def _open(self, command: str, timeout: float) -> paramiko.Channel | None:
+        """A channel running command; None when the guest did not answer in time."""
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise SshError("the SSH connection is closed")
@@ -219,6 +220,8 @@ class SshTransport:
             channel.settimeout(timeout)
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            if transport.is_active():
+                return None  # connected, but nobody answers: a wedged guest
             raise SshError(f"cannot start {command!r} in the guest: {exc}") from exc
         return channel
 
@@ -235,6 +238,8 @@ class SshTransport:
         start = time.monotonic()
         deadline = start + timeout
         channel = self._open(command, timeout)
+        if channel is None:
+            return ExecResult(None, timed_out=True, duration=time.monotonic() - start)
         try:
             if stdin is not None:
                 _send(channel, stdin, deadline)
@@ -266,7 +271,9 @@ class SshTransport:
         The command runs in its own session (setsid), and its shell's pid,
         which is also its process group id, goes to a pid file first, so that
         a timed-out command and all its children can be killed as a group.
-        Closing the channel alone would leave them running.
+        Closing the channel alone would leave them running.  A guest that
+        stops answering gives timed_out too (ping() tells the two apart); a
+        lost connection raises SshError.
         """
         pidfile = f"{JOB_DIR}/orchestrate-job-{next(self._jobs)}.pid"
         wrapped = job_command(command, pidfile)
@@ -356,19 +363,26 @@ class SshTransport:
 def _send(channel: paramiko.Channel, data: BinaryIO, deadline: float) -> None:
     """Feed data to the command's stdin, then close it (EOF)."""
     while chunk := data.read(READ_SIZE):
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise TimeoutError("sending stdin timed out")
+        # sendall blocks while the guest does not read: never past the deadline.
+        channel.settimeout(left)
         channel.sendall(chunk)
     channel.shutdown_write()
 
 
 def _drain(channel: paramiko.Channel, out: BinaryIO, err: BinaryIO) -> bool:
-    """Copy what has arrived on both streams; whether there was anything."""
+    """Copy one chunk of each stream that has data; whether there was any.
+
+    One chunk, not all: with output arriving as fast as it is read, the
+    caller must still get to check its deadline.
+    """
     got = False
-    while channel.recv_ready():
+    if channel.recv_ready():
         out.write(channel.recv(READ_SIZE))
         got = True
-    while channel.recv_stderr_ready():
+    if channel.recv_stderr_ready():
         err.write(channel.recv_stderr(READ_SIZE))
         got = True
     return got
@@ -376,21 +390,26 @@ def _drain(channel: paramiko.Channel, out: BinaryIO, err: BinaryIO) -> bool:
 
 def _pump(channel: paramiko.Channel, out: BinaryIO, err: BinaryIO, deadline: float) -> bool:
     """Stream output until the command ends; False when deadline passed first."""
-    grace_end: float | None = None
+    exited: float | None = None
     while True:
-        if not _drain(channel, out, err):
-            if channel.closed or (channel.eof_received and channel.exit_status_ready()):
+        got = _drain(channel, out, err)
+        if not got and (channel.closed or (channel.eof_received and channel.exit_status_ready())):
+            break
+        now = time.monotonic()
+        if channel.exit_status_ready():
+            exited = now if exited is None else exited
+            if now - exited >= DRAIN_GRACE:
                 break
-            now = time.monotonic()
-            if channel.exit_status_ready():
-                grace_end = grace_end or now + DRAIN_GRACE
-                if now >= grace_end:
-                    break
-            if now >= deadline:
-                return False
+        # Checked on every round, so endless output cannot outrun the timeout.
+        if now >= deadline:
+            return False
+        if not got:
             # The channel's fd wakes on data for either stream and on close.
-            select.select([channel], [], [], min(SELECT_INTERVAL, max(0.0, deadline - now)))
-    _drain(channel, out, err)
+            select.select([channel], [], [], min(SELECT_INTERVAL, deadline - now))
+    # What arrived just before the close; bounded, as a leftover writer may go on.
+    end = time.monotonic() + DRAIN_GRACE
+    while _drain(channel, out, err) and time.monotonic() < end:
+        pass
     out.flush()
     err.flush()
     return True

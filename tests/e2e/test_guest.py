@@ -4,7 +4,6 @@ SSH, timeouts, boot failures, and that no QEMU ever outlives its owner."""
 from __future__ import annotations
 
 import os
-import pwd
 import signal
 import sys
 import tempfile
@@ -25,30 +24,6 @@ from .conftest import REPO
 pytestmark = pytest.mark.e2e
 BOOT_TIMEOUT = 60.0
 SSH_TIMEOUT = 30.0
-
-
-def _built_kernels() -> list[Path]:
-    # The real home: tests/conftest.py points HOME at a fresh directory.
-    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
-    artifacts = home / ".cache" / "orchestrate" / "artifacts"
-    # A finished build has artifact.json; a *.partial directory is still building.
-    return [p for p in artifacts.glob("*/vmlinux") if (p.parent / "artifact.json").exists()]
-
-
-@pytest.fixture(scope="session")
-def kernel() -> Path:
-    if "ORCHESTRATE_TEST_KERNEL" in os.environ:
-        path = Path(os.environ["ORCHESTRATE_TEST_KERNEL"])
-        if not path.is_file():
-            pytest.fail(f"ORCHESTRATE_TEST_KERNEL={path} is not a file")
-        return path
-    built = _built_kernels()
-    if not built:
-        pytest.fail(
-            "no built kernel: set ORCHESTRATE_TEST_KERNEL to a PVH vmlinux or build one "
-            "with orchestrate (~/.cache/orchestrate/artifacts/*/vmlinux)"
-        )
-    return max(built, key=lambda p: p.stat().st_mtime)
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +102,9 @@ def test_boot_ssh_files_and_kmsg_markers(
         assert release.startswith("6.")
         assert cmdline == qemu.kernel_cmdline(spec)
 
+        assert g.run("seq 1 50000", timeout=30, stdout=out, stderr=err).ok
+        assert out.read_text().split() == [str(i) for i in range(1, 50001)]
+
         result = g.run("echo to-err >&2; exit 7", timeout=30, stdout=out, stderr=err)
         assert (result.exit_status, result.timed_out) == (7, False)
         assert err.read_text() == "to-err\n"
@@ -174,6 +152,55 @@ def test_timed_out_command_is_killed_and_the_guest_answers(
         assert out.read_text() == "next\n"
 
 
+def test_crashed_guest_is_dead_at_once(
+    make_spec: SpecFactory, guest_image: tuple[image.Keys, Path], tmp_path: Path
+) -> None:
+    spec = make_spec()
+    out, err = tmp_path / "out", tmp_path / "err"
+    with (
+        Machine(spec, boot_timeout=BOOT_TIMEOUT) as vm,
+        ssh.SshTransport.connect(port=spec.ssh_port, keys=guest_image[0], timeout=SSH_TIMEOUT) as g,
+    ):
+        g.kmsg("orchestrate: begin test crash")
+        result = g.run("echo c > /proc/sysrq-trigger", timeout=30, stdout=out, stderr=err)
+        assert (result.exit_status, result.timed_out) == (None, False)
+        # SSH drops a few ms before QEMU exits: alive() must not say yes then.
+        assert not vm.alive()
+        assert not g.ping(timeout=2)
+        vm.console.flush()  # the log ends here: the last report is complete
+        splats = vm.console.all()
+        assert any(s.kind == "panic" and s.test == "crash" for s in splats), splats
+
+
+def test_frozen_guest_fails_ping_and_times_out_commands_quickly(
+    make_spec: SpecFactory, guest_image: tuple[image.Keys, Path], tmp_path: Path
+) -> None:
+    spec = make_spec()
+    out, err = tmp_path / "out", tmp_path / "err"
+    with (
+        Machine(spec, boot_timeout=BOOT_TIMEOUT) as vm,
+        ssh.SshTransport.connect(port=spec.ssh_port, keys=guest_image[0], timeout=SSH_TIMEOUT) as g,
+    ):
+        vm.qmp("stop")  # every vCPU halts: the guest looks wedged
+        start = time.monotonic()
+        assert not g.ping(timeout=2)
+        result = g.run("true", timeout=2, stdout=out, stderr=err)
+        assert result.timed_out
+        assert time.monotonic() - start < 12  # ping, run, and run's kill attempt
+        vm.qmp("cont")
+        assert g.ping(timeout=10)
+
+
+def test_teardown_of_a_frozen_qemu_process(make_spec: SpecFactory) -> None:
+    vm = Machine(make_spec(), boot_timeout=BOOT_TIMEOUT)
+    with vm:
+        qemu_process = psutil.Process(qemu_children()[0].pid)
+        qemu_process.suspend()  # QEMU itself answers nothing now, QMP included
+        start = time.monotonic()
+    assert time.monotonic() - start < 10
+    assert not qemu_process.is_running()
+
+
 def test_kernel_panic_is_a_quick_boot_failure(make_spec: SpecFactory) -> None:
     # rdinit alone would not do: the kernel falls back to /sbin/init (busybox
     # init) in the initramfs.  A failing init= panics.
@@ -190,9 +217,11 @@ def test_missing_ready_marker_is_a_boot_failure_at_the_timeout(make_spec: SpecFa
     # A shell as init: the guest runs but never says ready.
     spec = make_spec("rdinit=/bin/sh")
     start = time.monotonic()
-    with pytest.raises(BootFailed, match="no ready marker within 8s") as failed:
-        with Machine(spec, boot_timeout=8):
-            pass  # pragma: no cover
+    with (
+        pytest.raises(BootFailed, match="no ready marker within 8s") as failed,
+        Machine(spec, boot_timeout=8),
+    ):
+        pass  # pragma: no cover
     assert 8 <= time.monotonic() - start < 15
     assert "BusyBox" in failed.value.console_tail
 

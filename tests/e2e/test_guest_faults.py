@@ -24,7 +24,9 @@ from .conftest import REPO
 pytestmark = pytest.mark.e2e
 
 
-def write_matrix(directory: Path, *, cmdline: str = "", boot_timeout: int = 60, tests: str) -> Path:
+def write_matrix(
+    directory: Path, *, cmdline: str = "", boot_timeout: int = 60, tests: str, expect: str = "{}"
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     frags = ", ".join(
         str(REPO / "kconfigs" / f)
@@ -41,7 +43,7 @@ def write_matrix(directory: Path, *, cmdline: str = "", boot_timeout: int = 60, 
           selftests: {REPO / "selftests"}
         variants:
           - name: upstream
-            expect: {{sleepy: timeout, crash: fail}}
+            expect: {expect}
         tests:
         """)
         + textwrap.indent(textwrap.dedent(tests), "  ")
@@ -75,7 +77,8 @@ def test_hung_and_crashing_tests(e2e_cache: Path, tmp_path: Path) -> None:
         + "- {name: crash, kind: ktap, command: echo c > /proc/sysrq-trigger, timeout: 30}\n"
         + SMOKE % "rebooted"
     )
-    outcome, run_ = run(write_matrix(tmp_path, tests=tests), e2e_cache, tmp_path / "out")
+    matrix = write_matrix(tmp_path, tests=tests, expect="{sleepy: timeout, crash: fail}")
+    outcome, run_ = run(matrix, e2e_cache, tmp_path / "out")
     # Every outcome is what the matrix declared: exit 0.
     assert outcome.returncode == 0, outcome.stdout + outcome.stderr
     (v,) = run_.variants
@@ -92,7 +95,9 @@ def test_hung_and_crashing_tests(e2e_cache: Path, tmp_path: Path) -> None:
 
 
 def test_panicking_boot_is_boot_fail(e2e_cache: Path, tmp_path: Path) -> None:
-    matrix = write_matrix(tmp_path, cmdline="rdinit=/nonexistent", tests=SMOKE % "smoke")
+    # Without a usable rdinit the kernel falls back to init=, and panics when that fails too.
+    panics = "rdinit=/nonexistent init=/nonexistent"
+    matrix = write_matrix(tmp_path, cmdline=panics, tests=SMOKE % "smoke")
     start = time.monotonic()
     outcome, run_ = run(matrix, e2e_cache, tmp_path / "out")
     assert outcome.returncode == 1

@@ -43,7 +43,10 @@ def make_spec(directory: Path, accel: qemu.Accel = "tcg", extra: str = "") -> Vm
     )
 
 
-CMDLINE = "console=ttyS0 panic=-1 loglevel=5 printk.devkmsg=on random.trust_cpu=on rdinit=/init"
+CMDLINE = (
+    "console=ttyS0 panic=-1 loglevel=5 printk.devkmsg=on printk.time=1"
+    " random.trust_cpu=on rdinit=/init"
+)
 
 
 def golden(accel_args: list[str], extra: str = "") -> list[str]:
@@ -206,7 +209,7 @@ FAKE_QEMU = textwrap.dedent(
         if mode == "ready":
             out.write("orchestrate: init start\\r\\nORCHESTRATE-READY\\r\\n")
         elif mode == "panic":
-            out.write("Kernel panic - not syncing: Attempted to kill init!\\r\\n")
+            out.write("[    1.500000] Kernel panic - not syncing: Attempted to kill init!\\r\\n")
             out.flush()
             sys.exit(0)
     while True:
@@ -267,6 +270,18 @@ def test_machine_ready_then_quit(
     assert not vm.alive()
     assert fake_children() == []
     assert not (short_dir / "qmp.sock").exists()
+
+
+def test_machine_is_not_alive_after_a_panic_even_while_qemu_runs(
+    fake_arch: qemu.ArchSpec, fake_mode: Callable[[str], None], short_dir: Path
+) -> None:
+    fake_mode("ready")
+    with Machine(make_spec(short_dir), boot_timeout=20, arch=fake_arch) as vm:
+        assert vm.alive()
+        with open(vm.console_log, "a") as console:
+            console.write("[    9.000000] Kernel panic - not syncing: Fatal exception\r\n")
+        assert not vm.alive()
+        assert fake_children() != []
 
 
 def test_machine_panic_is_boot_failed_with_the_panic_line(

@@ -4,6 +4,7 @@ The real guest is in tests/e2e/test_guest.py."""
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import io
 import os
@@ -184,7 +185,7 @@ class FakeChannel:
     """Delivers scripted (stdout, stderr) chunks, then an exit status."""
 
     def __init__(self, chunks: list[tuple[bytes, bytes]], exits: bool, eof: bool) -> None:
-        self.chunks = chunks
+        self.chunks = collections.deque(chunks)
         self.exits = exits
         self.eof = eof
         self.closed = False
@@ -213,7 +214,7 @@ class FakeChannel:
 
     def _pop(self) -> None:
         if self.chunks[0] == (b"", b""):
-            self.chunks.pop(0)
+            self.chunks.popleft()
 
     def exit_status_ready(self) -> bool:
         return self.exits and not self.chunks
@@ -252,3 +253,18 @@ def test_pump_does_not_wait_for_eof_held_by_a_leftover_process() -> None:
     done, _, _, took = pump(FakeChannel([], exits=True, eof=False), 10)
     assert done
     assert ssh.DRAIN_GRACE <= took < ssh.DRAIN_GRACE + 0.5
+
+
+def test_pump_times_out_on_endless_output() -> None:
+    channel = FakeChannel([(b"y\n", b"")] * 10**6, exits=False, eof=False)
+    done, out, _, took = pump(channel, 0.3)
+    assert not done and out.startswith(b"y\ny\n")
+    assert took < 1
+
+
+def test_pump_stops_after_the_grace_when_output_goes_on_after_exit() -> None:
+    channel = FakeChannel([(b"y\n", b"")] * 10**6, exits=True, eof=False)
+    channel.exit_status_ready = lambda: True  # type: ignore[method-assign]
+    done, _, _, took = pump(channel, 10)
+    assert done
+    assert took < 2 * ssh.DRAIN_GRACE + 0.5

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.matrix import Test
-from orchestrator.results import Splat, Verdict
-from orchestrator.testrun import command_for, meets, run_test
+from orchestrator.results import Splat, Verdict, meets
+from orchestrator.testrun import command_for, run_test
 
 KTAP_OK = "KTAP version 1\n1..2\nok 1 first\nok 2 second\n"
 

@@ -1,0 +1,436 @@
+"""Read-only views of a run: JUnit, HTML and a plain-text summary.
+
+Every renderer works from a RunResult alone (plus the log files whose paths
+it names), so `orchestrate report results.json` can redo them at any time.
+This module holds what the renderers share: how a stage or a test reads as
+one word, the verdict table, metric samples and their summary, and capped
+log excerpts.  Like every report module it imports only `results`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import shlex
+import statistics
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.results import (
+    RunResult,
+    Stage,
+    StageResult,
+    Status,
+    TestResult,
+    VariantResult,
+    Verdict,
+    meets,
+)
+
+FILES = {"junit": "junit.xml", "html": "report.html", "text": "summary.txt"}
+
+# The stages shown as columns; TEST is shown through its tests.
+STAGE_COLUMNS = (Stage.APPLY, Stage.KCONFIG, Stage.BUILD, Stage.BOOT)
+
+# Verdicts that end a test on their own, whatever its subtests say.
+_OWN_FAILURES = (Verdict.ERROR, Verdict.TIMEOUT, Verdict.KERNEL_HANG, Verdict.CRASH)
+
+
+class Outcome(enum.Enum):
+    """How one cell reads: a stage's status or a test's verdict against its expectation.
+
+    Declared worst first: when outcomes are combined (repeats, subtests) the
+    earliest one wins.
+    """
+
+    APPLY_FAIL = "APPLY-FAIL"
+    KCONFIG_FAIL = "KCONFIG-FAIL"
+    BUILD_FAIL = "BUILD-FAIL"
+    BOOT_FAIL = "BOOT-FAIL"
+    CRASH = "CRASH"
+    KERNEL_HANG = "KERNEL-HANG"
+    TIMEOUT = "TIMEOUT"
+    ERROR = "ERROR"
+    FAIL = "FAIL"
+    UNEXPECTED_PASS = "UNEXPECTED-PASS"
+    UNEXPECTED_SKIP = "UNEXPECTED-SKIP"
+    XFAIL = "XFAIL (expected)"
+    PASS = "PASS"
+    SKIP = "SKIP"
+    NOT_RUN = "NOT-RUN"
+
+    @property
+    def word(self) -> str:
+        return self.value
+
+    @property
+    def bad(self) -> bool:
+        return self not in (Outcome.XFAIL, Outcome.PASS, Outcome.SKIP, Outcome.NOT_RUN)
+
+    @property
+    def css(self) -> str:
+        return "o-" + self.name.lower().replace("_", "-")
+
+
+_RANK = {o: i for i, o in enumerate(Outcome)}
+_STAGE_FAIL = {
+    Stage.APPLY: Outcome.APPLY_FAIL,
+    Stage.KCONFIG: Outcome.KCONFIG_FAIL,
+    Stage.BUILD: Outcome.BUILD_FAIL,
+    Stage.BOOT: Outcome.BOOT_FAIL,
+    Stage.TEST: Outcome.FAIL,
+}
+_VERDICT = {
+    Verdict.FAIL: Outcome.FAIL,
+    Verdict.ERROR: Outcome.ERROR,
+    Verdict.TIMEOUT: Outcome.TIMEOUT,
+    Verdict.KERNEL_HANG: Outcome.KERNEL_HANG,
+    Verdict.CRASH: Outcome.CRASH,
+}
+
+
+# C0 controls (but tab and newline), DEL and C1 controls: terminal escapes
+# and NULs from consoles, which no report should pass on raw.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text with control characters shown as \\xNN, so they read and do not act."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+def worst(outcomes: Iterable[Outcome]) -> Outcome | None:
+    return min(outcomes, key=_RANK.__getitem__, default=None)
+
+
+def verdict_outcome(verdict: Verdict, expected: str) -> Outcome:
+    if meets(verdict, expected):
+        if verdict is Verdict.PASS:
+            return Outcome.PASS
+        return Outcome.SKIP if verdict is Verdict.SKIP else Outcome.XFAIL
+    if verdict is Verdict.PASS:
+        return Outcome.UNEXPECTED_PASS
+    if verdict is Verdict.SKIP:
+        return Outcome.UNEXPECTED_SKIP
+    return _VERDICT[verdict]
+
+
+def stage_outcome(stage: StageResult) -> Outcome:
+    if stage.status is Status.PASS:
+        return Outcome.PASS
+    if stage.status is Status.SKIPPED:
+        return Outcome.NOT_RUN
+    if stage.status is Status.ERROR:
+        return Outcome.ERROR
+    return _STAGE_FAIL[stage.stage]
+
+
+def boot_failed(variant: VariantResult) -> bool:
+    boot = variant.stage(Stage.BOOT)
+    return boot is not None and boot.status is not Status.PASS
+
+
+def own_outcome(test: TestResult, *, not_run: bool = False) -> Outcome:
+    """The test's own cell, without its subtests.
+
+    A parent that failed because a subtest failed is judged through its
+    subtests (as the test stage does), so an expected subtest failure does
+    not turn its parent red.  `not_run`: the variant's boot failed, so an
+    ERROR test without logs never started.
+    """
+    if not_run and test.verdict is Verdict.ERROR and not test.logs:
+        return Outcome.NOT_RUN
+    outcome = verdict_outcome(test.verdict, test.expected)
+    if outcome is Outcome.FAIL and test.verdict not in _OWN_FAILURES:
+        explained = any(s.verdict not in (Verdict.PASS, Verdict.SKIP) for s in walk(test.subtests))
+        if explained:
+            return Outcome.PASS
+    return outcome
+
+
+def outcome_of(test: TestResult, *, not_run: bool = False) -> Outcome:
+    """A test with its subtests, as one word: the worst of them.
+
+    Among the good outcomes XFAIL beats PASS (it passes only because a
+    failure was declared) and PASS beats SKIP (one skipped subtest does not
+    make a passing test a skip).
+    """
+    outcomes = [own_outcome(t, not_run=not_run) for t in (test, *walk(test.subtests))]
+    good = [o for o in outcomes if not o.bad]
+    bad = [o for o in outcomes if o.bad]
+    if bad:
+        return worst(bad) or Outcome.FAIL
+    for choice in (Outcome.XFAIL, Outcome.PASS, Outcome.SKIP):
+        if choice in good:
+            return choice
+    return Outcome.NOT_RUN
+
+
+def walk(tests: Iterable[TestResult]) -> Iterator[TestResult]:
+    """Every test and subtest, depth first."""
+    for t in tests:
+        yield t
+        yield from walk(t.subtests)
+
+
+_REPEAT = re.compile(r"@\d+(?=\.|$)")
+
+
+def base_name(name: str) -> str:
+    """The test's name without its repeat suffix: map_perf@3.lookup -> map_perf.lookup."""
+    return _REPEAT.sub("", name, count=1)
+
+
+@dataclass(frozen=True)
+class Cell:
+    outcome: Outcome
+    detail: str = ""  # e.g. "2/5" when repeats disagree, "cached" for a build
+    reason: str = ""
+
+    @property
+    def text(self) -> str:
+        return f"{self.outcome.word} {self.detail}".strip()
+
+
+@dataclass(frozen=True)
+class Row:
+    variant: VariantResult
+    stages: tuple[Cell | None, ...]  # one per STAGE_COLUMNS entry; None: no such stage
+    tests: tuple[Cell | None, ...]  # one per Table.tests entry; None: not in this variant
+
+
+@dataclass(frozen=True)
+class Table:
+    """Variants by (stages, tests): the verdict table every format starts with."""
+
+    tests: tuple[str, ...]  # test names without repeat suffixes, in first-seen order
+    rows: tuple[Row, ...]
+
+
+def verdict_table(run: RunResult) -> Table:
+    names = list(dict.fromkeys(base_name(t.name) for v in run.variants for t in v.tests))
+    rows = []
+    for v in run.variants:
+        stages = tuple(stage_cell(v, s) for s in STAGE_COLUMNS)
+        tests = tuple(_test_cell(v, name) for name in names)
+        rows.append(Row(v, stages, tests))
+    return Table(tuple(names), tuple(rows))
+
+
+def stage_cell(variant: VariantResult, stage: Stage) -> Cell | None:
+    result = variant.stage(stage)
+    if result is None:
+        return None
+    detail = ""
+    if stage is Stage.BUILD and result.status is Status.PASS and variant.build is not None:
+        detail = build_kind(variant).split()[0]  # "shared"; the reason names the variant
+    if stage is Stage.KCONFIG and result.status is Status.PASS and variant.kconfig:
+        detail = "warn"  # mismatches the matrix chose to tolerate
+    return Cell(stage_outcome(result), detail, result.reason)
+
+
+def _test_cell(variant: VariantResult, name: str) -> Cell | None:
+    runs = [t for t in variant.tests if base_name(t.name) == name]
+    if not runs:
+        return None
+    skipped_boot = boot_failed(variant)
+    outcomes = [outcome_of(t, not_run=skipped_boot) for t in runs]
+    shown = worst(outcomes) or Outcome.NOT_RUN
+    detail = ""
+    if len(runs) > 1:
+        same = outcomes.count(shown)
+        detail = f"x{len(runs)}" if same == len(runs) else f"{same}/{len(runs)}"
+    first = next(t for t, o in zip(runs, outcomes, strict=True) if o is shown)
+    return Cell(shown, detail, first_reason(first))
+
+
+def first_reason(test: TestResult) -> str:
+    """The test's reason, or that of its first subtest that has one."""
+    return next((t.reason for t in walk((test,)) if t.reason), "")
+
+
+def build_kind(variant: VariantResult) -> str:
+    b = variant.build
+    if b is None:
+        return ""
+    if b.shared_with:
+        return f"shared with {b.shared_with}"
+    return "cached" if b.cached else "built"
+
+
+def reproduce(run: RunResult, variant: VariantResult) -> str:
+    """A one-line command that runs this variant again, stopping where it failed."""
+    argv = ["orchestrate", "run", run.matrix, "--only", variant.name]
+    failed = next((s.stage for s in variant.stages if s.status.bad), None)
+    if failed in (Stage.APPLY, Stage.KCONFIG, Stage.BUILD):
+        argv += ["--until", "build"]
+    return shlex.join(argv)
+
+
+# --- metrics -------------------------------------------------------------
+
+MetricKey = tuple[str, str]  # (test name without repeat suffix, metric)
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    variant: str
+    samples: tuple[float, ...]
+    median: float
+    low: float
+    high: float
+
+    @property
+    def n(self) -> int:
+        return len(self.samples)
+
+
+def metric_samples(variants: Iterable[VariantResult]) -> dict[MetricKey, dict[str, list[float]]]:
+    """Every metric value, grouped by (test, metric) and then by variant."""
+    out: dict[MetricKey, dict[str, list[float]]] = {}
+    for v in variants:
+        for t in walk(v.tests):
+            for metric, value in t.metrics.items():
+                out.setdefault((base_name(t.name), metric), {}).setdefault(v.name, []).append(value)
+    return out
+
+
+def summarize(samples: Mapping[str, Sequence[float]]) -> list[MetricRow]:
+    """One row per variant for one metric.
+
+    The seam for the statistics to come (confidence intervals, ratios to
+    the baseline): renderers only see rows, so a richer summary replaces
+    this function, not the renderers.
+    """
+    rows = []
+    for variant, values in samples.items():
+        if values:
+            v = tuple(values)
+            rows.append(MetricRow(variant, v, statistics.median(v), min(v), max(v)))
+    return rows
+
+
+def fmt_number(x: float) -> str:
+    """A metric value for people: integers whole, others to about four digits."""
+    x = float(x)  # ints arrive from JSON too
+    if x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    if abs(x) >= 1000:
+        return f"{x:.1f}"
+    return f"{x:.4g}"
+
+
+# --- logs ----------------------------------------------------------------
+
+LOG_LINES = 200
+LOG_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Excerpt:
+    path: str
+    text: str = ""
+    size: int = 0  # bytes in the file
+    truncated: bool = False  # only the tail is in text
+    missing: str = ""  # why there is no text: "not found", "omitted: ..."
+
+    @property
+    def note(self) -> str:
+        if self.missing:
+            return self.missing
+        if self.truncated:
+            return f"last {self.text.count(chr(10)) + 1} lines of {human_size(self.size)}"
+        return human_size(self.size)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def human_size(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    if n < 1_000_000:
+        return f"{n / 1000:.1f} kB"
+    return f"{n / 1_000_000:.1f} MB"
+
+
+def read_tail(path: str, lines: int = LOG_LINES, limit: int = LOG_BYTES) -> Excerpt:
+    """The end of a log: at most `lines` lines and `limit` bytes.
+
+    The end, because that is where a build error, a panic or a failing
+    test's last words are.  A missing file is a note, not an error: results
+    outlive their logs (copied results, cleaned caches).
+    """
+    if not path:
+        return Excerpt(path, missing="no log recorded")
+    try:
+        with Path(path).open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - limit))
+            data = f.read(limit)
+    except FileNotFoundError:
+        return Excerpt(path, missing="not found (the log was moved or cleaned up)")
+    except OSError as exc:
+        return Excerpt(path, missing=f"unreadable: {exc.strerror or exc}")
+    text = printable(data.decode("utf-8", errors="replace"))
+    kept = text.splitlines()
+    cut = size > limit
+    if cut and len(kept) > 1:
+        kept = kept[1:]  # the first line is likely cut in half
+    if len(kept) > lines:
+        kept, cut = kept[-lines:], True
+    return Excerpt(path, "\n".join(kept), size, cut)
+
+
+# What testrun writes to the kernel log before each test (testrun.Marker).
+_BEGIN = b"orchestrate: begin test "
+_CONSOLE = re.compile(r"console-(\d+)\.log")
+_CONSOLE_MAX = 64 * 1024 * 1024  # larger consoles are not searched for markers
+
+
+def console_for(variant: VariantResult, test: str) -> str | None:
+    """The console log of the boot that ran `test`, if it can be found.
+
+    A crashed or hung guest is rebooted for the next test, so the test's
+    console is the latest console-N.log that shows its begin marker; its
+    end is where the guest died.
+    """
+    if variant.boot is None or not variant.boot.console_log:
+        return None
+    folder = Path(variant.boot.console_log).parent
+    try:
+        found = [(int(m[1]), p) for p in folder.iterdir() if (m := _CONSOLE.fullmatch(p.name))]
+    except OSError:
+        return None
+    marker = re.compile(re.escape(_BEGIN + test.encode()) + rb"\r?$", re.MULTILINE)
+    for _n, log in sorted(found, reverse=True):
+        try:
+            if log.stat().st_size <= _CONSOLE_MAX and marker.search(log.read_bytes()):
+                return str(log)
+        except OSError:
+            continue
+    return None
+
+
+def write_reports(run: RunResult, out_dir: Path, formats: Iterable[str]) -> list[Path]:
+    """Render the chosen formats into out_dir; "json" is results.json, written by the caller."""
+    # Imported here: the renderers import this package for the shared model above.
+    from orchestrator.report import html, junit, text
+
+    render = {"junit": junit.render, "html": html.render, "text": text.render}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in dict.fromkeys(formats):
+        if fmt == "json":
+            continue
+        if fmt not in render:
+            raise ValueError(f"unknown report format {fmt!r}")
+        path = out_dir / FILES[fmt]
+        tmp = path.with_name(path.name + ".tmp")
+        # A lone surrogate (JSON can hold one) must not stop the report.
+        tmp.write_text(render[fmt](run), encoding="utf-8", errors="backslashreplace")
+        tmp.replace(path)
+        written.append(path)
+    return written

@@ -1,0 +1,224 @@
+"""JUnit XML for CI: a <testsuite> per variant, a <testcase> per stage and test.
+
+The apply, kconfig, build and boot stages are test cases too
+(`stage:apply`, ...), so a variant that never reached its tests still shows
+why, once, as an <error>; the stages after it are <skipped>.  Every test and
+every KTAP subtest is its own case.  An expected failure passes (with an
+"expected" property and a note in system-out); an expected failure that
+passed is a <failure type="unexpected-pass">.
+
+The output validates against the Jenkins JUnit schema
+(tests/unit/data/junit/jenkins-junit.xsd), which also allows the
+<properties> of a <testcase> that the Jenkins JUnit plugin reads.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from junitparser import (
+    Error,
+    Failure,
+    JUnitXml,
+    Properties,
+    Property,
+    Skipped,
+    TestCase,
+    TestSuite,
+)
+
+from orchestrator.report import (
+    STAGE_COLUMNS,
+    Outcome,
+    boot_failed,
+    build_kind,
+    console_for,
+    own_outcome,
+    read_tail,
+    reproduce,
+    stage_outcome,
+    walk,
+)
+from orchestrator.results import (
+    PatchOutcome,
+    RunResult,
+    Splat,
+    Stage,
+    StageResult,
+    Status,
+    TestResult,
+    VariantResult,
+)
+
+# Output kept in the XML per failing test: enough to triage in the CI page.
+_LOG_LINES = 100
+_LOG_BYTES = 16 * 1024
+_CONSOLE_LINES = 60  # the panic and its trace, for a test that took the guest down
+
+# Characters XML 1.0 cannot carry at all (control characters, lone
+# surrogates): console text is full of escape sequences.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def clean(text: str) -> str:
+    """Text as XML can carry it: impossible characters become visible \\xNN escapes."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+def render(run: RunResult) -> str:
+    xml = build(run)
+    # Re-parsed with the standard library so the output is the same whether
+    # junitparser runs on lxml or ElementTree, and indented for people.
+    root = ET.fromstring(xml.tostring())  # type: ignore[no-untyped-call]
+    # junitparser counts skipped cases on <testsuites> too; the schema has no
+    # such attribute there (each <testsuite> carries its own count).
+    root.attrib.pop("skipped", None)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"
+
+
+def build(run: RunResult) -> JUnitXml:
+    xml = JUnitXml(clean(f"orchestrate {run.matrix}"))
+    for variant in run.variants:
+        xml.add_testsuite(_suite(run, variant))
+    xml.update_statistics()  # type: ignore[no-untyped-call]
+    return xml
+
+
+def _suite(run: RunResult, variant: VariantResult) -> TestSuite:
+    suite = TestSuite(clean(variant.name))
+    suite.timestamp = clean(run.started)
+    if run.host.get("hostname"):
+        suite.hostname = clean(run.host["hostname"])
+    for name, value in _suite_properties(run, variant):
+        suite.add_property(clean(name), clean(value))
+    cases = [_stage_case(variant, s) for s in variant.stages if s.stage in STAGE_COLUMNS]
+    not_run = boot_failed(variant)
+    cases += [_test_case(variant, t, not_run) for t in walk(variant.tests)]
+    suite.add_testcases(cases)
+    return suite
+
+
+def _suite_properties(run: RunResult, variant: VariantResult) -> list[tuple[str, str]]:
+    props = [("base", variant.base), ("head", variant.head)]
+    if variant.build is not None:
+        props += [("build.tree", variant.build.tree), ("build.kind", build_kind(variant))]
+    if variant.boot is not None:
+        props += [("accel", variant.boot.accel), ("accel.reason", variant.boot.accel_reason)]
+    props.append(("reproduce", reproduce(run, variant)))
+    return [(k, v) for k, v in props if v]
+
+
+def _stage_case(variant: VariantResult, stage: StageResult) -> TestCase:
+    case = TestCase(f"stage:{stage.stage.value}", clean(variant.name), round(stage.duration, 3))
+    outcome = stage_outcome(stage)
+    if stage.status is Status.SKIPPED:
+        case.result = [Skipped(clean(stage.reason) or "not run")]
+    elif outcome.bad:
+        case.result = [Error(clean(stage.reason) or outcome.word, outcome.word)]
+    details = _stage_details(variant, stage)
+    if details:
+        case.system_out = clean(details)
+    return case
+
+
+def _stage_details(variant: VariantResult, stage: StageResult) -> str:
+    lines = [stage.reason] if stage.reason else []
+    if stage.stage is Stage.APPLY:
+        for p in variant.patches:
+            lines.append(f"{p.outcome.value}: {p.subject} ({p.source})")
+            if p.outcome is PatchOutcome.CONFLICT:
+                lines += [f"  conflict in {f}" for f in p.files] + p.output.splitlines()
+    elif stage.stage is Stage.KCONFIG:
+        lines += [
+            f"{m.symbol}: wanted {m.wanted}, got {m.got} ({m.fragment}): {m.reason}"
+            for m in variant.kconfig
+        ]
+    elif stage.stage is Stage.BUILD and variant.build is not None:
+        b = variant.build
+        lines.append(f"{build_kind(variant)}; {len(b.warnings)} warnings; {b.artifact_dir}")
+        if b.first_error:
+            lines.append(f"first error: {b.first_error}")
+        lines += b.warnings[:20]
+    elif stage.stage is Stage.BOOT and variant.boot is not None:
+        lines += _boot_details(variant, stage)
+    return "\n".join(lines)
+
+
+def _boot_details(variant: VariantResult, stage: StageResult) -> list[str]:
+    assert variant.boot is not None
+    boot = variant.boot
+    lines = [f"accelerator: {boot.accel} ({boot.accel_reason})", f"ready in {boot.seconds:g}s"]
+    if stage.status.bad:
+        tail = boot.console_tail or read_tail(boot.console_log, _LOG_LINES, _LOG_BYTES).text
+        lines += [f"console ({boot.console_log}):", tail]
+    return lines
+
+
+def _test_case(variant: VariantResult, test: TestResult, not_run: bool) -> TestCase:
+    case = TestCase(clean(test.name), clean(variant.name), round(test.duration, 3))
+    outcome = own_outcome(test, not_run=not_run)
+    result = _result(test, outcome)
+    if result is not None:
+        case.result = [result]
+    props = [(name, f"{value:g}") for name, value in test.metrics.items()]
+    if test.expected:
+        props.insert(0, ("expected", test.expected))
+    if props:
+        # junitparser has no testcase properties API; the elements are its own.
+        block = Properties()  # type: ignore[no-untyped-call]
+        for name, value in props:
+            block.add_property(Property(clean(name), clean(value)))
+        case.append(block)  # type: ignore[no-untyped-call]
+    out, err = _test_output(variant, test, outcome)
+    if out:
+        case.system_out = clean(out)
+    if err:
+        case.system_err = clean(err)
+    return case
+
+
+def _result(test: TestResult, outcome: Outcome) -> Failure | Error | Skipped | None:
+    reason = test.reason or outcome.word
+    if outcome is Outcome.UNEXPECTED_PASS:
+        return Failure(clean(f"expected {test.expected}, but it passed"), "unexpected-pass")
+    if outcome is Outcome.UNEXPECTED_SKIP:
+        why = f"expected {test.expected}, but it was skipped: {reason}"
+        return Failure(clean(why), "unexpected-skip")
+    if outcome is Outcome.ERROR:
+        return Error(clean(reason), test.verdict.value)
+    if outcome in (Outcome.SKIP, Outcome.NOT_RUN):
+        return Skipped(clean(reason))
+    if outcome.bad:
+        return Failure(clean(reason), test.verdict.value)
+    return None
+
+
+def _test_output(variant: VariantResult, test: TestResult, outcome: Outcome) -> tuple[str, str]:
+    out: list[str] = []
+    if outcome is Outcome.XFAIL:
+        out.append(f"expected failure: {test.verdict.value}" + _colon(test.reason))
+    elif outcome is Outcome.PASS and test.verdict.value != "pass":
+        out.append(f"{test.verdict.value} through its subtests" + _colon(test.reason))
+    out += [_splat_text(s) for s in test.splats]
+    err = ""
+    if outcome.bad or outcome is Outcome.XFAIL:
+        if outcome in (Outcome.CRASH, Outcome.KERNEL_HANG):
+            path = console_for(variant, test.name)
+            console = read_tail(path, _CONSOLE_LINES, _LOG_BYTES) if path else None
+            if console is not None and console.text:
+                out.append(f"console ({console.path}, {console.note}):\n{console.text}")
+        logs = [read_tail(p, _LOG_LINES, _LOG_BYTES) for p in test.logs]
+        out += [f"{x.path} ({x.note}):\n{x.text}" for x in logs[:1] if x.text]
+        err = "\n".join(f"{x.path} ({x.note}):\n{x.text}" for x in logs[1:] if x.text)
+    return "\n".join(out), err
+
+
+def _splat_text(splat: Splat) -> str:
+    when = f" at {splat.timestamp:.6f}s" if splat.timestamp is not None else ""
+    return "\n".join([f"{splat.kind}{when}: {splat.title}", *(f"  {t}" for t in splat.trace)])
+
+
+def _colon(text: str) -> str:
+    return f": {text}" if text else ""

@@ -1,0 +1,259 @@
+"""A plain-text summary for a mailing-list reply: every line fits 72 columns.
+
+Run header, the verdict table (variants by stages and tests, in words),
+what went wrong where, then the metrics per variant.
+"""
+
+from __future__ import annotations
+
+import shlex
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator.report import (
+    STAGE_COLUMNS,
+    Cell,
+    Outcome,
+    boot_failed,
+    fmt_number,
+    metric_samples,
+    outcome_of,
+    own_outcome,
+    plural,
+    printable,
+    reproduce,
+    stage_outcome,
+    summarize,
+    verdict_table,
+    walk,
+)
+from orchestrator.results import (
+    PatchOutcome,
+    RunResult,
+    Stage,
+    StageResult,
+    TestResult,
+    VariantResult,
+)
+
+WIDTH = 72
+_LABEL = 10  # header labels: "matrix", "base", ...
+_MAX_COL = 20  # a wider column header or cell wraps
+
+
+def render(run: RunResult) -> str:
+    sections = [_header(run), _verdicts(run), _failures(run), _expected(run), _metrics(run)]
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def wrap(text: str, indent: str = "", more: str | None = None) -> list[str]:
+    """Lines of at most WIDTH columns; long words (paths, hashes) are broken."""
+    more = indent + "  " if more is None else more
+    out: list[str] = []
+    for para in printable(text).splitlines() or [""]:
+        # Not at hyphens: paths and symbols must stay whole where they can.
+        out += textwrap.wrap(
+            para, WIDTH, initial_indent=indent, subsequent_indent=more, break_on_hyphens=False
+        ) or [indent.rstrip()]
+    return out
+
+
+def _title(text: str) -> list[str]:
+    lines = wrap(text, "", "")
+    return [*lines, "-" * min(WIDTH, max(len(line) for line in lines))]
+
+
+def _kv(label: str, value: str) -> list[str]:
+    pad = " " * _LABEL
+    lines = wrap(value, pad, pad)
+    return [label.ljust(_LABEL - 1)[: _LABEL - 1] + " " + lines[0][_LABEL:], *lines[1:]]
+
+
+def _header(run: RunResult) -> str:
+    bad = [v.name for v in run.variants if v.status.bad]
+    verdict = f"{plural(len(run.variants), 'variant')}: " + (
+        f"{len(bad)} failed ({', '.join(bad)})" if bad else "all as expected"
+    )
+    lines = wrap(f"orchestrate report: {Path(run.matrix).name}", "", "") + wrap(verdict, "", "")
+    lines.append("=" * WIDTH)
+    lines += _kv("matrix", run.matrix)
+    lines += _kv("run", f"{run.started} to {run.finished}")
+    bases = sorted({v.base for v in run.variants if v.base})
+    if bases:
+        lines += _kv("base", ", ".join(b[:12] for b in bases))
+    for accel, why in sorted({(v.boot.accel, v.boot.accel_reason) for v in run.variants if v.boot}):
+        lines += _kv("accel", f"{accel}: {why}" if why else accel)
+    if run.host:
+        lines += _kv("host", ", ".join(f"{k} {v}" for k, v in run.host.items()))
+    return "\n".join(lines)
+
+
+def _verdicts(run: RunResult) -> str:
+    table = verdict_table(run)
+    header = ["variant", *(s.value for s in STAGE_COLUMNS), *table.tests]
+    rows = []
+    for row in table.rows:
+        stages = [_word(c, detail=False) for c in row.stages]
+        rows.append([row.variant.name, *stages, *(_word(c, detail=True) for c in row.tests)])
+    return "\n".join([*_title("Verdicts"), *grid(header, rows)])
+
+
+def _word(cell: Cell | None, *, detail: bool) -> str:
+    if cell is None:
+        return "-"
+    return cell.text if detail else cell.outcome.word
+
+
+def grid(header: Sequence[str], rows: Sequence[Sequence[str]], width: int = WIDTH) -> list[str]:
+    """A table whose columns are split into blocks that fit `width`.
+
+    The first column (the row label) repeats in every block; headers and
+    cells wider than _MAX_COL wrap inside their column.
+    """
+    table = [list(header), *map(list, rows)]
+    widths = [min(_MAX_COL, max(len(r[c]) for r in table)) for c in range(len(header))]
+    widths[0] = min(widths[0], width // 3)
+    blocks: list[list[int]] = [[]]
+    used = widths[0]
+    for c in range(1, len(header)):
+        if blocks[-1] and used + 2 + widths[c] > width:
+            blocks.append([])
+            used = widths[0]
+        blocks[-1].append(c)
+        used += 2 + widths[c]
+    out: list[str] = []
+    for block in blocks:
+        cols = [0, *block]
+        if out:
+            out.append("")
+        out += _grid_row(table[0], cols, widths)
+        out.append("  ".join("-" * widths[c] for c in cols))
+        for row in table[1:]:
+            out += _grid_row(row, cols, widths)
+    return out
+
+
+def _grid_row(row: list[str], cols: list[int], widths: list[int]) -> list[str]:
+    cells = [
+        textwrap.wrap(printable(row[c]), widths[c], break_on_hyphens=False) or [""] for c in cols
+    ]
+    height = max(len(c) for c in cells)
+    lines = []
+    for i in range(height):
+        parts = [
+            (c[i] if i < len(c) else "").ljust(widths[col])
+            for c, col in zip(cells, cols, strict=True)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def command(cmd: str, indent: str) -> list[str]:
+    """A shell command in lines that fit, joined by backslash-newlines so it still pastes."""
+    lines: list[str] = []
+    ends: list[str] = []  # what ends each line but the last
+    for word in map(shlex.quote, shlex.split(cmd)):
+        if lines and len(lines[-1]) + 1 + len(word) <= WIDTH - 2:
+            lines[-1] += " " + word
+            continue
+        if lines:
+            ends.append(" \\")
+        start = indent + ("  " if lines else "")
+        first = WIDTH - len(start) - 1
+        lines.append(start + word[:first])
+        # A word longer than a line goes on at column 0 after a bare
+        # backslash: the shell would split it at any space or indentation.
+        for i in range(first, len(word), WIDTH - 1):
+            ends.append("\\")
+            lines.append(word[i : i + WIDTH - 1])
+    return [line + end for line, end in zip(lines, [*ends, ""], strict=True)]
+
+
+def _failures(run: RunResult) -> str:
+    lines: list[str] = []
+    for v in run.variants:
+        found = _variant_failures(v)
+        if found:
+            lines += ["", *wrap(f"{v.name}: {v.status.value.upper()}", "", "  ")]
+            lines += found
+            lines += ["  reproduce:", *command(reproduce(run, v), "    ")]
+    if not lines:
+        return ""
+    return "\n".join([*_title("Failures"), *lines[1:]])
+
+
+def _variant_failures(v: VariantResult) -> list[str]:
+    lines: list[str] = []
+    for stage in v.stages:
+        # A failed test stage is told through its tests, below.
+        if stage.status.bad and (stage.stage is not Stage.TEST or not v.tests):
+            lines += _stage_failure(v, stage)
+    not_run = boot_failed(v)
+    for test in v.tests:
+        if outcome_of(test, not_run=not_run).bad:
+            lines += _test_failure(test, not_run)
+    return lines
+
+
+def _stage_failure(v: VariantResult, stage: StageResult) -> list[str]:
+    word = stage_outcome(stage).word
+    lines = wrap(f"{word}: {stage.reason}" if stage.reason else word, "  ", "    ")
+    if stage.stage is Stage.APPLY:
+        for p in v.patches:
+            if p.outcome is PatchOutcome.CONFLICT:
+                lines += wrap(f"patch: {p.subject} ({Path(p.source).name})", "    ", "      ")
+                lines += wrap(f"conflict in: {', '.join(p.files) or 'unknown files'}", "    ")
+    elif stage.stage is Stage.KCONFIG:
+        for m in v.kconfig:
+            text = f"{m.symbol}: wanted {m.wanted}, got {m.got} ({m.fragment}): {m.reason}"
+            lines += wrap(text, "    ", "      ")
+    elif stage.stage is Stage.BUILD and v.build is not None:
+        if v.build.first_error and v.build.first_error != stage.reason:
+            lines += wrap(f"first error: {v.build.first_error}", "    ", "      ")
+        lines += wrap(plural(len(v.build.warnings), "warning"), "    ")
+    elif stage.stage is Stage.BOOT and v.boot is not None:
+        tail = [line for line in v.boot.console_tail.splitlines() if line.strip()]
+        if tail:
+            lines += wrap(f"console: {tail[-1].strip()}", "    ", "      ")
+    return lines
+
+
+def _test_failure(test: TestResult, not_run: bool) -> list[str]:
+    lines: list[str] = []
+    for t in walk((test,)):
+        outcome = own_outcome(t, not_run=not_run)
+        if not outcome.bad:
+            continue
+        why = t.reason
+        if outcome is Outcome.UNEXPECTED_PASS:
+            why = f"expected {t.expected}, but it passed"
+        lines += wrap(f"{t.name}: {outcome.word}" + (f" - {why}" if why else ""), "  ", "    ")
+        for s in t.splats[:1]:
+            lines += wrap(f"{s.kind}: {s.title}", "    ", "      ")
+    return lines
+
+
+def _expected(run: RunResult) -> str:
+    lines: list[str] = []
+    for v in run.variants:
+        for t in walk(v.tests):
+            if own_outcome(t) is Outcome.XFAIL:
+                text = f"{v.name}: {t.name}: {t.verdict.value} as declared ({t.expected})"
+                lines += wrap(text + (f" - {t.reason}" if t.reason else ""), "", "  ")
+    return "\n".join([*_title("Expected failures"), *lines]) if lines else ""
+
+
+def _metrics(run: RunResult) -> str:
+    per_variant: dict[str, list[str]] = {}
+    for (test, metric), samples in metric_samples(run.variants).items():
+        for row in summarize(samples):
+            spread = f"{fmt_number(row.low)}..{fmt_number(row.high)}"
+            text = f"{test} {metric}: {fmt_number(row.median)} (n={row.n}, {spread})"
+            per_variant.setdefault(row.variant, []).extend(wrap(text, "  ", "    "))
+    if not per_variant:
+        return ""
+    lines = _title("Metrics (median of repeats)")
+    for variant, rows in per_variant.items():
+        lines += [*wrap(variant, "", "  "), *rows]
+    return "\n".join(lines)
