@@ -112,10 +112,10 @@ def build(
     # rerun syncconfig; leave it alone when nothing changed.
     if not dot_config.exists() or dot_config.read_text() != config_text:
         dot_config.write_text(config_text)
-    staging = artifacts.with_name(artifacts.name + ".partial")
+    log = pending_log(artifacts)
+    staging = log.parent
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    log = staging / "build.log"
     result = proc.run(
         make_argv(bdir, arch, jobs, "bzImage"),
         timeout=timeout,
@@ -133,6 +133,11 @@ def build(
     shutil.rmtree(artifacts, ignore_errors=True)
     staging.rename(artifacts)
     return Outcome(True, artifacts, artifacts / "build.log", None, warnings)
+
+
+def pending_log(artifacts: Path) -> Path:
+    """Where the log of a build in progress goes (moved with the artifacts)."""
+    return artifacts.with_name(artifacts.name + ".partial") / "build.log"
 
 
 def cached_warnings(artifacts: Path) -> tuple[str, ...]:

@@ -22,9 +22,10 @@ from orchestrator import config, plan, results, series
 from orchestrator.cache import Cache, default_root
 from orchestrator.errors import OrchestrateError
 from orchestrator.matrix import Matrix
-from orchestrator.pipeline import Options, Runner, collect_series
+from orchestrator.pipeline import STAGES, Options, Runner, collect_series, selected
+from orchestrator.progress import progress_for
 from orchestrator.report import FILES, write_reports
-from orchestrator.results import RunResult, Stage, Status
+from orchestrator.results import RunResult, Stage
 
 COMMANDS = ("run", "plan", "report")
 
@@ -130,7 +131,9 @@ def _run(
         cache=cache, run_dir=run_dir, jobs=ns.jobs, only=tuple(ns.only), until=Stage(ns.until)
     )
     start = time.monotonic()
-    variants = Runner(matrix, options, _print_progress).run(patches)
+    names = [v.name for v in selected(matrix, options.only)]
+    with progress_for(names, STAGES[: STAGES.index(options.until) + 1]) as progress:
+        variants = Runner(matrix, options, progress).run(patches)
     run = RunResult(
         matrix=str(matrix.path),
         started=started.isoformat(timespec="seconds"),
@@ -187,12 +190,6 @@ def _summary(variant: results.VariantResult) -> str:
     if bad:
         return f"{bad.stage.value}: {bad.reason}"
     return "; ".join(f"{s.stage.value}: {s.reason}" for s in variant.stages[-3:] if s.reason)
-
-
-def _print_progress(variant: str, stage: Stage, status: Status | None, detail: str) -> None:
-    # Plain lines; a live terminal view comes with the reporting work.
-    state = "..." if status is None else status.value.upper()
-    print(f"[{variant}] {stage.value}: {state}{' - ' + detail if detail else ''}", flush=True)
 
 
 def _host() -> dict[str, str]:

@@ -220,6 +220,7 @@ class Runner:
             )
         assert rec.result is not None
         self._checkout(src, bdir, rec.result.head)
+        self.progress(rec.name, Stage.BUILD, None, f"log: {build.pending_log(artifacts)}")
         outcome = build.build(
             bdir,
             configured.config_text,
