@@ -68,6 +68,7 @@ class _Variant:
     name: str
     stages: list[StageResult] = field(default_factory=list)
     result: VariantResult | None = None
+    guest: testing.VariantRun | None = None  # set once the variant booted
 
     def done(self) -> VariantResult:
         assert self.result is not None
@@ -98,6 +99,9 @@ class Runner:
             try:
                 for rec in records:
                     self._boot_and_test(rec)
+                self._perf(records)
+                for rec in records:
+                    self._judge(rec)
             finally:
                 if self._guest is not None:
                     shutil.rmtree(self._guest.sockets, ignore_errors=True)
@@ -240,6 +244,7 @@ class Runner:
         return info, StageResult(Stage.BUILD, Status.PASS, "built", logs=logs)
 
     def _boot_and_test(self, rec: _Variant) -> None:
+        """BOOT stage and the functional tests; the TEST verdict comes after perf."""
         assert rec.result is not None
         last = rec.stages[-1]
         if last.stage is not Stage.BUILD:
@@ -250,7 +255,7 @@ class Runner:
         assert rec.result.build is not None
         if self._guest is None:
             self._guest = testing.prepare(self.matrix, self.cache, self.options.run_dir)
-        run = testing.VariantRun(
+        rec.guest = testing.VariantRun(
             self.matrix,
             self.matrix.variant(rec.name),
             self._guest,
@@ -260,14 +265,37 @@ class Runner:
         )
         self.progress(rec.name, Stage.BOOT, None, "")
         start = time.monotonic()
-        tests = run.run()
-        boot = replace(run.boot_stage(), duration=round(time.monotonic() - start, 3))
+        tests = rec.guest.run(testing.functional(self.matrix.tests))
+        boot = replace(rec.guest.boot_stage(), duration=round(time.monotonic() - start, 3))
         rec.stages.append(boot)
         self.progress(rec.name, Stage.BOOT, boot.status, boot.reason)
-        rec.result = replace(rec.result, boot=run.boot_info, tests=tests)
+        rec.result = replace(rec.result, boot=rec.guest.boot_info, tests=tests)
         if boot.status is not Status.PASS:
+            rec.guest = None
             self._skip_rest(rec, Stage.BOOT, f"boot failed: {boot.reason}")
+
+    def _perf(self, records: list[_Variant]) -> None:
+        """Perf tests, one sample per boot, variants interleaved: A B C A B C ...
+
+        Round 0 is a warm-up whose samples are discarded (first boots after
+        a build run against cold host caches).
+        """
+        booted = [rec for rec in records if rec.guest is not None]
+        for round_ in range(testing.perf_rounds(self.matrix.tests) + 1 if booted else 0):
+            for rec in booted:
+                assert rec.guest is not None and rec.result is not None
+                pending = testing.perf_round(self.matrix.tests, round_)
+                if not pending:
+                    continue
+                self.progress(rec.name, Stage.TEST, None, f"perf round {round_}")
+                tests = rec.guest.run(pending)
+                if round_ > 0:
+                    rec.result = replace(rec.result, tests=(*rec.result.tests, *tests))
+
+    def _judge(self, rec: _Variant) -> None:
+        if rec.guest is None or rec.result is None:
             return
+        tests = rec.result.tests
         stage = replace(testing.judge_tests(tests), duration=sum(t.duration for t in tests))
         rec.stages.append(stage)
         self.progress(rec.name, Stage.TEST, stage.status, stage.reason)

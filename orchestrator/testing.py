@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +61,8 @@ class VariantRun:
     accel: Accelerator
     boots: int = 0
     boot_info: BootInfo | None = None
-    boot_failure: str | None = None
+    boot_failure: str | None = None  # the first boot failed: the BOOT stage fails
+    reboot_failure: str | None = None  # a later boot failed: only its tests are lost
 
     def boot_stage(self) -> StageResult:
         """The first boot is the BOOT stage; tests reuse that guest."""
@@ -72,15 +73,22 @@ class VariantRun:
         reason = f"{info.accel}, SSH ready in {info.seconds:.1f}s"
         return StageResult(Stage.BOOT, Status.PASS, reason, logs=logs)
 
-    def run(self) -> tuple[TestResult, ...]:
-        pending = [(t, name) for t in self.matrix.tests for name in _names(t)]
+    def run(self, pending: list[tuple[Test, str]]) -> tuple[TestResult, ...]:
+        """Run (test, name) pairs, booting as often as dead guests require.
+
+        Called once for the functional tests, then once per perf round; the
+        first boot of the first call is the BOOT stage.
+        """
+        pending = list(pending)
         done: list[TestResult] = []
+        self.reboot_failure = None
         # At least one boot, so a matrix without tests still checks that it boots.
-        while (pending or self.boots == 0) and self.boot_failure is None:
+        while (pending or self.boots == 0) and not (self.boot_failure or self.reboot_failure):
             done += self._one_boot(pending)
-        if self.boot_failure is None:
+        failure = self.boot_failure or self.reboot_failure
+        if failure is None:
             return tuple(done)
-        reason = f"not run: boot failed: {self.boot_failure}"
+        reason = f"not run: boot failed: {failure}"
         return (*done, *(TestResult(n, Verdict.ERROR, reason=reason) for _, n in pending))
 
     def _spec(self, accel: str, index: int) -> qemu.VmSpec:
@@ -118,8 +126,8 @@ class VariantRun:
             if self.boots == 1:
                 self.boot_failure = exc.reason or "boot failed"
                 self.boot_info = BootInfo(accel, why, 0.0, str(spec.console_log), exc.console_tail)
-            else:  # a reboot after a crash failed: the rest cannot run
-                self.boot_failure = f"reboot after a dead guest failed: {exc.reason}"
+            else:
+                self.reboot_failure = f"boot {self.boots} failed: {exc.reason}"
         return done
 
     def _test(self, session: guest.GuestSession, test: Test, name: str) -> TestResult:
@@ -128,6 +136,27 @@ class VariantRun:
             return TestResult(name, Verdict.ERROR, reason=reason)
         result = testrun.run_test(session, test, name, self.logs / "tests")
         return _with_expectations(result, dict(self.variant.expect))
+
+
+# Perf tests are measured boot by boot, variants interleaved (see pipeline):
+# on this kind of machine the independent sample is a boot, not a repeat
+# inside one boot, and the host drifts within minutes.
+PERF_KINDS = frozenset({"map_perf"})
+
+
+def functional(tests: Sequence[Test]) -> list[tuple[Test, str]]:
+    """(test, result name) for the tests that run once per boot, repeats in a row."""
+    return [(t, name) for t in tests if t.kind not in PERF_KINDS for name in _names(t)]
+
+
+def perf_round(tests: Sequence[Test], round_: int) -> list[tuple[Test, str]]:
+    """The perf tests measured in round N (0 is the discarded warm-up)."""
+    tag = "warmup" if round_ == 0 else str(round_)
+    return [(t, f"{t.name}@{tag}") for t in tests if t.kind in PERF_KINDS and round_ <= t.repeats]
+
+
+def perf_rounds(tests: Sequence[Test]) -> int:
+    return max((t.repeats for t in tests if t.kind in PERF_KINDS), default=0)
 
 
 def _names(test: Test) -> list[str]:

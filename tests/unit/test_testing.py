@@ -35,3 +35,18 @@ def test_unexpected_pass_fails_the_stage() -> None:
 
 def test_no_tests() -> None:
     assert judge_tests(()).status is Status.PASS
+
+
+def test_perf_rounds_interleave_and_skip_functional_tests() -> None:
+    from orchestrator.matrix import Test
+    from orchestrator.testing import functional, perf_round, perf_rounds
+
+    smoke = Test(name="smoke", kind="ktap", command="/x", repeats=2)
+    perf = Test(name="map_perf", kind="map_perf", command="/y", repeats=3)
+    short = Test(name="quick", kind="map_perf", command="/z", repeats=1)
+    tests = (smoke, perf, short)
+    assert [n for _, n in functional(tests)] == ["smoke@1", "smoke@2"]
+    assert perf_rounds(tests) == 3
+    assert [n for _, n in perf_round(tests, 0)] == ["map_perf@warmup", "quick@warmup"]
+    assert [n for _, n in perf_round(tests, 1)] == ["map_perf@1", "quick@1"]
+    assert [n for _, n in perf_round(tests, 3)] == ["map_perf@3"]
