@@ -10,7 +10,9 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -18,16 +20,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from orchestrator import config, plan, results, series
+from orchestrator import config, history, plan, results, series
 from orchestrator.cache import Cache, default_root
 from orchestrator.errors import OrchestrateError
 from orchestrator.matrix import Matrix
 from orchestrator.pipeline import STAGES, Options, Runner, collect_series, selected
 from orchestrator.progress import progress_for
-from orchestrator.report import FILES, write_reports
+from orchestrator.report import FILES, History, write_reports
 from orchestrator.results import RunResult, Stage
 
-COMMANDS = ("run", "plan", "report")
+COMMANDS = ("run", "plan", "report", "history")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +84,24 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument(
         "--out", type=Path, default=None, help="where to write (default: next to the results)"
     )
+    _history_parser(sub)
     return parser
+
+
+def _history_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "print the verdicts and metric medians of the last runs of a matrix"
+    cmd = sub.add_parser("history", help=text, description=text)
+    where = cmd.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db", type=Path, default=None, help=f"a {history.FILENAME} (every matrix in it)"
+    )
+    where.add_argument(
+        "--matrix",
+        type=Path,
+        default=None,
+        help=f"the matrix whose report dir holds {history.FILENAME} (default: matrix.yaml)",
+    )
+    cmd.add_argument("-n", "--last", type=int, default=10, help="how many runs (default: 10)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     if ns.command == "report":
         return _report(ns.results, ns.out)
+    if ns.command == "history":
+        return _history(ns.db, ns.matrix, ns.last)
     try:
         matrix = config.load(ns.matrix)
         unknown = sorted(set(ns.only) - {v.name for v in matrix.variants})
@@ -140,13 +161,16 @@ def _run(
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
         variants=variants,
         host=_host(),
+        baseline=matrix.report.baseline or (variants[0].name if variants else ""),
     )
     results.write(run, run_dir / "results.json")
     print(
         f"\n{len(variants)} variants in {time.monotonic() - start:.0f}s; "
         f"results: {run_dir / 'results.json'}"
     )
-    for path in write_reports(run, run_dir, matrix.report.formats):
+    # Recorded before rendering, so the reports can show this run's place in the trend.
+    past = _record(matrix.report.dir / history.FILENAME, run, matrix.name)
+    for path in write_reports(run, run_dir, matrix.report.formats, past):
         print(f"report: {path}")
     for v in variants:
         print(f"  {v.name:24} {v.status.value.upper():7} {_summary(v)}")
@@ -172,11 +196,60 @@ def _report(path: Path, out: Path | None) -> int:
         want = results.SCHEMA_VERSION
         return _bad_results(path, f"results schema {run.schema}; this version reads {want}")
     try:
-        written = write_reports(run, out or path.parent, FILES)
+        written = write_reports(run, out or path.parent, FILES, _past(path, run))
     except OSError as exc:
         return _bad_results(out or path.parent, f"cannot write the reports: {exc}")
     for report in written:
         print(f"report: {report}")
+    return 0
+
+
+def _record(db: Path, run: RunResult, matrix_name: str) -> History | None:
+    """Add the run to the history and read back what the reports show of it.
+
+    A broken or locked history costs the reports their trend, never the run.
+    """
+    try:
+        history.record(db, run, matrix_name)
+        return history.load_history(db, run, matrix_name)
+    except (sqlite3.Error, OSError, history.HistoryError) as exc:
+        print(f"orchestrate: warning: {db}: history not recorded: {exc}", file=sys.stderr)
+        return None
+
+
+def _past(results_path: Path, run: RunResult) -> History | None:
+    """The history next to the run directories: <report dir>/<matrix>/<run>/results.json."""
+    parents = results_path.resolve().parents
+    if len(parents) < 3:
+        return None
+    db = parents[2] / history.FILENAME
+    try:
+        return history.load_history(db, run)
+    except (sqlite3.Error, OSError, history.HistoryError) as exc:
+        print(f"orchestrate: warning: {db}: history not read: {exc}", file=sys.stderr)
+        return None
+
+
+def _history(db: Path | None, matrix_path: Path | None, last: int) -> int:
+    """Print the trend of one matrix (--matrix) or of every matrix in a database (--db)."""
+    names: list[str] | None = None
+    if db is None:
+        try:
+            matrix = config.load(matrix_path or Path("matrix.yaml"))
+        except OrchestrateError as exc:
+            print(f"orchestrate: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        db, names = matrix.report.dir / history.FILENAME, [matrix.name]
+    width = shutil.get_terminal_size((100, 24)).columns
+    try:
+        if not db.is_file():
+            print(f"orchestrate: error: {db}: no history yet (no run recorded)", file=sys.stderr)
+            return 2
+        trends = [history.trend(db, name, last) for name in names or history.matrices(db)]
+    except (sqlite3.Error, OSError, history.HistoryError) as exc:
+        print(f"orchestrate: error: {db}: {exc}", file=sys.stderr)
+        return 2
+    print("\n\n".join(history.format_trend(t, width) for t in trends) or f"{db}: no runs recorded")
     return 0
 
 

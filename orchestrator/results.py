@@ -173,6 +173,9 @@ class RunResult:
     variants: tuple[VariantResult, ...]
     host: dict[str, str] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
+    # The variant perf metrics are compared with; "" means the first.  New in
+    # schema 1 without a bump: from_data leaves it "" in older files.
+    baseline: str = ""
 
     @property
     def ok(self) -> bool:

@@ -4,19 +4,21 @@ Every renderer works from a RunResult alone (plus the log files whose paths
 it names), so `orchestrate report results.json` can redo them at any time.
 This module holds what the renderers share: how a stage or a test reads as
 one word, the verdict table, metric samples and their summary, and capped
-log excerpts.  Like every report module it imports only `results`.
+log excerpts.  Like every report module it imports only `results` and the
+pure `stats` (never a stage, never the history database).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import re
 import shlex
-import statistics
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator import stats
 from orchestrator.results import (
     RunResult,
     Stage,
@@ -27,6 +29,7 @@ from orchestrator.results import (
     Verdict,
     meets,
 )
+from orchestrator.stats import Comparison, Estimate
 
 FILES = {"junit": "junit.xml", "html": "report.html", "text": "summary.txt"}
 
@@ -268,22 +271,92 @@ def reproduce(run: RunResult, variant: VariantResult) -> str:
     return shlex.join(argv)
 
 
-# --- metrics -------------------------------------------------------------
+# --- metrics ---------------------------------------------------------------
 
 MetricKey = tuple[str, str]  # (test name without repeat suffix, metric)
 
 
 @dataclass(frozen=True)
 class MetricRow:
+    """One variant's samples of one metric, with its statistics."""
+
     variant: str
     samples: tuple[float, ...]
-    median: float
-    low: float
-    high: float
+    estimate: Estimate
+    comparison: Comparison | None = None  # against the baseline; None for the baseline itself
+    detectable: float = math.nan  # the drop a comparison with the baseline could see
 
     @property
     def n(self) -> int:
         return len(self.samples)
+
+    @property
+    def median(self) -> float:
+        return self.estimate.median
+
+    @property
+    def low(self) -> float:
+        return min(self.samples)
+
+    @property
+    def high(self) -> float:
+        return max(self.samples)
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One (test, metric) across the variants, compared with the baseline."""
+
+    test: str
+    metric: str
+    baseline: str  # "" when the baseline variant has no samples of this metric
+    rows: tuple[MetricRow, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.test}.{self.metric}"
+
+    @property
+    def base(self) -> MetricRow | None:
+        return next((r for r in self.rows if r.variant == self.baseline), None)
+
+    @property
+    def noise(self) -> float:
+        """The baseline's CV: the A/A spread DESIGN flags above NOISE_LIMIT."""
+        return self.base.estimate.cv if self.base else math.nan
+
+    @property
+    def noisy(self) -> bool:
+        return not self.noise <= stats.NOISE_LIMIT
+
+    @property
+    def detectable(self) -> float:
+        """The drop detectable with the baseline's n on both sides, as the plan gives them."""
+        b = self.base
+        return _detectable(b.n, b.n, b.estimate.cv) if b else math.nan
+
+
+@dataclass(frozen=True)
+class History:
+    """What earlier runs of the same matrix say, as plain data.
+
+    history.py reads the database and builds this; renderers only show it.
+    """
+
+    # (test, metric) -> variant -> (started, median) per run, oldest first
+    medians: Mapping[MetricKey, Mapping[str, tuple[tuple[str, float], ...]]] = field(
+        default_factory=dict
+    )
+    changes: tuple[str, ...] = ()  # what changed since the previous run, in words
+    previous: str = ""  # when the previous run started; "" when this is the first
+
+
+def baseline_of(run: RunResult) -> str:
+    """The variant others are compared with: the run's choice if it ran, else the first."""
+    names = [v.name for v in run.variants]
+    if run.baseline in names:
+        return run.baseline
+    return names[0] if names else ""
 
 
 def metric_samples(variants: Iterable[VariantResult]) -> dict[MetricKey, dict[str, list[float]]]:
@@ -296,19 +369,72 @@ def metric_samples(variants: Iterable[VariantResult]) -> dict[MetricKey, dict[st
     return out
 
 
-def summarize(samples: Mapping[str, Sequence[float]]) -> list[MetricRow]:
-    """One row per variant for one metric.
+def summarize(
+    samples: Mapping[str, Sequence[float]], baseline: str = "", metric: str = ""
+) -> list[MetricRow]:
+    """One row per variant for one metric, each compared with the baseline's samples.
 
-    The seam for the statistics to come (confidence intervals, ratios to
-    the baseline): renderers only see rows, so a richer summary replaces
-    this function, not the renderers.
+    `baseline` "" means the first variant with samples; `metric` is the
+    metric's name, which says whether higher is better.
     """
+    present = {variant: tuple(map(float, x)) for variant, x in samples.items() if x}
+    baseline = baseline or next(iter(present), "")
+    base = present.get(baseline)
     rows = []
-    for variant, values in samples.items():
-        if values:
-            v = tuple(values)
-            rows.append(MetricRow(variant, v, statistics.median(v), min(v), max(v)))
+    for variant, values in present.items():
+        comparison, detectable = None, math.nan
+        if base is not None and variant != baseline:
+            comparison = stats.compare(metric, variant, values, baseline, base)
+            detectable = _detectable(len(base), len(values), stats.cv(base))
+        rows.append(MetricRow(variant, values, stats.estimate(values), comparison, detectable))
     return rows
+
+
+def _detectable(n_base: int, n: int, cv: float) -> float:
+    # The simulation needs a spread to simulate: no CV, no number.
+    return stats.detectable_change(n_base, n, cv) if cv > 0 else math.nan
+
+
+def perf(run: RunResult) -> list[MetricSummary]:
+    """Every metric of the run, summarized and compared with the baseline."""
+    baseline = baseline_of(run)
+    out = []
+    for (test, metric), samples in metric_samples(run.variants).items():
+        rows = summarize(samples, baseline, metric)
+        has_base = any(r.variant == baseline for r in rows)
+        out.append(MetricSummary(test, metric, baseline if has_base else "", tuple(rows)))
+    return out
+
+
+def fmt_ratio(c: Comparison) -> str:
+    """The ratio to the baseline and its interval: 0.63x [0.60, 0.66]."""
+    if math.isnan(c.ratio):
+        return "no ratio"
+    return f"{c.ratio:.2f}x [{c.ci_low:.2f}, {c.ci_high:.2f}]"
+
+
+def fmt_p(p: float) -> str:
+    return f"{p:.2g}"
+
+
+def fmt_percent(x: float) -> str:
+    """A fraction as a percentage for people: 0.0312 -> "3.1%"; nan and inf -> "—"."""
+    if not math.isfinite(x):
+        return "—"
+    return f"{x * 100:.1f}%" if x < 0.1 else f"{x * 100:.0f}%"
+
+
+def comparison_line(summary: MetricSummary, row: MetricRow) -> str:
+    """A comparison in one line, e.g.
+
+    map_perf.events_per_sec: no-reuse 0.63x of upstream [0.60, 0.66], p=0.001, slower
+    """
+    c = row.comparison
+    assert c is not None
+    if math.isnan(c.ratio):
+        return f"{summary.name}: {c.variant} vs {c.baseline}: {c.text}"
+    ratio = f"{c.ratio:.2f}x of {c.baseline} [{c.ci_low:.2f}, {c.ci_high:.2f}]"
+    return f"{summary.name}: {c.variant} {ratio}, p={fmt_p(c.p)}, {c.text}"
 
 
 def fmt_number(x: float) -> str:
@@ -414,12 +540,21 @@ def console_for(variant: VariantResult, test: str) -> str | None:
     return None
 
 
-def write_reports(run: RunResult, out_dir: Path, formats: Iterable[str]) -> list[Path]:
-    """Render the chosen formats into out_dir; "json" is results.json, written by the caller."""
+def write_reports(
+    run: RunResult, out_dir: Path, formats: Iterable[str], history: History | None = None
+) -> list[Path]:
+    """Render the chosen formats into out_dir; "json" is results.json, written by the caller.
+
+    `history`, when there is one, adds trends and changes to the HTML and text.
+    """
     # Imported here: the renderers import this package for the shared model above.
     from orchestrator.report import html, junit, text
 
-    render = {"junit": junit.render, "html": html.render, "text": text.render}
+    render: dict[str, Callable[[RunResult], str]] = {
+        "junit": junit.render,
+        "html": lambda r: html.render(r, history=history),
+        "text": lambda r: text.render(r, history=history),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in dict.fromkeys(formats):

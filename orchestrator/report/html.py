@@ -23,25 +23,31 @@ from orchestrator.report import (
     STAGE_COLUMNS,
     Cell,
     Excerpt,
+    History,
     MetricKey,
     MetricRow,
+    MetricSummary,
     Outcome,
+    baseline_of,
     boot_failed,
     build_kind,
     console_for,
     fmt_number,
-    metric_samples,
+    fmt_p,
+    fmt_percent,
+    fmt_ratio,
     outcome_of,
     own_outcome,
+    perf,
     plural,
     printable,
     read_tail,
     reproduce,
     stage_cell,
-    summarize,
     verdict_table,
 )
 from orchestrator.results import RunResult, Splat, Stage, Status, TestResult, VariantResult
+from orchestrator.stats import ALPHA, NOISE_LIMIT, Change, higher_is_better
 
 LOG_BUDGET = 1_200_000  # bytes of log text in one report; the rest is 2 MB headroom
 CONSOLE_LINES = 60  # of the console where a test took the guest down
@@ -69,8 +75,9 @@ def _finalize(value: object) -> object:
     return value
 
 
-def render(run: RunResult, *, budget: int = LOG_BUDGET) -> str:
+def render(run: RunResult, *, budget: int = LOG_BUDGET, history: History | None = None) -> str:
     logs = Logs(budget)
+    summaries = perf(run)  # the statistics, once for the whole page
     template = _environment().get_template("report.html.j2")
     return template.render(
         run=run,
@@ -78,11 +85,17 @@ def render(run: RunResult, *, budget: int = LOG_BUDGET) -> str:
         summary=_summary(run),
         stages=[s.value for s in STAGE_COLUMNS],
         table=_table(run),
-        charts=charts(run),
-        variants=[_variant(run, i, v, logs) for i, v in enumerate(run.variants)],
+        charts=charts(summaries, history),
+        baseline=baseline_of(run),
+        history=history,
+        variants=[
+            _variant(run, i, v, logs, summaries, history) for i, v in enumerate(run.variants)
+        ],
         environment=_environment_rows(run),
         legend=[(o.word, o.css) for o in Outcome],
         fmt=fmt_number,
+        alpha=ALPHA,
+        noise_limit=fmt_percent(NOISE_LIMIT),
     )
 
 
@@ -219,16 +232,34 @@ class VariantView:
     tests: list[TestView]
     hidden: int  # passing subtests not shown
     splats: list[Splat]
-    metrics: list[tuple[str, str, MetricRow]]
+    metrics: list[MetricView]
 
 
-def _variant(run: RunResult, index: int, v: VariantResult, logs: Logs) -> VariantView:
+@dataclass(frozen=True)
+class MetricView:
+    test: str
+    metric: str
+    row: MetricRow
+    ci: str
+    cv: str
+    spark: Spark | None
+
+
+def _variant(
+    run: RunResult,
+    index: int,
+    v: VariantResult,
+    logs: Logs,
+    summaries: list[MetricSummary],
+    history: History | None,
+) -> VariantView:
     status = Outcome.PASS if not v.status.bad else Outcome.FAIL
     tests, hidden = _tests(v, logs)
     metrics = [
-        (test, metric, row)
-        for (test, metric), samples in metric_samples((v,)).items()
-        for row in summarize(samples)
+        MetricView(s.test, s.metric, r, _ci(r), fmt_percent(r.estimate.cv), _spark(s, r, history))
+        for s in summaries
+        for r in s.rows
+        if r.variant == v.name
     ]
     console = logs.tail(v.boot.console_log) if v.boot and v.boot.console_log else None
     kconfig = v.stage(Stage.KCONFIG)
@@ -336,6 +367,15 @@ class Dot:
 
 
 @dataclass(frozen=True)
+class Whisker:
+    """The 95 % interval of the median, drawn across the row."""
+
+    low: float  # x of the interval's ends
+    high: float
+    text: str
+
+
+@dataclass(frozen=True)
 class Bar:
     label: str
     y: float  # the row's centre
@@ -343,6 +383,35 @@ class Bar:
     width: float
     median: str
     dots: list[Dot]
+    whisker: Whisker
+
+
+@dataclass(frozen=True)
+class Spark:
+    """A small line of one variant's medians over the last runs."""
+
+    width: int
+    height: int
+    points: str  # SVG polyline points
+    last: tuple[float, float]
+    title: str
+
+
+@dataclass(frozen=True)
+class PerfRow:
+    """A variant's line in a metric's table: its estimate and its comparison."""
+
+    variant: str
+    n: int
+    median: str
+    ci: str
+    cv: str
+    ratio: str
+    p: str
+    verdict: str
+    css: str
+    detectable: str
+    spark: Spark | None
 
 
 @dataclass(frozen=True)
@@ -357,21 +426,77 @@ class Chart:
     bars: list[Bar]
     ticks: list[tuple[float, str]]
     rows: list[MetricRow]
+    table: list[PerfRow] = field(default_factory=list)
+    noise: str = ""  # the noise floor, in words
+    noisy: bool = False  # the baseline's spread is over the limit: rerun, do not trust
+    direction: str = ""
 
 
-def charts(run: RunResult) -> list[Chart]:
-    """A chart per metric that more than one variant reports."""
+def charts(summaries: list[MetricSummary], history: History | None = None) -> list[Chart]:
+    """A chart and a comparison table per metric that more than one variant reports."""
     out = []
-    for key, samples in metric_samples(run.variants).items():
-        rows = summarize(samples)
-        if len(rows) > 1:
-            out.append(chart(key, rows))
+    for s in summaries:
+        if len(s.rows) < 2:
+            continue  # one variant: its table in the variant's section says it all
+        direction = "higher is better" if higher_is_better(s.metric) else "lower is better"
+        out.append(
+            dataclasses.replace(
+                chart((s.test, s.metric), list(s.rows)),
+                table=[_perf_row(s, r, history) for r in s.rows],
+                noise=_noise(s),
+                noisy=s.base is not None and s.noisy,
+                direction=direction,
+            )
+        )
     return out
 
 
+_VERDICT_CSS = {
+    Change.FASTER: "c-faster",
+    Change.SLOWER: "c-slower",
+    Change.SAME: "c-same",
+    Change.INCONCLUSIVE: "c-inconclusive",
+}
+
+
+def _ci(row: MetricRow) -> str:
+    e = row.estimate
+    return f"[{fmt_number(e.ci_low)}, {fmt_number(e.ci_high)}]"
+
+
+def _perf_row(s: MetricSummary, r: MetricRow, history: History | None) -> PerfRow:
+    c = r.comparison
+    if c is None:
+        ratio = "baseline" if r.variant == s.baseline else "no baseline samples"
+        p = verdict = detectable = ""
+        css = "c-baseline"
+    else:
+        ratio, p, verdict = fmt_ratio(c), fmt_p(c.p), c.text
+        css, detectable = _VERDICT_CSS[c.verdict], fmt_percent(r.detectable)
+    e = r.estimate
+    return PerfRow(
+        r.variant, r.n, fmt_number(e.median), _ci(r), fmt_percent(e.cv), ratio, p, verdict, css,
+        detectable, _spark(s, r, history),
+    )  # fmt: skip
+
+
+def _noise(s: MetricSummary) -> str:
+    base = s.base
+    if base is None:
+        return "No baseline samples: nothing to compare with."
+    cv = fmt_percent(s.noise)
+    n = base.n
+    detectable = fmt_percent(s.detectable)
+    return (
+        f"Noise floor: {s.baseline} CV {cv} over {n} samples; with {n}+{n} samples a drop of "
+        f"{detectable} is detectable (Mann-Whitney, alpha {ALPHA}, power 0.95)."
+    )
+
+
 def chart(key: MetricKey, rows: list[MetricRow]) -> Chart:
-    """Every sample as a dot and the median as a bar, one row per variant."""
+    """Every sample as a dot, the median as a bar, its 95 % interval as a whisker."""
     values = [x for r in rows for x in r.samples]
+    values += [x for r in rows for x in (r.estimate.ci_low, r.estimate.ci_high)]
     ticks = nice_ticks(min(0.0, *values), max(0.0, *values))
     lo, hi = ticks[0], ticks[-1]
     right = _W - _RIGHT
@@ -388,7 +513,11 @@ def chart(key: MetricKey, rows: list[MetricRow]) -> Chart:
             for j, x in enumerate(r.samples)
         ]
         end = xs(r.median)
-        bars.append(Bar(r.variant, y, min(base, end), abs(end - base), fmt_number(r.median), dots))
+        e = r.estimate
+        whisker = Whisker(xs(e.ci_low), xs(e.ci_high), f"95% CI of the median {_ci(r)}")
+        bars.append(
+            Bar(r.variant, y, min(base, end), abs(end - base), fmt_number(r.median), dots, whisker)
+        )
     axis_y = _TOP + _ROW * len(rows) + 4
     return Chart(
         test=key[0],
@@ -401,6 +530,42 @@ def chart(key: MetricKey, rows: list[MetricRow]) -> Chart:
         bars=bars,
         ticks=[(xs(t), fmt_number(t)) for t in ticks],
         rows=rows,
+    )
+
+
+_SPARK_W, _SPARK_H, _SPARK_PAD = 120, 24, 3
+
+
+def _spark(s: MetricSummary, r: MetricRow, history: History | None) -> Spark | None:
+    """The variant's medians over the last runs, when there are at least two."""
+    if history is None:
+        return None
+    points = history.medians.get((s.test, s.metric), {}).get(r.variant, ())
+    return sparkline(points)
+
+
+def sparkline(points: tuple[tuple[str, float], ...]) -> Spark | None:
+    if len(points) < 2:
+        return None
+    values = [m for _, m in points]
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0  # a flat line sits in the middle
+    step = (_SPARK_W - 2 * _SPARK_PAD) / (len(points) - 1)
+    inner = _SPARK_H - 2 * _SPARK_PAD
+    xy = [
+        (
+            round(_SPARK_PAD + i * step, 1),
+            round(_SPARK_PAD + inner * ((hi - m) / span if hi > lo else 0.5), 1),
+        )
+        for i, m in enumerate(values)
+    ]
+    title = "\n".join(f"{started}: {fmt_number(m)}" for started, m in points)
+    return Spark(
+        _SPARK_W,
+        _SPARK_H,
+        " ".join(f"{x},{y}" for x, y in xy),
+        xy[-1],
+        f"median over the last {len(points)} runs\n{title}",
     )
 
 
@@ -421,6 +586,7 @@ def nice_ticks(lo: float, hi: float, count: int = 4) -> list[float]:
 
 def _environment_rows(run: RunResult) -> list[tuple[str, str]]:
     rows = [("matrix", run.matrix), ("started", run.started), ("finished", run.finished)]
+    rows.append(("perf baseline", baseline_of(run) or "—"))
     rows += [(f"host {k}", v) for k, v in run.host.items()]
     for v in run.variants:
         if v.boot is not None:

@@ -7,6 +7,10 @@ every KTAP subtest is its own case.  An expected failure passes (with an
 "expected" property and a note in system-out); an expected failure that
 passed is a <failure type="unexpected-pass">.
 
+Each suite also carries the variant's perf estimates as properties
+(`perf.TEST.METRIC.median`, `.ci_low`, ..., and against the baseline
+`.ratio`, `.p`, `.verdict`, ...), so CI can track them without the HTML.
+
 The output validates against the Jenkins JUnit schema
 (tests/unit/data/junit/jenkins-junit.xsd), which also allows the
 <properties> of a <testcase> that the Jenkins JUnit plugin reads.
@@ -30,11 +34,13 @@ from junitparser import (
 
 from orchestrator.report import (
     STAGE_COLUMNS,
+    MetricSummary,
     Outcome,
     boot_failed,
     build_kind,
     console_for,
     own_outcome,
+    perf,
     read_tail,
     reproduce,
     stage_outcome,
@@ -80,18 +86,20 @@ def render(run: RunResult) -> str:
 
 def build(run: RunResult) -> JUnitXml:
     xml = JUnitXml(clean(f"orchestrate {run.matrix}"))
+    summaries = perf(run)
     for variant in run.variants:
-        xml.add_testsuite(_suite(run, variant))
+        xml.add_testsuite(_suite(run, variant, summaries))
     xml.update_statistics()  # type: ignore[no-untyped-call]
     return xml
 
 
-def _suite(run: RunResult, variant: VariantResult) -> TestSuite:
+def _suite(run: RunResult, variant: VariantResult, summaries: list[MetricSummary]) -> TestSuite:
     suite = TestSuite(clean(variant.name))
     suite.timestamp = clean(run.started)
     if run.host.get("hostname"):
         suite.hostname = clean(run.host["hostname"])
-    for name, value in _suite_properties(run, variant):
+    props = _suite_properties(run, variant) + _perf_properties(variant.name, summaries)
+    for name, value in props:
         suite.add_property(clean(name), clean(value))
     cases = [_stage_case(variant, s) for s in variant.stages if s.stage in STAGE_COLUMNS]
     not_run = boot_failed(variant)
@@ -108,6 +116,35 @@ def _suite_properties(run: RunResult, variant: VariantResult) -> list[tuple[str,
         props += [("accel", variant.boot.accel), ("accel.reason", variant.boot.accel_reason)]
     props.append(("reproduce", reproduce(run, variant)))
     return [(k, v) for k, v in props if v]
+
+
+def _perf_properties(variant: str, summaries: list[MetricSummary]) -> list[tuple[str, str]]:
+    """The variant's estimates, and its comparison with the baseline, per metric."""
+    props: list[tuple[str, str]] = []
+    for s in summaries:
+        row = next((r for r in s.rows if r.variant == variant), None)
+        if row is None:
+            continue
+        e = row.estimate
+        values: list[tuple[str, object]] = [
+            ("n", e.n), ("median", e.median), ("ci_low", e.ci_low), ("ci_high", e.ci_high),
+            ("cv", e.cv),
+        ]  # fmt: skip
+        c = row.comparison
+        if c is not None:
+            values += [
+                ("baseline", c.baseline), ("ratio", c.ratio), ("ratio_ci_low", c.ci_low),
+                ("ratio_ci_high", c.ci_high), ("p", c.p), ("verdict", c.text),
+                ("detectable_drop", row.detectable),
+            ]  # fmt: skip
+        elif variant == s.baseline:
+            values.append(("baseline", "itself"))
+        props += [(f"perf.{s.name}.{k}", _value(v)) for k, v in values]
+    return props
+
+
+def _value(value: object) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _stage_case(variant: VariantResult, stage: StageResult) -> TestCase:

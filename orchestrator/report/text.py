@@ -1,7 +1,9 @@
 """A plain-text summary for a mailing-list reply: every line fits 72 columns.
 
 Run header, the verdict table (variants by stages and tests, in words),
-what went wrong where, then the metrics per variant.
+what changed since the previous run (with history), what went wrong where,
+perf comparisons with the baseline (regressions first), then the metrics
+per variant.
 """
 
 from __future__ import annotations
@@ -14,17 +16,21 @@ from pathlib import Path
 from orchestrator.report import (
     STAGE_COLUMNS,
     Cell,
+    History,
+    MetricRow,
+    MetricSummary,
     Outcome,
     boot_failed,
+    comparison_line,
     fmt_number,
-    metric_samples,
+    fmt_percent,
     outcome_of,
     own_outcome,
+    perf,
     plural,
     printable,
     reproduce,
     stage_outcome,
-    summarize,
     verdict_table,
     walk,
 )
@@ -36,14 +42,24 @@ from orchestrator.results import (
     TestResult,
     VariantResult,
 )
+from orchestrator.stats import Change
 
 WIDTH = 72
 _LABEL = 10  # header labels: "matrix", "base", ...
 _MAX_COL = 20  # a wider column header or cell wraps
 
 
-def render(run: RunResult) -> str:
-    sections = [_header(run), _verdicts(run), _failures(run), _expected(run), _metrics(run)]
+def render(run: RunResult, history: History | None = None) -> str:
+    summaries = perf(run)  # the statistics, once
+    sections = [
+        _header(run),
+        _verdicts(run),
+        _changes(history),
+        _failures(run),
+        _expected(run),
+        _perf(summaries),
+        _metrics(summaries),
+    ]
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
@@ -244,16 +260,59 @@ def _expected(run: RunResult) -> str:
     return "\n".join([*_title("Expected failures"), *lines]) if lines else ""
 
 
-def _metrics(run: RunResult) -> str:
+def _changes(history: History | None) -> str:
+    if history is None or not history.previous:
+        return ""
+    lines = _title("Changes since the previous run")
+    lines += wrap(f"previous run: {history.previous}", "", "  ")
+    if not history.changes:
+        return "\n".join([*lines, "none: same verdicts, no metric beyond its noise"])
+    for change in history.changes:
+        lines += wrap(change, "  ", "    ")
+    return "\n".join(lines)
+
+
+def _perf(summaries: Sequence[MetricSummary]) -> str:
+    """Every comparison with the baseline, regressions first, then the noise floors."""
+    compared = [(s, r) for s in summaries for r in s.rows if r.comparison is not None]
+    if not compared:
+        return ""
+    regressions: list[tuple[MetricSummary, MetricRow]] = []
+    others: list[tuple[MetricSummary, MetricRow]] = []
+    for s, r in compared:
+        slower = r.comparison is not None and r.comparison.verdict is Change.SLOWER
+        (regressions if slower else others).append((s, r))
+    lines = _title(f"Performance against {compared[0][0].baseline}")
+    for heading, group in (("Regressions:", regressions), ("Other comparisons:", others)):
+        if group:
+            lines.append(heading)
+            for s, r in group:
+                lines += wrap(comparison_line(s, r), "  ", "    ")
+    lines.append("Noise floor (baseline CV; drop detectable with its n a side):")
+    for s in dict.fromkeys(s for s, _ in compared):
+        base = s.base
+        assert base is not None  # it was compared with
+        flag = ", NOISY: rerun" if s.noisy else ""
+        text = f"{s.name}: CV {fmt_percent(s.noise)}{flag}, "
+        text += f"{fmt_percent(s.detectable)} at {base.n}+{base.n}"
+        lines += wrap(text, "  ", "    ")
+    return "\n".join(lines)
+
+
+def _metrics(summaries: Sequence[MetricSummary]) -> str:
     per_variant: dict[str, list[str]] = {}
-    for (test, metric), samples in metric_samples(run.variants).items():
-        for row in summarize(samples):
+    for s in summaries:
+        for row in s.rows:
+            e = row.estimate
             spread = f"{fmt_number(row.low)}..{fmt_number(row.high)}"
-            text = f"{test} {metric}: {fmt_number(row.median)} (n={row.n}, {spread})"
+            ci = f"{fmt_number(e.ci_low)}..{fmt_number(e.ci_high)}"
+            text = f"{s.test} {s.metric}: {fmt_number(row.median)} (n={row.n}, {spread})"
+            text += f" CI {ci} CV {fmt_percent(e.cv)}"
             per_variant.setdefault(row.variant, []).extend(wrap(text, "  ", "    "))
     if not per_variant:
         return ""
     lines = _title("Metrics (median of repeats)")
+    lines += wrap("(n, min..max), 95% CI of the median, CV", "", "")
     for variant, rows in per_variant.items():
         lines += [*wrap(variant, "", "  "), *rows]
     return "\n".join(lines)
