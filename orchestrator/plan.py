@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator import build, kconfig, series, source
+from orchestrator import build, kconfig, series, source, testing
 from orchestrator.cache import Cache
 from orchestrator.git import tree_of
-from orchestrator.matrix import Matrix
+from orchestrator.matrix import Matrix, Test
 from orchestrator.pipeline import apply_key, kconfig_key, selected
 
 
@@ -84,10 +84,22 @@ def make_plan(
 
 def _guest_summary(matrix: Matrix) -> str:
     g = matrix.guest
-    runs = sum(t.repeats for t in matrix.tests)
-    names = ", ".join(t.name + (f" x{t.repeats}" if t.repeats > 1 else "") for t in matrix.tests)
     boot = f"boot ({g.accel} accelerator, {g.cpus} vCPUs, {g.memory_mb} MiB)"
-    return f"{boot}, then {runs} test runs: {names}" if runs else f"{boot}, no tests"
+    functional = [t for t in matrix.tests if t.kind not in testing.PERF_KINDS]
+    perf = [t for t in matrix.tests if t.kind in testing.PERF_KINDS]
+    parts = [boot]
+    if functional:
+        parts.append("run " + ", ".join(_times(t) for t in functional))
+    if perf:
+        rounds = testing.perf_rounds(matrix.tests)
+        names = ", ".join(_times(t) for t in perf)
+        how = "plus a warm-up, one boot per variant per round, variants interleaved"
+        parts.append(f"{rounds} perf rounds {how}: {names}")
+    return "; ".join(parts) if len(parts) > 1 else f"{boot}, no tests"
+
+
+def _times(test: Test) -> str:
+    return test.name + (f" x{test.repeats}" if test.repeats > 1 else "")
 
 
 def render(plan: Plan) -> str:
