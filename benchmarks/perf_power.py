@@ -62,8 +62,8 @@ def main() -> None:
         work = Path(tmp)
         matrix = aa_matrix(work, args.rounds, args.value_size, args.loops, args.maps)
         start = time.monotonic()
-        outcome = proc.run([sys.executable, "-m", "orchestrator.cli", matrix, "--out", work / "run"],
-                           timeout=7200)  # fmt: skip
+        argv = [sys.executable, "-m", "orchestrator.cli", str(matrix), "--out", str(work / "run")]
+        outcome = proc.run(argv, timeout=7200)
         wall = time.monotonic() - start
         run = results.read(work / "run" / "results.json")
     a, b = samples(run, "a"), samples(run, "b")
