@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from orchestrator import config, history, plan, results, series
+from orchestrator import config, history, plan, results, series, source
 from orchestrator.cache import Cache, default_root
 from orchestrator.errors import OrchestrateError
 from orchestrator.matrix import Matrix
@@ -146,6 +146,10 @@ def _run(
     ns: argparse.Namespace,
 ) -> int:
     started = datetime.now(UTC)
+    if source.cached_base(matrix.tree, cache.root) is None:
+        print(
+            f"preparing the kernel tree {matrix.tree.location} in {cache.root} (once)", flush=True
+        )
     run_dir = ns.out or matrix.report.dir / matrix.name / started.strftime("%Y%m%d-%H%M%S")
     run_dir = run_dir.resolve()
     options = Options(
