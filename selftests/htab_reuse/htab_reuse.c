@@ -41,7 +41,6 @@
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -57,6 +56,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
+#include "../lib/common.h"
 #include "htab_reuse.h"
 
 #define OBJ_NAME "htab_reuse.bpf.o"
@@ -112,26 +112,6 @@ struct worker {
 	bool started;
 };
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void diag(const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("# ");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-}
-
 static void detect(struct run *r, const char *fmt, ...)
 {
 	double t = now() - r->start;
@@ -160,15 +140,6 @@ static void check_bpf(struct run *r)
 		detect(r, "lookup of key %llu returned the element of key %llu",
 		       (unsigned long long)r->stats->mm_expected,
 		       (unsigned long long)r->stats->mm_got);
-}
-
-static void pin(struct worker *w)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(w->cpu, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }
 
 static void run_error(struct run *r, const char *what, int err)
@@ -308,7 +279,7 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct run *r = w->run;
 
-	pin(w);
+	pin_to_cpu(w->cpu);
 	switch (w->role) {
 	case CHURN:
 		if (r->opt->syscall_churn)
@@ -357,21 +328,6 @@ static struct btf *value_btf(unsigned int nwords, __u32 *key_id, __u32 *value_id
 fail:
 	btf__free(btf);
 	return NULL;
-}
-
-static int obj_path(char *path, size_t size)
-{
-	ssize_t n = readlink("/proc/self/exe", path, size - 1);
-	char *slash;
-
-	if (n < 0)
-		return -errno;
-	path[n] = '\0';
-	slash = strrchr(path, '/');
-	if (!slash || (size_t)(slash - path) + 1 + sizeof(OBJ_NAME) > size)
-		return -ENAMETOOLONG;
-	strcpy(slash + 1, OBJ_NAME);
-	return 0;
 }
 
 static struct bpf_map *internal_map(struct bpf_object *obj, const char *suffix)
@@ -437,7 +393,7 @@ static int setup(struct run *r, struct setup *s)
 		diag("creating the hash map: %s", strerror(errno));
 		return -1;
 	}
-	err = obj_path(path, sizeof(path));
+	err = path_beside_exe(path, sizeof(path), OBJ_NAME);
 	if (err) {
 		diag("locating %s: %s", OBJ_NAME, strerror(-err));
 		return -1;
@@ -704,25 +660,15 @@ static int parse_args(int argc, char **argv, struct options *opt)
 	opt->repeat = 8;
 	for (i = 0; i < NR_TESTS; i++)
 		opt->run[i] = true;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, longopts, usage)) != -1) {
 		long v = 0;
 
-		if (c == 'h') {
-			usage(stdout);
-			exit(0);
-		}
-		if (c == '?') {
-			usage(stderr);
+		if (c == '?')
 			return -1;
-		}
-		if (strchr("vtCRWkr", c)) {
-			errno = 0;
-			v = strtol(optarg, &end, 0);
-			if (errno || *end || end == optarg || v < (strchr("CRW", c) ? 0 : 1) ||
-			    v > 4096) {
-				fprintf(stderr, "htab_reuse: bad value for an option: %s\n", optarg);
-				return -1;
-			}
+		if (strchr("vtCRWkr", c) &&
+		    parse_long(optarg, strchr("CRW", c) ? 0 : 1, 4096, &v)) {
+			fprintf(stderr, "htab_reuse: bad value for an option: %s\n", optarg);
+			return -1;
 		}
 		switch (c) {
 		case 'd':
@@ -775,10 +721,8 @@ static int parse_args(int argc, char **argv, struct options *opt)
 			break;
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "htab_reuse: unexpected argument: %s\n", argv[optind]);
+	if (no_operands(argc, argv, "htab_reuse"))
 		return -1;
-	}
 	if (opt->threads < 1)
 		opt->threads = 1;
 	return 0;
@@ -791,10 +735,10 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &opt))
 		return 2;
-	setvbuf(stdout, NULL, _IOLBF, 0);
+	ktap_start();
 	for (i = 0; i < NR_TESTS; i++)
 		planned += opt.run[i];
-	printf("KTAP version 1\n1..%d\n", planned);
+	printf("1..%d\n", planned);
 	for (i = 0; i < NR_TESTS; i++) {
 		if (!opt.run[i])
 			continue;

@@ -29,7 +29,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,13 +36,13 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <linux/bpf.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "../lib/common.h"
 #include "map_perf.h"
 
 #define OBJ_NAME "map_perf.bpf.o"
@@ -67,29 +66,6 @@ struct sample {
 	int ok;
 	double seconds;
 };
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int obj_path(char *path, size_t size)
-{
-	ssize_t n = readlink("/proc/self/exe", path, size - 1);
-	char *slash;
-
-	if (n < 0)
-		return -errno;
-	path[n] = '\0';
-	slash = strrchr(path, '/');
-	if (!slash || (size_t)(slash - path) + 1 + sizeof(OBJ_NAME) > size)
-		return -ENAMETOOLONG;
-	strcpy(slash + 1, OBJ_NAME);
-	return 0;
-}
 
 static int write_full(int fd, const void *buf, size_t n)
 {
@@ -130,14 +106,11 @@ static void bench_child(int cpu, long loops, int tgids_fd, int ready_fd, int go_
 {
 	struct sample s = { .cpu = cpu };
 	__u32 key = cpu, tgid = getpid();
-	cpu_set_t set;
 	double t0;
 	char c;
 	long i;
 
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	if (sched_setaffinity(0, sizeof(set), &set) == 0 &&
+	if (pin_to_cpu(cpu) == 0 &&
 	    bpf_map_update_elem(tgids_fd, &key, &tgid, BPF_ANY) == 0)
 		s.ok = 1;
 	c = s.ok;
@@ -325,21 +298,13 @@ static int parse_args(int argc, char **argv, struct options *opt)
 	opt->value_size = 8;
 	opt->maps = 1;
 	opt->test_mask = HASH_KMALLOC_BIT;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, longopts, usage)) != -1) {
 		unsigned long long v = 0;
-		char *end;
 
-		if (c == 'h') {
-			usage(stdout);
-			exit(0);
-		}
-		if (c == '?') {
-			usage(stderr);
+		if (c == '?')
 			return -1;
-		}
-		errno = 0;
-		v = strtoull(optarg, &end, 0);
-		if (errno || *end || end == optarg || (c != 't' && (v == 0 || v > INT_MAX))) {
+		/* --test-mask: any bits; the others: 1..INT_MAX */
+		if (parse_ull(optarg, c == 't' ? 0 : 1, c == 't' ? ULLONG_MAX : INT_MAX, &v)) {
 			fprintf(stderr, "map_perf: bad value: %s\n", optarg);
 			return -1;
 		}
@@ -373,11 +338,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
 			break;
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "map_perf: unexpected argument: %s\n", argv[optind]);
-		return -1;
-	}
-	return 0;
+	return no_operands(argc, argv, "map_perf");
 }
 
 int main(int argc, char **argv)
@@ -390,19 +351,18 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &opt))
 		return 2;
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	printf("KTAP version 1\n");
+	ktap_start();
 	if (!(opt.test_mask & HASH_KMALLOC_BIT)) {
 		printf("1..0 # SKIP only hash-kmalloc (test mask 0x4) is implemented\n");
 		return 0;
 	}
 	printf("1..%d\n", opt.maps);
 	if (opt.test_mask & ~(unsigned long)HASH_KMALLOC_BIT)
-		printf("# test mask 0x%lx: only 0x4 (hash-kmalloc) is implemented, the rest is ignored\n",
-		       opt.test_mask);
-	printf("# hash-kmalloc: %d cpus, %ld loops per cpu, max_entries %u, value_size %u, %d maps\n",
-	       opt.cpus, opt.loops, opt.entries, opt.value_size, opt.maps);
-	err = obj_path(path, sizeof(path));
+		diag("test mask 0x%lx: only 0x4 (hash-kmalloc) is implemented, the rest is ignored",
+		     opt.test_mask);
+	diag("hash-kmalloc: %d cpus, %ld loops per cpu, max_entries %u, value_size %u, %d maps",
+	     opt.cpus, opt.loops, opt.entries, opt.value_size, opt.maps);
+	err = path_beside_exe(path, sizeof(path), OBJ_NAME);
 	res = malloc(sizeof(*res));
 	if (err || !res) {
 		printf("Bail out! cannot locate %s\n", OBJ_NAME);
@@ -411,17 +371,17 @@ int main(int argc, char **argv)
 	for (m = 1; m <= opt.maps; m++) {
 		run_round(&opt, path, res);
 		if (!res->ok) {
-			printf("# %s\n", res->why);
+			diag("%s", res->why);
 			printf("not ok %d map_%d\n", m, m);
 			continue;
 		}
 		for (i = 0; i < opt.cpus; i++) {
 			if (res->count[i].events != (unsigned long long)opt.loops)
-				printf("# cpu%d: the kprobe program counted %llu events for %ld calls\n", i,
-				       (unsigned long long)res->count[i].events, opt.loops);
+				diag("cpu%d: the kprobe program counted %llu events for %ld calls", i,
+				     (unsigned long long)res->count[i].events, opt.loops);
 			if (res->count[i].delete_errors)
-				printf("# cpu%d: %llu deletes did not find their key\n", i,
-				       (unsigned long long)res->count[i].delete_errors);
+				diag("cpu%d: %llu deletes did not find their key", i,
+				     (unsigned long long)res->count[i].delete_errors);
 		}
 		for (i = 0; i < opt.cpus; i++) {
 			printf("# metric: events_per_sec_cpu%d %.0f\n", i, res->eps[i]);
