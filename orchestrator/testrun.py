@@ -27,7 +27,7 @@ CRASH_KINDS = frozenset({"panic", "oops", "gpf", "bug"})
 # Splats that fail a test that otherwise passed; all of them are kernel bugs.
 FAILING_KINDS = CRASH_KINDS | {
     "warning", "soft-lockup", "hard-lockup", "rcu-stall", "hung-task",
-    "kasan", "kfence", "ubsan", "kcsan",
+    "kasan", "kfence", "ubsan", "kcsan", "oom",
 }  # fmt: skip
 
 
@@ -98,6 +98,10 @@ def _dead_guest(base: TestResult, console_tail: str, timed_out: bool) -> TestRes
     crash = next((s for s in base.splats if s.kind in CRASH_KINDS), None)
     if crash is not None:
         return dataclasses.replace(base, verdict=Verdict.CRASH, reason=crash.title)
+    oom = next((s for s in base.splats if s.kind == "oom"), None)
+    if oom is not None:
+        reason = f"the guest stopped answering after running out of memory: {oom.title}"
+        return dataclasses.replace(base, verdict=Verdict.KERNEL_HANG, reason=reason)
     why = "the guest stopped answering" + (
         " while the test ran past its timeout" if timed_out else ""
     )

@@ -396,10 +396,18 @@ def _detectable(n_base: int, n: int, cv: float) -> float:
 
 
 def perf(run: RunResult) -> list[MetricSummary]:
-    """Every metric of the run, summarized and compared with the baseline."""
+    """The run's measurements, summarized and compared with the baseline.
+
+    A measurement is a metric of a whole test (not of a subtest: a program's
+    per-round numbers are already in its totals) that was sampled at least
+    twice for some variant; one-off counters of functional tests (reads,
+    misses, ...) stay in the per-test details and are not compared.
+    """
     baseline = baseline_of(run)
     out = []
     for (test, metric), samples in metric_samples(run.variants).items():
+        if "." in test or max(len(x) for x in samples.values()) < 2:
+            continue
         rows = summarize(samples, baseline, metric)
         has_base = any(r.variant == baseline for r in rows)
         out.append(MetricSummary(test, metric, baseline if has_base else "", tuple(rows)))

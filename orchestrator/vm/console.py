@@ -112,6 +112,8 @@ _PATTERNS = (
     _p("kfence", r"^BUG: KFENCE: ", bare_trace=True),
     _p("kcsan", r"^BUG: KCSAN: ", bare_trace=True),
     _p("ubsan", r"^UBSAN: "),
+    # The OOM report starts here and carries the allocating task's trace.
+    _p("oom", r"^\S+ invoked oom-killer: "),
     _p("panic", r"^Kernel panic - not syncing: "),
     _p("panic", r"^sysrq: (?:SysRq : )?Trigger a crash\b", awaits_panic=True),
     _p("gpf", r"^general protection fault\b"),

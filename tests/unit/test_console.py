@@ -413,7 +413,7 @@ def test_watcher_in_random_chunks_matches_scan(tmp_path: Path, seed: int) -> Non
         got += watcher.poll()
     got += watcher.flush()
     expected = scan(data.decode())
-    assert len(expected) == 21
+    assert len(expected) == 23
     assert got == expected  # each splat exactly once, complete, in order
 
 
@@ -471,3 +471,13 @@ def test_watcher_restarts_when_the_file_is_truncated(tmp_path: Path) -> None:
     log.write_bytes(b"[    1.000000] BUG: second boot\n")
     assert [s.title for s in watcher.poll()] == ["BUG: first boot"]
     assert [s.title for s in watcher.flush()] == ["BUG: second boot"]
+
+
+def test_oom_report_is_a_splat() -> None:
+    """A real OOM from a reuse-after-rcu-gp guest under map_perf (4 KB values)."""
+    text = (Path(__file__).parent / "data" / "console" / "oom.log").read_text()
+    ooms = [s for s in scan(text) if s.kind == "oom"]
+    assert ooms, scan(text)
+    assert ooms[0].title.startswith("map_perf invoked oom-killer: gfp_mask=0x500cc2")
+    assert ooms[0].test == "map_perf_4096@4"
+    assert any("out_of_memory" in frame for frame in ooms[0].trace)

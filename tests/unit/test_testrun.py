@@ -130,3 +130,11 @@ def test_args_are_quoted_for_the_guest_shell() -> None:
 )
 def test_expectations(verdict: Verdict, expected: str, ok: bool) -> None:
     assert meets(verdict, expected) is ok
+
+
+def test_out_of_memory_is_named(tmp_path: Path) -> None:
+    oom = Splat("oom", "map_perf invoked oom-killer: gfp_mask=0x500cc2", 18.5, test="smoke")
+    session = FakeSession(output="", exit_status=None, answers=False, console_splats=[oom])
+    result = run_test(session, TEST, "smoke", tmp_path)
+    assert result.verdict is Verdict.KERNEL_HANG
+    assert "out of memory" in result.reason and oom in result.splats
