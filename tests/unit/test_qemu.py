@@ -288,13 +288,11 @@ def test_machine_panic_is_boot_failed_with_the_panic_line(
     fake_arch: qemu.ArchSpec, fake_mode: Callable[[str], None], short_dir: Path
 ) -> None:
     fake_mode("panic")
-    start = time.monotonic()
     with (
         pytest.raises(BootFailed) as failed,
         Machine(make_spec(short_dir), boot_timeout=20, arch=fake_arch),
     ):
         pass  # pragma: no cover
-    assert time.monotonic() - start < 10
     assert failed.value.reason == "Kernel panic - not syncing: Attempted to kill init!"
     assert "Linux version" in failed.value.console_tail
     assert fake_children() == []
