@@ -57,6 +57,17 @@ def apply_key(base: str, variant: Variant, patches: tuple[series.Patch, ...]) ->
     return digest(base, *reverts, "--", *(p.text for p in patches))
 
 
+def fragments_of(matrix: Matrix, variant: Variant) -> tuple[Path, ...]:
+    return (*matrix.kconfig.fragments, *variant.fragments)
+
+
+def build_dir_for(matrix: Matrix, variant: Variant, repo: Path, work: Path) -> build.BuildDir:
+    """The shared build directory of every variant with this variant's kconfig input."""
+    cfg = matrix.kconfig
+    key = build.build_dir_key(repo, cfg.arch, cfg.base, fragments_of(matrix, variant))
+    return build.BuildDir.at(work, key)
+
+
 def kconfig_key(tree: str, bdir: build.BuildDir) -> str:
     return f"{tree[:16]}-{bdir.key}"
 
@@ -84,6 +95,7 @@ class Runner:
         self.built: dict[Path, str] = {}  # artifact dir -> variant that built it this run
         self._guest: testing.GuestSetup | None = None
         self._accel: tuple[str, str] | None = None
+        self._checked_out: dict[Path, str] = {}  # build worktree -> commit
 
     def run(self, patches: dict[str, tuple[series.Patch, ...]]) -> tuple[VariantResult, ...]:
         with self.cache.locked():
@@ -157,10 +169,9 @@ class Runner:
             self._skip_rest(rec, Stage.APPLY, f"apply failed: {rec.stages[-1].reason}")
             return
         cfg = self.matrix.kconfig
-        fragments = (*cfg.fragments, *self.matrix.variant(rec.name).fragments)
-        bdir = build.BuildDir.at(
-            self.cache.work, build.build_dir_key(src.repo, cfg.arch, cfg.base, fragments)
-        )
+        variant = self.matrix.variant(rec.name)
+        fragments = fragments_of(self.matrix, variant)
+        bdir = build_dir_for(self.matrix, variant, src.repo, self.cache.work)
         tree = tree_of(src.repo, rec.result.head)
         with self._stage(rec, Stage.KCONFIG) as out:
             configured = self._configure(rec, src, bdir, tree, fragments)
@@ -309,8 +320,13 @@ class Runner:
         return self._accel
 
     def _checkout(self, src: source.Source, bdir: build.BuildDir, commit: str) -> None:
+        # kconfig and build both need the variant's checkout; a second git
+        # checkout of a kernel tree would stat every file again for nothing.
+        if self._checked_out.get(bdir.src) == commit:
+            return
         source.worktree(src, bdir.src)
         source.checkout(bdir.src, commit)
+        self._checked_out[bdir.src] = commit
 
 
 def _has_commit(repo: Path, commit: str | None) -> bool:

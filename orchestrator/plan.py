@@ -8,7 +8,7 @@ from orchestrator import build, kconfig, series, source, testing
 from orchestrator.cache import Cache
 from orchestrator.git import tree_of
 from orchestrator.matrix import Matrix, Test
-from orchestrator.pipeline import apply_key, kconfig_key, selected
+from orchestrator.pipeline import apply_key, build_dir_for, kconfig_key, selected
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,7 @@ def make_plan(
     rows = []
     trees: dict[tuple[str, str], str] = {}  # (tree, build dir) -> first variant
     for variant in selected(matrix, only):
-        cfg = matrix.kconfig
-        fragments = (*cfg.fragments, *variant.fragments)
-        bdir = build.BuildDir.at(
-            cache.work, build.build_dir_key(repo, cfg.arch, cfg.base, fragments)
-        )
+        bdir = build_dir_for(matrix, variant, repo, cache.work)
         mode = "incremental" if (bdir.out / ".config").exists() else "clean"
         pending = f"build in {bdir.key} ({mode})"
         count = f"{len(patches[variant.name])} patches" + (
