@@ -158,7 +158,8 @@ def _run(
     start = time.monotonic()
     names = [v.name for v in selected(matrix, options.only)]
     with progress_for(names, STAGES[: STAGES.index(options.until) + 1]) as progress:
-        variants = Runner(matrix, options, progress).run(patches)
+        runner = Runner(matrix, options, progress)
+        variants = runner.run(patches)
     run = RunResult(
         matrix=str(matrix.path),
         started=started.isoformat(timespec="seconds"),
@@ -166,6 +167,8 @@ def _run(
         variants=variants,
         host=_host(),
         baseline=matrix.report.baseline or (variants[0].name if variants else ""),
+        control=runner.control,
+        batches=tuple(runner.batches),
     )
     results.write(run, run_dir / "results.json")
     print(

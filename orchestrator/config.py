@@ -24,6 +24,7 @@ from orchestrator.matrix import (
     Guest,
     Kconfig,
     Matrix,
+    Perf,
     Report,
     Revert,
     Test,
@@ -36,11 +37,12 @@ from orchestrator.matrix import (
 DEBIAN_SOURCE_DIR = Path("/usr/src")
 DEFAULT_DEBIAN_SOURCE = "linux-source-6.1"
 
-TOP_KEYS = ("name", "tree", "kconfig", "build", "guest", "tests", "report", "variants")
+TOP_KEYS = ("name", "tree", "kconfig", "build", "guest", "tests", "perf", "report", "variants")
 TREE_KEYS = ("debian", "git", "path", "ref")
 KCONFIG_KEYS = ("base", "arch", "fragments", "on_mismatch")
 GUEST_KEYS = ("cpus", "memory", "accel", "boot_timeout", "cmdline", "selftests")
 TEST_KEYS = ("name", "kind", "command", "timeout", "repeats", "args")
+PERF_KEYS = ("aa_control", "max_reruns")
 REPORT_KEYS = ("dir", "formats", "baseline")
 VARIANT_KEYS = ("name", "series", "reverts", "kconfig", "expect")
 
@@ -132,6 +134,7 @@ def load(path: Path) -> Matrix:
         guest=_get(top, "guest", _guest, Guest()),
         tests=tests,
         build_timeout=_get(top, "build", _build_timeout, 3600.0),
+        perf=_get(top, "perf", _perf, Perf()),
     )
 
 
@@ -212,6 +215,13 @@ def _int(cur: _Node, low: int, high: int | None = None) -> int:
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise cur.error(f"must be {bounds}, got {value}")
+    return value
+
+
+def _bool(cur: _Node) -> bool:
+    value = _scalar(cur, "true or false")
+    if not isinstance(value, bool):
+        raise _wrong(cur, "true or false")
     return value
 
 
@@ -549,6 +559,16 @@ def _expect(cur: _Node, tests: tuple[Test, ...]) -> tuple[tuple[str, str], ...]:
             raise child.error(f"{key!r} has an empty subtest name after '.'")
         pairs.append((key, _choice(child, OUTCOMES)))
     return tuple(pairs)
+
+
+def _perf(cur: _Node) -> Perf:
+    fields = _mapping(cur, PERF_KEYS)
+    default = Perf()
+    return Perf(
+        aa_control=_get(fields, "aa_control", _bool, default.aa_control),
+        # Each rerun costs a whole batch of boots: a few at most.
+        max_reruns=_get(fields, "max_reruns", lambda n: _int(n, 0, 5), default.max_reruns),
+    )
 
 
 def _report(cur: _Node | None, base: Path, variants: tuple[Variant, ...]) -> Report:

@@ -80,6 +80,16 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Perf:
+    """How perf tests are measured beyond their repeats."""
+
+    # Measure the baseline's kernel a second time, as the variant <baseline>~aa,
+    # to see the batch's noise floor; a batch it shows too noisy is rerun.
+    aa_control: bool = False
+    max_reruns: int = 1
+
+
+@dataclass(frozen=True)
 class Matrix:
     path: Path  # the matrix file, absolute
     name: str
@@ -90,6 +100,7 @@ class Matrix:
     guest: Guest = field(default_factory=Guest)
     tests: tuple[Test, ...] = ()
     build_timeout: float = 3600.0
+    perf: Perf = field(default_factory=Perf)
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)

@@ -14,11 +14,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator import build, kconfig, series, source, testing
+from orchestrator import aa_control, build, kconfig, series, source, testing
 from orchestrator.cache import Cache, digest
 from orchestrator.git import git, tree_of
 from orchestrator.matrix import Matrix, Variant
 from orchestrator.results import (
+    Batch,
     BuildInfo,
     PatchOutcome,
     Stage,
@@ -96,6 +97,8 @@ class Runner:
         self._guest: testing.GuestSetup | None = None
         self._accel: tuple[str, str] | None = None
         self._checked_out: dict[Path, str] = {}  # build worktree -> commit
+        self.control: VariantResult | None = None  # the A/A control, once measured
+        self.batches: list[Batch] = []  # perf batches, in order
 
     def run(self, patches: dict[str, tuple[series.Patch, ...]]) -> tuple[VariantResult, ...]:
         with self.cache.locked():
@@ -288,20 +291,91 @@ class Runner:
     def _perf(self, records: list[_Variant]) -> None:
         """Perf tests, one sample per boot, variants interleaved: A B C A B C ...
 
-        Round 0 is a warm-up whose samples are discarded (first boots after
-        a build run against cold host caches).
+        With perf.aa_control the baseline's kernel also runs as its A/A
+        control in every round, and a batch the control shows too noisy is
+        run again (aa_control.judge_batch).
         """
         booted = [rec for rec in records if rec.guest is not None]
-        for round_ in range(testing.perf_rounds(self.matrix.tests) + 1 if booted else 0):
-            for rec in booted:
+        if not booted or not testing.perf_rounds(self.matrix.tests):
+            return
+        # The baseline as the reports take it: the matrix's choice, else the first variant.
+        name = self.matrix.report.baseline or records[0].name
+        base = next((rec for rec in booted if rec.name == name), None)
+        control = None
+        if base is not None and self.matrix.perf.aa_control:
+            control = self._control(base)
+        self._perf_batches(booted, base, control)
+        if control is not None:
+            self.control = self._control_done(control)
+
+    def _perf_batches(
+        self, booted: list[_Variant], base: _Variant | None, control: _Variant | None
+    ) -> None:
+        measured = [*booted, *([control] if control is not None else [])]
+        attempt = 1
+        while True:
+            self._perf_batch(measured, attempt)
+            judged = Batch(attempt)  # no control: nothing says a batch is noisy
+            if base is not None and control is not None:
+                assert base.result is not None and control.result is not None
+                max_reruns = self.matrix.perf.max_reruns
+                judged = aa_control.judge_batch(attempt, base.result, control.result, max_reruns)
+            self.batches.append(judged)
+            if not judged.rerun:
+                return
+            attempt += 1
+
+    def _perf_batch(self, measured: list[_Variant], attempt: int) -> None:
+        """One batch of rounds; its samples are tagged with the attempt number.
+
+        Round 0 is a warm-up whose samples are discarded (first boots after
+        a build run against cold host caches); a rerun starts warm.
+        """
+        first = 0 if attempt == 1 else 1
+        for round_ in range(first, testing.perf_rounds(self.matrix.tests) + 1):
+            pending = testing.perf_round(self.matrix.tests, round_)
+            for rec in measured:
                 assert rec.guest is not None and rec.result is not None
-                pending = testing.perf_round(self.matrix.tests, round_)
                 if not pending:
                     continue
-                self.progress(rec.name, Stage.TEST, None, f"perf round {round_}")
+                batch = f", batch {attempt}" if attempt > 1 else ""
+                self.progress(rec.name, Stage.TEST, None, f"perf round {round_}{batch}")
                 tests = rec.guest.run(pending)
                 if round_ > 0:
-                    rec.result = replace(rec.result, tests=(*rec.result.tests, *tests))
+                    tagged = tuple(replace(t, batch=attempt) for t in tests)
+                    rec.result = replace(rec.result, tests=(*rec.result.tests, *tagged))
+
+    def _control(self, base: _Variant) -> _Variant:
+        """The A/A control: the baseline's built kernel and image, booted as one more variant."""
+        assert base.guest is not None and base.result is not None
+        name = aa_control.name_for(base.name)
+        built = base.result.build
+        rec = _Variant(name)
+        rec.result = VariantResult(
+            name,
+            (),
+            base=base.result.base,
+            head=base.result.head,
+            build=replace(built, shared_with=base.name) if built is not None else None,
+        )
+        # The baseline's run with its kernel and image, under its own name and
+        # logs, and none of its boots: a fresh start as an independent variant.
+        rec.guest = replace(
+            base.guest,
+            variant=replace(base.guest.variant, name=name),
+            logs=self._logs(name),
+            boots=0,
+            boot_info=None,
+            boot_failure=None,
+            reboot_failure=None,
+        )
+        return rec
+
+    def _control_done(self, rec: _Variant) -> VariantResult:
+        assert rec.guest is not None and rec.result is not None
+        tests = rec.result.tests
+        rec.stages += [rec.guest.boot_stage(), testing.judge_tests(tests)]
+        return replace(rec.result, stages=tuple(rec.stages), boot=rec.guest.boot_info)
 
     def _judge(self, rec: _Variant) -> None:
         if rec.guest is None or rec.result is None:

@@ -130,6 +130,9 @@ class TestResult:
     splats: tuple[Splat, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     subtests: tuple[TestResult, ...] = ()
+    # The perf batch (1, 2, ... when the A/A control asked for a rerun) this
+    # sample belongs to; 0 for functional tests and in older results files.
+    batch: int = 0
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,15 @@ class VariantResult:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """One pass of interleaved perf rounds over every variant (and the A/A control)."""
+
+    attempt: int  # 1 for the first batch
+    noisy: tuple[str, ...] = ()  # test.metric whose A/A control was too far from the baseline
+    rerun: bool = False  # another batch followed: this one is kept but not judged
+
+
+@dataclass(frozen=True)
 class RunResult:
     matrix: str
     started: str
@@ -176,6 +188,11 @@ class RunResult:
     # The variant perf metrics are compared with; "" means the first.  New in
     # schema 1 without a bump: from_data leaves it "" in older files.
     baseline: str = ""
+    # The A/A control: the baseline's kernel measured again as a variant of its
+    # own (named baseline~aa), perf tests only.  Kept out of `variants`: it is
+    # a measurement of the noise, never a verdict.  Both new in schema 1 too.
+    control: VariantResult | None = None
+    batches: tuple[Batch, ...] = ()
 
     @property
     def ok(self) -> bool:

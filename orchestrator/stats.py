@@ -17,7 +17,7 @@ import enum
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -222,6 +222,75 @@ def compare(
     p = mann_whitney(values, base)
     verdict, bound, reason = judge(metric, mine, theirs, (low, high), p)
     return Comparison(variant, baseline, ratio, low, high, p, verdict, bound, reason)
+
+
+# --- the A/A control ---------------------------------------------------------------------------
+#
+# The baseline's kernel measured a second time, as a variant of its own in the same
+# interleaved batch (DESIGN "Perf methodology").  Two measurements of one kernel should
+# agree; a batch where they do not is flagged noisy and rerun, not trusted.  Both limits
+# are NOISE_LIMIT, DESIGN's "A/A spread over 10 %", and were checked by simulating
+# 5+5 boots (the default plan) with DESIGN's measured boot-to-boot CVs:
+# * spread: the CV of both sides pooled (2n boots of one kernel).  A quiet host (CV
+#   5.7 %) pools over 10 % in 0.1 % of batches, a busy one (16 %) in 94 %;
+# * shift: the two medians more than 10 % apart, which no verdict of this batch could
+#   then rise above; a quiet host does it by chance in about 2 % of batches.
+# Not the tests: the A/A ratio interval (at 5+5 it passes ±10 % in ~70 % of quiet
+# batches: it measures n as much as noise; it is reported as the noise floor), nor a
+# faster/slower A/A verdict (p < 0.05 tried on each of a batch's ~15 metrics would
+# rerun many batches by chance alone).
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """The A/A control against the baseline for one metric: how far one kernel is from itself."""
+
+    comparison: Comparison  # the control's samples against the baseline's
+    cv: float  # of both sides pooled
+    reason: str = ""  # why the batch is too noisy to trust; "" when it is not
+
+    @property
+    def noisy(self) -> bool:
+        return bool(self.reason)
+
+    @property
+    def spread(self) -> float:
+        """The farther end of the A/A ratio interval from 1: "the same kernel, within ±X"."""
+        c = self.comparison
+        return max(abs(c.ci_low - 1.0), abs(c.ci_high - 1.0))
+
+
+def noise_floor(
+    metric: str,
+    baseline: str,
+    base: Sequence[float],
+    control: str,
+    values: Sequence[float],
+    *,
+    limit: float = NOISE_LIMIT,
+) -> NoiseFloor:
+    """The A/A comparison, and whether its spread or shift makes the batch untrustworthy."""
+    c = compare(metric, control, values, baseline, base)
+    pooled = cv([*base, *values])
+    if min(len(base), len(values)) < MIN_SAMPLES or math.isnan(c.ratio):
+        # Too few boots to tell noise from chance, or no ratio at all: every
+        # verdict is inconclusive already, and a rerun would not change that.
+        return NoiseFloor(c, pooled)
+    reason = ""
+    if abs(c.ratio - 1.0) > limit:  # the more telling of the two: said first
+        reason = f"A/A shift: the same kernel measured {c.ratio:.2f}x of itself"
+    elif not pooled <= limit:
+        boots = f"{len(base)}+{len(values)} boots"
+        reason = f"A/A spread: CV {_pct(pooled)} over {boots} > {_pct(limit)}"
+    return NoiseFloor(c, pooled, reason)
+
+
+def distrusted(comparison: Comparison, floor: NoiseFloor) -> Comparison:
+    """A comparison made in a batch its A/A control flagged: inconclusive, saying why."""
+    if not floor.noisy:
+        return comparison
+    reason = f"noisy batch, {floor.reason}"
+    return replace(comparison, verdict=Change.INCONCLUSIVE, bound=None, reason=reason)
 
 
 @functools.lru_cache(maxsize=256)

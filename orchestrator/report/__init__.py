@@ -29,7 +29,7 @@ from orchestrator.results import (
     Verdict,
     meets,
 )
-from orchestrator.stats import Comparison, Estimate
+from orchestrator.stats import Comparison, Estimate, NoiseFloor
 
 FILES = {"junit": "junit.xml", "html": "report.html", "text": "summary.txt"}
 
@@ -311,6 +311,10 @@ class MetricSummary:
     metric: str
     baseline: str  # "" when the baseline variant has no samples of this metric
     rows: tuple[MetricRow, ...]
+    # The A/A control's row (its comparison is the A/A one) and what it says
+    # of the batch; None without a control.  Not in `rows`: it is no variant.
+    control: MetricRow | None = None
+    floor: NoiseFloor | None = None
 
     @property
     def name(self) -> str:
@@ -322,11 +326,14 @@ class MetricSummary:
 
     @property
     def noise(self) -> float:
-        """The baseline's CV: the A/A spread DESIGN flags above NOISE_LIMIT."""
+        """The baseline's CV: the spread DESIGN flags above NOISE_LIMIT."""
         return self.base.estimate.cv if self.base else math.nan
 
     @property
     def noisy(self) -> bool:
+        """Too noisy to trust: as the A/A control says, else by the baseline's CV alone."""
+        if self.floor is not None:
+            return self.floor.noisy
         return not self.noise <= stats.NOISE_LIMIT
 
     @property
@@ -359,23 +366,43 @@ def baseline_of(run: RunResult) -> str:
     return names[0] if names else ""
 
 
-def metric_samples(variants: Iterable[VariantResult]) -> dict[MetricKey, dict[str, list[float]]]:
-    """Every metric value, grouped by (test, metric) and then by variant."""
+def latest_batch(variants: Iterable[VariantResult]) -> int:
+    """The last perf batch in these results (0 when nothing was measured in batches)."""
+    return max((t.batch for v in variants for t in v.tests), default=0)
+
+
+def metric_samples(
+    variants: Iterable[VariantResult], batch: int | None = None
+) -> dict[MetricKey, dict[str, list[float]]]:
+    """Every metric value, grouped by (test, metric) and then by variant.
+
+    Perf samples count from one batch only, `batch` or else the latest:
+    comparisons are made within one batch, and a rerun replaces the batch
+    before it.  Tests outside batches (functional ones) always count.
+    """
+    variants = list(variants)
+    batch = latest_batch(variants) if batch is None else batch
     out: dict[MetricKey, dict[str, list[float]]] = {}
     for v in variants:
-        for t in walk(v.tests):
+        tests = [t for t in v.tests if t.batch in (0, batch)]
+        for t in walk(tests):
             for metric, value in t.metrics.items():
                 out.setdefault((base_name(t.name), metric), {}).setdefault(v.name, []).append(value)
     return out
 
 
 def summarize(
-    samples: Mapping[str, Sequence[float]], baseline: str = "", metric: str = ""
+    samples: Mapping[str, Sequence[float]],
+    baseline: str = "",
+    metric: str = "",
+    floor: NoiseFloor | None = None,
 ) -> list[MetricRow]:
     """One row per variant for one metric, each compared with the baseline's samples.
 
     `baseline` "" means the first variant with samples; `metric` is the
-    metric's name, which says whether higher is better.
+    metric's name, which says whether higher is better; `floor`, the A/A
+    control's verdict on the batch, makes every comparison inconclusive
+    when it found the batch noisy.
     """
     present = {variant: tuple(map(float, x)) for variant, x in samples.items() if x}
     baseline = baseline or next(iter(present), "")
@@ -385,6 +412,8 @@ def summarize(
         comparison, detectable = None, math.nan
         if base is not None and variant != baseline:
             comparison = stats.compare(metric, variant, values, baseline, base)
+            if floor is not None:
+                comparison = stats.distrusted(comparison, floor)
             detectable = _detectable(len(base), len(values), stats.cv(base))
         rows.append(MetricRow(variant, values, stats.estimate(values), comparison, detectable))
     return rows
@@ -404,14 +433,71 @@ def perf(run: RunResult) -> list[MetricSummary]:
     misses, ...) stay in the per-test details and are not compared.
     """
     baseline = baseline_of(run)
+    control = run.control
+    measured = [*run.variants, *([control] if control is not None else [])]
+    batch = latest_batch(measured)
+    controls = metric_samples([control], batch) if control is not None else {}
     out = []
-    for (test, metric), samples in metric_samples(run.variants).items():
+    for (test, metric), samples in metric_samples(run.variants, batch).items():
         if "." in test or max(len(x) for x in samples.values()) < 2:
             continue
-        rows = summarize(samples, baseline, metric)
+        base = samples.get(baseline)
+        aa = next(iter(controls.get((test, metric), {}).items()), None)
+        floor, row = _noise_floor(metric, baseline, base, aa) if base and aa else (None, None)
+        rows = summarize(samples, baseline, metric, floor)
         has_base = any(r.variant == baseline for r in rows)
-        out.append(MetricSummary(test, metric, baseline if has_base else "", tuple(rows)))
+        name = baseline if has_base else ""
+        out.append(MetricSummary(test, metric, name, tuple(rows), row, floor))
     return out
+
+
+def _noise_floor(
+    metric: str, baseline: str, base: Sequence[float], control: tuple[str, Sequence[float]]
+) -> tuple[NoiseFloor, MetricRow]:
+    """The A/A control's verdict on the batch, and its row as the reports show it."""
+    name, values = control[0], tuple(map(float, control[1]))
+    floor = stats.noise_floor(metric, baseline, base, name, values)
+    detectable = _detectable(len(base), len(values), stats.cv(base))
+    return floor, MetricRow(name, values, stats.estimate(values), floor.comparison, detectable)
+
+
+def batch_note(run: RunResult) -> str:
+    """The perf batches in one sentence, when the A/A control found one noisy; else ""."""
+    if not any(b.noisy for b in run.batches):
+        return ""
+    parts = [f"batch {b.attempt} noisy ({_few(b.noisy)}), rerun" for b in run.batches if b.rerun]
+    last = run.batches[-1]
+    if last.noisy:
+        parts.append(
+            f"batch {last.attempt} noisy ({_few(last.noisy)}) with no rerun left: "
+            "its verdicts for those are inconclusive"
+        )
+    else:
+        parts.append(f"verdicts from batch {last.attempt}")
+    return "Noisy batch: " + "; ".join(parts) + "."
+
+
+def _few(names: Sequence[str], shown: int = 2) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def aa_line(summary: MetricSummary) -> str:
+    """The A/A noise floor of one metric in one line, e.g.
+
+    A/A: upstream~aa 1.02x of upstream [0.95, 1.08], CV 4.1% over 5+5 boots
+
+    (the ratio and its interval, as for a variant; the CV of both sides pooled).
+    """
+    floor, row = summary.floor, summary.control
+    if floor is None or row is None:
+        return ""
+    c = floor.comparison
+    base = summary.base
+    boots = f"{base.n if base else 0}+{row.n} boots"
+    ratio = f"{c.ratio:.2f}x of {c.baseline} [{c.ci_low:.2f}, {c.ci_high:.2f}]"
+    text = f"A/A: {row.variant} {ratio}, CV {fmt_percent(floor.cv)} over {boots}"
+    return text + (f"; NOISY: {floor.reason}" if floor.noisy else "")
 
 
 def fmt_ratio(c: Comparison) -> str:

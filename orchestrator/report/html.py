@@ -29,6 +29,7 @@ from orchestrator.report import (
     MetricSummary,
     Outcome,
     baseline_of,
+    batch_note,
     boot_failed,
     build_kind,
     console_for,
@@ -87,6 +88,8 @@ def render(run: RunResult, *, budget: int = LOG_BUDGET, history: History | None 
         table=_table(run),
         charts=charts(summaries, history),
         baseline=baseline_of(run),
+        control=run.control.name if run.control is not None else "",
+        batch_note=batch_note(run),
         history=history,
         variants=[
             _variant(run, i, v, logs, summaries, history) for i, v in enumerate(run.variants)
@@ -428,7 +431,7 @@ class Chart:
     rows: list[MetricRow]
     table: list[PerfRow] = field(default_factory=list)
     noise: str = ""  # the noise floor, in words
-    noisy: bool = False  # the baseline's spread is over the limit: rerun, do not trust
+    noisy: str = ""  # why the batch is too noisy to trust (A/A control or baseline CV); "" if not
     direction: str = ""
 
 
@@ -439,16 +442,25 @@ def charts(summaries: list[MetricSummary], history: History | None = None) -> li
         if len(s.rows) < 2:
             continue  # one variant: its table in the variant's section says it all
         direction = "higher is better" if higher_is_better(s.metric) else "lower is better"
+        rows = [*s.rows, *([s.control] if s.control is not None else [])]
         out.append(
             dataclasses.replace(
-                chart((s.test, s.metric), list(s.rows)),
-                table=[_perf_row(s, r, history) for r in s.rows],
+                chart((s.test, s.metric), rows),
+                table=[_perf_row(s, r, history) for r in rows],
                 noise=_noise(s),
-                noisy=s.base is not None and s.noisy,
+                noisy=_noisy(s),
                 direction=direction,
             )
         )
     return out
+
+
+def _noisy(s: MetricSummary) -> str:
+    if s.floor is not None:
+        return s.floor.reason
+    if s.base is not None and s.noisy:
+        return f"the baseline's CV is over {fmt_percent(NOISE_LIMIT)}"
+    return ""
 
 
 _VERDICT_CSS = {
@@ -470,6 +482,10 @@ def _perf_row(s: MetricSummary, r: MetricRow, history: History | None) -> PerfRo
         ratio = "baseline" if r.variant == s.baseline else "no baseline samples"
         p = verdict = detectable = ""
         css = "c-baseline"
+    elif s.control is r and s.floor is not None:  # the A/A control: a noise floor, no verdict
+        ratio, p, detectable = fmt_ratio(c), fmt_p(c.p), fmt_percent(r.detectable)
+        verdict = "A/A control: " + (s.floor.reason or "within the noise limit")
+        css = "c-inconclusive" if s.floor.noisy else "c-baseline"
     else:
         ratio, p, verdict = fmt_ratio(c), fmt_p(c.p), c.text
         css, detectable = _VERDICT_CSS[c.verdict], fmt_percent(r.detectable)
@@ -487,10 +503,18 @@ def _noise(s: MetricSummary) -> str:
     cv = fmt_percent(s.noise)
     n = base.n
     detectable = fmt_percent(s.detectable)
-    return (
+    text = (
         f"Noise floor: {s.baseline} CV {cv} over {n} samples; with {n}+{n} samples a drop of "
         f"{detectable} is detectable (Mann-Whitney, alpha {ALPHA}, power 0.95)."
     )
+    if s.floor is not None and s.control is not None:
+        f = s.floor
+        text += (
+            f" Measured again as {s.control.variant}, the same kernel read "
+            f"{fmt_ratio(f.comparison)} of itself (within ±{fmt_percent(f.spread)}), "
+            f"CV {fmt_percent(f.cv)} over both."
+        )
+    return text
 
 
 def chart(key: MetricKey, rows: list[MetricRow]) -> Chart:

@@ -10,6 +10,11 @@ passed is a <failure type="unexpected-pass">.
 Each suite also carries the variant's perf estimates as properties
 (`perf.TEST.METRIC.median`, `.ci_low`, ..., and against the baseline
 `.ratio`, `.p`, `.verdict`, ...), so CI can track them without the HTML.
+The A/A control (the baseline's kernel measured again) is no suite of its
+own: its tests are a measurement of the noise, and CI must never count them
+as failures.  The baseline's suite carries what it measured
+(`perf.TEST.METRIC.aa.ratio`, `.aa.cv`, `.aa.noisy`, ...) and the batches
+(`perf.batches`, `perf.batch_note`).
 
 The output validates against the Jenkins JUnit schema
 (tests/unit/data/junit/jenkins-junit.xsd), which also allows the
@@ -36,6 +41,8 @@ from orchestrator.report import (
     STAGE_COLUMNS,
     MetricSummary,
     Outcome,
+    baseline_of,
+    batch_note,
     boot_failed,
     build_kind,
     console_for,
@@ -99,6 +106,8 @@ def _suite(run: RunResult, variant: VariantResult, summaries: list[MetricSummary
     if run.host.get("hostname"):
         suite.hostname = clean(run.host["hostname"])
     props = _suite_properties(run, variant) + _perf_properties(variant.name, summaries)
+    if variant.name == baseline_of(run):
+        props += _batch_properties(run)
     for name, value in props:
         suite.add_property(clean(name), clean(value))
     cases = [_stage_case(variant, s) for s in variant.stages if s.stage in STAGE_COLUMNS]
@@ -139,8 +148,29 @@ def _perf_properties(variant: str, summaries: list[MetricSummary]) -> list[tuple
             ]  # fmt: skip
         elif variant == s.baseline:
             values.append(("baseline", "itself"))
+            values += _aa_values(s)
         props += [(f"perf.{s.name}.{k}", _value(v)) for k, v in values]
     return props
+
+
+def _aa_values(s: MetricSummary) -> list[tuple[str, object]]:
+    """The A/A control's measurement of the baseline's kernel: the batch's noise floor."""
+    if s.floor is None or s.control is None:
+        return []
+    c = s.floor.comparison
+    return [
+        ("aa.control", s.control.variant), ("aa.n", s.control.n), ("aa.ratio", c.ratio),
+        ("aa.ratio_ci_low", c.ci_low), ("aa.ratio_ci_high", c.ci_high), ("aa.p", c.p),
+        ("aa.cv", s.floor.cv), ("aa.noisy", s.floor.reason or "no"),
+    ]  # fmt: skip
+
+
+def _batch_properties(run: RunResult) -> list[tuple[str, str]]:
+    if not run.batches:
+        return []
+    props = [("perf.batches", str(len(run.batches)))]
+    note = batch_note(run)
+    return [*props, ("perf.batch_note", note)] if note else props
 
 
 def _value(value: object) -> str:

@@ -20,6 +20,8 @@ from orchestrator.report import (
     MetricRow,
     MetricSummary,
     Outcome,
+    aa_line,
+    batch_note,
     boot_failed,
     comparison_line,
     fmt_number,
@@ -57,7 +59,7 @@ def render(run: RunResult, history: History | None = None) -> str:
         _changes(history),
         _failures(run),
         _expected(run),
-        _perf(summaries),
+        _perf(summaries, batch_note(run)),
         _metrics(summaries),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
@@ -272,8 +274,11 @@ def _changes(history: History | None) -> str:
     return "\n".join(lines)
 
 
-def _perf(summaries: Sequence[MetricSummary]) -> str:
-    """Every comparison with the baseline, regressions first, then the noise floors."""
+def _perf(summaries: Sequence[MetricSummary], note: str = "") -> str:
+    """Every comparison with the baseline, regressions first, then the noise floors.
+
+    `note` says in one line when the A/A control found a batch noisy.
+    """
     compared = [(s, r) for s in summaries for r in s.rows if r.comparison is not None]
     if not compared:
         return ""
@@ -283,6 +288,7 @@ def _perf(summaries: Sequence[MetricSummary]) -> str:
         slower = r.comparison is not None and r.comparison.verdict is Change.SLOWER
         (regressions if slower else others).append((s, r))
     lines = _title(f"Performance against {compared[0][0].baseline}")
+    lines += wrap(note, "", "  ") if note else []
     for heading, group in (("Regressions:", regressions), ("Other comparisons:", others)):
         if group:
             lines.append(heading)
@@ -292,10 +298,12 @@ def _perf(summaries: Sequence[MetricSummary]) -> str:
     for s in dict.fromkeys(s for s, _ in compared):
         base = s.base
         assert base is not None  # it was compared with
-        flag = ", NOISY: rerun" if s.noisy else ""
+        flag = ", NOISY: rerun" if s.noisy and s.floor is None else ""
         text = f"{s.name}: CV {fmt_percent(s.noise)}{flag}, "
         text += f"{fmt_percent(s.detectable)} at {base.n}+{base.n}"
         lines += wrap(text, "  ", "    ")
+        if s.floor is not None:  # what the A/A control measured of the same kernel
+            lines += wrap(aa_line(s), "    ", "      ")
     return "\n".join(lines)
 
 

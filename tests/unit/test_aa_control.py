@@ -1,0 +1,387 @@
+"""The A/A control: the noise-floor rule, the rerun decision, the matrix option, the reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import textwrap
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator import aa_control, config, pipeline, results, stats
+from orchestrator.cache import Cache
+from orchestrator.errors import MatrixError
+from orchestrator.matrix import Kconfig, Matrix, Perf, Report, Test, Tree, TreeKind, Variant
+from orchestrator.report import batch_note, html, junit, perf, text
+from orchestrator.results import (
+    Batch,
+    BootInfo,
+    RunResult,
+    Stage,
+    StageResult,
+    Status,
+    TestResult,
+    VariantResult,
+    Verdict,
+)
+from orchestrator.stats import Change, noise_floor
+
+
+def boots(n: int, cv: float, scale: float = 1.0, seed: int = 1) -> list[float]:
+    """n boots of a throughput near 1e6 * scale with lognormal noise of this CV."""
+    sigma = math.sqrt(math.log1p(cv * cv))
+    rng = np.random.default_rng(seed)
+    return [float(x) for x in 1e6 * scale * np.exp(rng.normal(0.0, sigma, n))]
+
+
+# --- the rule (stats) ---------------------------------------------------------------------
+
+
+def test_identical_distributions_are_not_flagged() -> None:
+    for seed in range(5):
+        floor = noise_floor("events_per_sec", "up", boots(5, 0.03, seed=seed), "up~aa",
+                            boots(5, 0.03, seed=seed + 50))  # fmt: skip
+        assert not floor.noisy, floor.reason
+        assert floor.comparison.verdict is Change.SAME
+        assert floor.cv < stats.NOISE_LIMIT and 0 < floor.spread < stats.MAX_HALF_WIDTH
+
+
+def test_a_twenty_percent_shift_is_flagged() -> None:
+    floor = noise_floor("events_per_sec", "up", boots(5, 0.03, seed=1), "up~aa",
+                        boots(5, 0.03, 1.2, seed=2))  # fmt: skip
+    assert floor.noisy
+    assert re.fullmatch(r"A/A shift: the same kernel measured 1\.[12]\dx of itself", floor.reason)
+
+
+def test_a_busy_host_spread_is_flagged() -> None:
+    # DESIGN: separate boots of one kernel vary by ~16 % on a busy host.
+    floor = noise_floor("events_per_sec", "up", boots(10, 0.16, seed=3), "up~aa",
+                        boots(10, 0.16, seed=4))  # fmt: skip
+    assert floor.noisy and floor.reason.startswith("A/A spread: CV ")
+    assert "over 10+10 boots > 10%" in floor.reason
+
+
+def test_too_few_boots_are_not_judged() -> None:
+    # A rerun cannot help a plan of 3 boots: its verdicts are inconclusive anyway.
+    floor = noise_floor("events_per_sec", "up", boots(3, 0.03), "up~aa", boots(3, 0.03, 1.5))
+    assert not floor.noisy and floor.comparison.verdict is Change.INCONCLUSIVE
+
+
+def test_the_limit_is_a_parameter() -> None:
+    base, aa = boots(5, 0.03, seed=1), boots(5, 0.03, 1.07, seed=2)
+    assert not noise_floor("ops", "up", base, "up~aa", aa).noisy
+    assert noise_floor("ops", "up", base, "up~aa", aa, limit=0.03).noisy
+
+
+def test_a_noisy_floor_makes_every_verdict_inconclusive() -> None:
+    base = boots(5, 0.03, seed=1)
+    slower = stats.compare("events_per_sec", "v", boots(5, 0.03, 0.7, seed=5), "up", base)
+    assert slower.verdict is Change.SLOWER
+    quiet = noise_floor("events_per_sec", "up", base, "up~aa", boots(5, 0.03, seed=2))
+    assert stats.distrusted(slower, quiet) is slower
+    noisy = noise_floor("events_per_sec", "up", base, "up~aa", boots(5, 0.03, 1.2, seed=2))
+    c = stats.distrusted(slower, noisy)
+    assert c.verdict is Change.INCONCLUSIVE and c.bound is None
+    assert c.text == f"inconclusive (noisy batch, {noisy.reason})"
+    assert c.ratio == slower.ratio  # the numbers stay; only the verdict is withheld
+
+
+# --- the rerun decision (pure) --------------------------------------------------------------
+
+
+def samples_of(name: str, values: list[float], batch: int) -> VariantResult:
+    tests = tuple(
+        TestResult(f"map_perf@{i}", Verdict.PASS, metrics={"events_per_sec": v}, batch=batch)
+        for i, v in enumerate(values, 1)
+    )
+    return VariantResult(name, (), tests=tests)
+
+
+def test_a_noisy_batch_is_rerun_while_reruns_are_left() -> None:
+    base = samples_of("up", boots(5, 0.03, seed=1), 1)
+    shifted = samples_of("up~aa", boots(5, 0.03, 1.2, seed=2), 1)
+    same = samples_of("up~aa", boots(5, 0.03, seed=2), 1)
+    assert aa_control.judge_batch(1, base, same, 1) == Batch(1)
+    assert aa_control.judge_batch(1, base, shifted, 1) == Batch(
+        1, ("map_perf.events_per_sec",), rerun=True
+    )
+    assert not aa_control.judge_batch(1, base, shifted, 0).rerun  # max_reruns: 0
+    base2, shifted2 = (
+        dataclasses.replace(v, tests=tuple(dataclasses.replace(t, batch=2) for t in v.tests))
+        for v in (base, shifted)
+    )
+    last = aa_control.judge_batch(2, base2, shifted2, 1)
+    assert last.noisy and not last.rerun  # still noisy, none left: kept, and distrusted
+
+
+def test_only_the_batch_asked_for_is_judged() -> None:
+    base = samples_of("up", boots(5, 0.03, seed=1), 2)
+    shifted = samples_of("up~aa", boots(5, 0.03, 1.2, seed=2), 1)  # an older batch
+    assert aa_control.judge_batch(2, base, shifted, 1) == Batch(2)
+
+
+def test_the_control_name_cannot_be_a_variant_name(tmp_path: Path) -> None:
+    name = aa_control.name_for("upstream")
+    assert name == "upstream~aa"
+    path = tmp_path / "m.yaml"
+    path.write_text(f"tree: {{path: {tmp_path}}}\nvariants:\n  - name: {name}\n")
+    (tmp_path / ".git").mkdir()
+    with pytest.raises(MatrixError, match="contains '~'"):
+        config.load(path)
+
+
+# --- the pipeline's batches, with fake guests --------------------------------------------------
+
+
+@dataclass
+class FakeGuest:
+    """Stands for testing.VariantRun: each run is a boot giving one sample per perf test."""
+
+    variant: Variant
+    logs: Path
+    host: dict[str, int]  # runs so far per variant name, shared by every guest
+    shifted_runs: int = 0  # the control's first N runs read 20 % high (a disturbed batch)
+    boots: int = 0
+    boot_info: BootInfo | None = None
+    boot_failure: str | None = None
+    reboot_failure: str | None = None
+    calls: list[list[str]] = field(default_factory=list)
+
+    def run(self, pending: list[tuple[Test, str]]) -> tuple[TestResult, ...]:
+        name = self.variant.name
+        count = self.host[name] = self.host.get(name, 0) + 1
+        self.boots += 1
+        self.boot_info = self.boot_info or BootInfo("tcg", "fake", 1.0, "")
+        self.calls.append([n for _, n in pending])
+        shift = 1.2 if name.endswith("~aa") and count <= self.shifted_runs else 1.0
+        (value,) = boots(1, 0.03, shift, seed=hash((name, count)) % 2**32)
+        return tuple(
+            TestResult(n, Verdict.PASS, metrics={"events_per_sec": value}) for _, n in pending
+        )
+
+    def boot_stage(self) -> StageResult:
+        return StageResult(Stage.BOOT, Status.PASS, "fake")
+
+
+def _runner(tmp_path: Path, *, aa: bool = True, max_reruns: int = 1) -> pipeline.Runner:
+    matrix = Matrix(
+        path=tmp_path / "m.yaml",
+        name="m",
+        tree=Tree(TreeKind.PATH, str(tmp_path)),
+        kconfig=Kconfig(),
+        variants=(Variant("up"), Variant("slow")),
+        report=Report(tmp_path / "reports", baseline="up"),
+        tests=(Test("map_perf", "map_perf", "/opt/map_perf", repeats=5),),
+        perf=Perf(aa_control=aa, max_reruns=max_reruns),
+    )
+    options = pipeline.Options(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
+    return pipeline.Runner(matrix, options, lambda *_: None)
+
+
+def _records(runner: pipeline.Runner, tmp_path: Path, shifted_runs: int) -> list[pipeline._Variant]:
+    host: dict[str, int] = {}
+    records = []
+    for v in runner.matrix.variants:
+        rec = pipeline._Variant(v.name)
+        rec.result = VariantResult(v.name, (), head="h" * 40)
+        rec.guest = FakeGuest(v, tmp_path / v.name, host, shifted_runs)  # type: ignore[assignment]
+        records.append(rec)
+    return records
+
+
+def test_a_disturbed_batch_is_rerun_for_every_variant(tmp_path: Path) -> None:
+    runner = _runner(tmp_path)
+    records = _records(runner, tmp_path, shifted_runs=6)  # the whole first batch, warm-up too
+    runner._perf(records)
+    assert runner.batches == [Batch(1, ("map_perf.events_per_sec",), rerun=True), Batch(2)]
+    control = runner.control
+    assert control is not None and control.name == "up~aa"
+    for result in (*(r.result for r in records), control):
+        assert result is not None
+        assert [t.batch for t in result.tests] == [1] * 5 + [2] * 5  # every batch kept
+    # The control ran only the perf tests, in every round of both batches, after the
+    # variants: 6 rounds (a warm-up first), then 5 (a rerun starts warm).
+    guest = records[0].guest
+    assert isinstance(guest, FakeGuest) and guest.host == {"up": 11, "slow": 11, "up~aa": 11}
+    assert [s.stage for s in control.stages] == [Stage.BOOT, Stage.TEST]
+    assert control.status is Status.PASS and control.head == "h" * 40
+
+
+def test_a_quiet_batch_is_not_rerun(tmp_path: Path) -> None:
+    runner = _runner(tmp_path)
+    records = _records(runner, tmp_path, shifted_runs=0)
+    runner._perf(records)
+    assert runner.batches == [Batch(1)]
+    assert runner.control is not None and len(runner.control.tests) == 5
+
+
+def test_a_batch_still_noisy_is_kept_and_not_rerun_again(tmp_path: Path) -> None:
+    runner = _runner(tmp_path)
+    records = _records(runner, tmp_path, shifted_runs=100)  # disturbed for good
+    runner._perf(records)
+    assert [(b.attempt, bool(b.noisy), b.rerun) for b in runner.batches] == [
+        (1, True, True),
+        (2, True, False),
+    ]
+
+
+def test_without_the_option_there_is_no_control(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, aa=False)
+    records = _records(runner, tmp_path, shifted_runs=100)
+    runner._perf(records)
+    assert runner.control is None and runner.batches == [Batch(1)]
+    assert not (tmp_path / "run" / "logs" / "up~aa").exists()
+
+
+# --- the matrix option -------------------------------------------------------------------------
+
+
+def _matrix(tmp_path: Path, perf_section: str) -> Path:
+    (tmp_path / ".git").mkdir(exist_ok=True)
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        f"tree: {{path: {tmp_path}}}\n"
+        + textwrap.dedent(perf_section)
+        + "variants:\n  - name: up\n"
+    )
+    return path
+
+
+def test_perf_section(tmp_path: Path) -> None:
+    assert config.load(_matrix(tmp_path, "")).perf == Perf(aa_control=False, max_reruns=1)
+    loaded = config.load(_matrix(tmp_path, "perf:\n  aa_control: true\n  max_reruns: 2\n"))
+    assert loaded.perf == Perf(aa_control=True, max_reruns=2)
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "key", "fragment"),
+    [
+        ("perf:\n  aa_control: yes please\n", 3, "perf.aa_control",
+         "expected true or false, got a string 'yes please'"),
+        ("perf:\n  aa_control: 1\n", 3, "perf.aa_control", "expected true or false"),
+        ("perf:\n  max_reruns: 9\n", 3, "perf.max_reruns", "between 0 and 5, got 9"),
+        ("perf:\n  reruns: 1\n", 3, "perf.reruns", "allowed keys: aa_control, max_reruns"),
+        ("perf: true\n", 2, "perf", "expected a mapping"),
+    ],
+)  # fmt: skip
+def test_bad_perf_section(tmp_path: Path, section: str, line: int, key: str, fragment: str) -> None:
+    path = _matrix(tmp_path, section)
+    with pytest.raises(MatrixError) as info:
+        config.load(path)
+    assert (info.value.file, info.value.line, info.value.key) == (path, line, key)
+    assert fragment in info.value.message
+
+
+def test_the_default_matrix_measures_an_aa_control() -> None:
+    matrix = config.load(Path(__file__).parents[2] / "matrix.yaml")
+    assert matrix.perf.aa_control and matrix.perf.max_reruns == 1
+
+
+# --- the reports ---------------------------------------------------------------------------
+
+
+def _variant(name: str, batches: dict[int, list[float]]) -> VariantResult:
+    tests = tuple(
+        TestResult(f"map_perf@{i}", Verdict.PASS, 4.4, metrics={"events_per_sec": v}, batch=b)
+        for b, values in batches.items()
+        for i, v in enumerate(values, 1)
+    )
+    stages = tuple(StageResult(s, Status.PASS) for s in Stage)
+    return VariantResult(name, stages, tests=tests)
+
+
+def _run(second_batch_shift: float | None) -> RunResult:
+    """Batch 1: the control reads 20 % high; batch 2 (if any): shifted as asked."""
+    up = {1: boots(5, 0.03, seed=1)}
+    slow = {1: boots(5, 0.03, 0.7, seed=2)}
+    aa = {1: boots(5, 0.03, 1.2, seed=3)}
+    batches: tuple[Batch, ...] = (Batch(1, ("map_perf.events_per_sec",)),)
+    if second_batch_shift is not None:
+        up[2], slow[2] = boots(5, 0.03, seed=11), boots(5, 0.03, 0.7, seed=12)
+        aa[2] = boots(5, 0.03, second_batch_shift, seed=13)
+        noisy = ("map_perf.events_per_sec",) if second_batch_shift != 1.0 else ()
+        batches = (Batch(1, batches[0].noisy, rerun=True), Batch(2, noisy))
+    return RunResult(
+        "/work/matrix.yaml", "t0", "t1", (_variant("up", up), _variant("slow", slow)),
+        baseline="up", control=_variant("up~aa", aa), batches=batches,
+    )  # fmt: skip
+
+
+def test_verdicts_use_the_last_batch_and_its_floor() -> None:
+    (s,) = perf(_run(1.0))
+    assert [r.variant for r in s.rows] == ["up", "slow"]  # the control is no variant
+    assert s.rows[0].samples == tuple(boots(5, 0.03, seed=11))  # batch 2 only
+    assert s.control is not None and s.control.variant == "up~aa"
+    assert s.floor is not None and not s.floor.noisy and not s.noisy
+    slow = s.rows[1].comparison
+    assert slow is not None and slow.verdict is Change.SLOWER
+
+
+def test_a_last_batch_still_noisy_leaves_only_inconclusive_verdicts() -> None:
+    (s,) = perf(_run(1.2))
+    assert s.noisy and s.floor is not None
+    slow = s.rows[1].comparison
+    assert slow is not None and slow.verdict is Change.INCONCLUSIVE
+    assert "noisy batch, A/A shift" in slow.text
+
+
+def test_the_text_says_so_in_one_line() -> None:
+    rerun = text.render(_run(1.0))
+    section = rerun[rerun.index("Performance against up") : rerun.index("Metrics (median")]
+    (note,) = [x for x in section.split("\n") if x.startswith("Noisy batch")]
+    following = section.split(note + "\n", 1)[1].split("\n", 1)[0]
+    assert f"{note} {following.strip()}" == (  # one sentence, wrapped at 72 columns
+        "Noisy batch: batch 1 noisy (map_perf.events_per_sec), rerun; verdicts from batch 2."
+    )
+    regressions = section[section.index("Regressions:") : section.index("Noise floor")]
+    assert "slow 0.7" in regressions and "up~aa" not in regressions
+    assert re.search(r"A/A: up~aa 1\.0\dx of up \[0\.\d\d, 1\.\d\d\], CV 4\.\d% over 5\+5", section)
+    still = text.render(_run(1.2))
+    assert "no rerun left" in still and "NOISY: A/A shift" in " ".join(still.split())
+    assert "Regressions:" not in still  # a noisy batch convicts nobody
+    assert all(len(x) <= 72 for x in still.splitlines())
+
+
+def test_html_shows_the_floor_and_the_rerun() -> None:
+    page = html.render(_run(1.0))
+    assert "Noisy batch, rerun." in page and batch_note(_run(1.0)) in page
+    assert "is the A/A control" in page
+    assert "Measured again as up~aa, the same kernel read" in page
+    assert "A/A control: within the noise limit" in page
+    assert page.count('class="dot"') == 15  # up, slow and the control, batch 2
+    still = html.render(_run(1.2))
+    assert "<b>Noisy batch:</b> A/A shift" in still
+
+
+def test_junit_keeps_the_control_out_of_the_suites() -> None:
+    root = ET.fromstring(junit.render(_run(1.2)))
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert set(suites) == {"up", "slow"}
+    props = {p.get("name"): p.get("value") for p in suites["up"].iter("property")}
+    key = "perf.map_perf.events_per_sec"
+    assert props[f"{key}.aa.control"] == "up~aa" and props[f"{key}.aa.n"] == "5"
+    assert (props[f"{key}.aa.noisy"] or "").startswith("A/A shift")
+    assert props["perf.batches"] == "2" and "no rerun left" in (props["perf.batch_note"] or "")
+    slow = {p.get("name"): p.get("value") for p in suites["slow"].iter("property")}
+    assert (slow[f"{key}.verdict"] or "").startswith("inconclusive (noisy batch")
+
+
+def test_results_round_trip_and_old_files_read() -> None:
+    run = _run(1.0)
+    data = results.to_data(run)
+    assert results.from_data(RunResult, data) == run
+    for key in ("control", "batches"):
+        del data[key]  # a results.json from before the A/A control
+    for v in data["variants"]:
+        for t in v["tests"]:
+            del t["batch"]
+    old = results.from_data(RunResult, data)
+    assert old.control is None and old.batches == () and batch_note(old) == ""
+    (s,) = perf(old)  # every sample, from both batches, as before
+    assert s.floor is None and len(s.rows[0].samples) == 10
+    assert "Noise floor" in text.render(old) and "A/A" not in text.render(old)
