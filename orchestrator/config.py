@@ -23,6 +23,7 @@ from orchestrator.errors import MatrixError
 from orchestrator.matrix import (
     Guest,
     Kconfig,
+    Kselftest,
     Matrix,
     Perf,
     Report,
@@ -50,6 +51,8 @@ ARCHES = ("x86_64",)
 ON_MISMATCH = ("error", "warn")
 ACCELS = ("auto", "kvm", "tcg")
 TEST_KINDS = ("ktap", "map_perf", "kselftest")
+KSELFTEST_KEYS = ("filter", "collection", "deny")
+KSELFTEST_COLLECTIONS = ("bpf/test_progs",)
 FORMATS = ("json", "junit", "html", "text")
 OUTCOMES = ("pass", "fail", "skip", "timeout", "kernel-hang", "boot-fail")
 
@@ -63,6 +66,8 @@ _GIT_URL = re.compile(
     r"|[A-Za-z0-9_][A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9.-]*:\S+"  # or scp-like user@host:path
 )
 _DEBIAN_WORD = re.compile(r"linux-source-\d+\.\d+")
+# test_progs -t/-d: comma-separated test[/subtest] names with '*' globs.
+_TEST_PROGS_NAMES = re.compile(r"[A-Za-z0-9_*][A-Za-z0-9_*/,.:-]*")
 
 Scalar = str | int | float | bool | None
 T = TypeVar("T")
@@ -489,14 +494,49 @@ def _test(cur: _Node, seen: dict[str, int]) -> Test:
         if "command" in fields:
             raise fields["command"].error("must not be empty for a ktap test")
         raise cur.missing("command", "is required for a ktap test")
+    if kind == "kselftest" and "command" in fields:
+        raise fields["command"].error(
+            "not allowed for a kselftest test: it runs the program named by args.collection"
+        )
+    timeout = _get(fields, "timeout", _seconds, 300.0)
+    repeats = _get(fields, "repeats", lambda n: _int(n, 1), 1)
+    args: tuple[tuple[str, str], ...] = _get(fields, "args", _args, ())
+    selftest = None
+    if kind == "kselftest":
+        if "args" not in fields:
+            raise cur.missing("args", "is required for a kselftest test, e.g. {filter: htab}")
+        selftest = _kselftest(fields["args"])
     return Test(
         name=name,
         kind=kind,
         command=command,
-        timeout=_get(fields, "timeout", _seconds, 300.0),
-        repeats=_get(fields, "repeats", lambda n: _int(n, 1), 1),
-        args=_get(fields, "args", _args, ()),
+        timeout=timeout,
+        repeats=repeats,
+        args=args,
+        kselftest=selftest,
     )
+
+
+def _kselftest(cur: _Node) -> Kselftest:
+    fields = _mapping(cur, KSELFTEST_KEYS, required=("filter",))
+    return Kselftest(
+        filter=_test_progs_names(fields["filter"]),
+        collection=_get(
+            fields, "collection", lambda n: _choice(n, KSELFTEST_COLLECTIONS), "bpf/test_progs"
+        ),
+        deny=_get(fields, "deny", _test_progs_names, ""),
+    )
+
+
+def _test_progs_names(cur: _Node) -> str:
+    names = _str(cur, "test names", raw_numbers=True)
+    if not _TEST_PROGS_NAMES.fullmatch(names):
+        raise cur.error(
+            f"{names!r} is not a list of test_progs names: comma-separated test or "
+            "test/subtest names of letters, digits, '_', '.', ':', '-' and '*' globs, "
+            "without spaces, starting with a letter, digit, '_' or '*'"
+        )
+    return names
 
 
 def _args(cur: _Node) -> tuple[tuple[str, str], ...]:

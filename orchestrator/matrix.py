@@ -61,6 +61,15 @@ class Guest:
 
 
 @dataclass(frozen=True)
+class Kselftest:
+    """What a `kind: kselftest` test runs: a program of the kernel tree's own selftests."""
+
+    filter: str  # test_progs -t: comma-separated test[/subtest] names, '*' globs
+    collection: str = "bpf/test_progs"  # <dir under tools/testing/selftests>/<program>
+    deny: str = ""  # test_progs -d: names to leave out, same syntax
+
+
+@dataclass(frozen=True)
 class Test:
     __test__ = False  # not a pytest test class
 
@@ -70,6 +79,7 @@ class Test:
     timeout: float = 300.0
     repeats: int = 1
     args: tuple[tuple[str, str], ...] = ()
+    kselftest: Kselftest | None = None  # set for (and only for) kind kselftest
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator import aa_control, build, kconfig, series, source, testing
+from orchestrator import aa_control, build, kconfig, kselftest, series, source, testing
 from orchestrator.cache import Cache, digest
+from orchestrator.errors import UserError
 from orchestrator.git import git, tree_of
 from orchestrator.matrix import Matrix, Variant
 from orchestrator.results import (
@@ -113,7 +114,7 @@ class Runner:
                 return tuple(rec.done() for rec in records)
             try:
                 for rec in records:
-                    self._boot_and_test(rec)
+                    self._boot_and_test(rec, src)
                 self._perf(records)
                 for rec in records:
                     self._judge(rec)
@@ -257,7 +258,7 @@ class Runner:
         self.built[artifacts] = rec.name
         return info, StageResult(Stage.BUILD, Status.PASS, "built", logs=logs)
 
-    def _boot_and_test(self, rec: _Variant) -> None:
+    def _boot_and_test(self, rec: _Variant, src: source.Source) -> None:
         """BOOT stage and the functional tests; the TEST verdict comes after perf."""
         assert rec.result is not None
         last = rec.stages[-1]
@@ -269,6 +270,7 @@ class Runner:
         assert rec.result.build is not None
         if self._guest is None:
             self._guest = testing.prepare(self.matrix, self.cache, self.options.run_dir)
+        installed, initrd = self._kselftests(rec, src)
         rec.guest = testing.VariantRun(
             self.matrix,
             self.matrix.variant(rec.name),
@@ -276,6 +278,8 @@ class Runner:
             Path(rec.result.build.artifact_dir) / "vmlinux",
             self._logs(rec.name),
             self._accelerator,
+            initrd=initrd,
+            kselftests=installed,
         )
         self.progress(rec.name, Stage.BOOT, None, "")
         start = time.monotonic()
@@ -287,6 +291,40 @@ class Runner:
         if boot.status is not Status.PASS:
             rec.guest = None
             self._skip_rest(rec, Stage.BOOT, f"boot failed: {boot.reason}")
+
+    def _kselftests(
+        self, rec: _Variant, src: source.Source
+    ) -> tuple[kselftest.Installed, Path | None]:
+        """The variant's in-tree kselftests, built (or cached), and its initramfs with them.
+
+        A failure is recorded for the kselftest tests to report; it never
+        stops the variant.
+        """
+        wanted = kselftest.collections(self.matrix.tests)
+        if not wanted:
+            return kselftest.Installed(), None
+        assert rec.result is not None and rec.result.build is not None and self._guest is not None
+        bdir = build_dir_for(self.matrix, self.matrix.variant(rec.name), src.repo, self.cache.work)
+        artifacts = Path(rec.result.build.artifact_dir)
+        kernel = kselftest.Kernel(bdir.src, bdir.out, artifacts / "vmlinux", artifacts.name)
+        log = self._logs(rec.name) / "kselftest.log"
+        if any(kselftest.cached(self.cache.root, kernel, c, log) is None for c in wanted):
+            self._checkout(src, bdir, rec.result.head)
+            self.progress(rec.name, Stage.TEST, None, f"log: {log}")
+        installed = kselftest.install(
+            kernel,
+            wanted,
+            self.cache.root,
+            log,
+            jobs=self.options.jobs,
+            timeout=self.matrix.build_timeout,
+        )
+        out = self.options.run_dir / "guest" / f"initrd-{rec.name}.cpio"
+        try:
+            return installed, testing.variant_initrd(self._guest, installed, out)
+        except (UserError, OSError) as exc:
+            reason = f"kselftests not installed in the guest: {exc}"
+            return kselftest.Installed(errors=tuple((c, reason) for c in wanted)), None
 
     def _perf(self, records: list[_Variant]) -> None:
         """Perf tests, one sample per boot, variants interleaved: A B C A B C ...

@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import guest, selftests, testrun
+from orchestrator import guest, kselftest, selftests, testrun
 from orchestrator.cache import Cache
 from orchestrator.matrix import Matrix, Test, Variant
 from orchestrator.results import BootInfo, Stage, StageResult, Status, TestResult, Verdict, meets
@@ -46,6 +46,14 @@ def prepare(matrix: Matrix, cache: Cache, run_dir: Path) -> GuestSetup:
     return GuestSetup(initrd=initrd, keys=keys, sockets=sockets, tests_error=error)
 
 
+def variant_initrd(setup: GuestSetup, installed: kselftest.Installed, out: Path) -> Path:
+    """The run's initramfs plus a layer with this variant's kselftests (if any)."""
+    if not installed.files:
+        return setup.initrd
+    layer = image.files_layer(installed.files, out.with_name(out.stem + "-layer.cpio"))
+    return image.concatenate((setup.initrd, layer), out)
+
+
 Accelerator = Callable[[Path, Path], tuple[str, str]]
 
 
@@ -59,6 +67,10 @@ class VariantRun:
     kernel: Path
     logs: Path
     accel: Accelerator
+    # The variant's own initramfs (setup.initrd plus its kselftests) and what
+    # of its kselftests did not build.
+    initrd: Path | None = None
+    kselftests: kselftest.Installed = field(default_factory=kselftest.Installed)
     boots: int = 0
     boot_info: BootInfo | None = None
     boot_failure: str | None = None  # the first boot failed: the BOOT stage fails
@@ -95,7 +107,7 @@ class VariantRun:
         g = self.matrix.guest
         return qemu.VmSpec(
             kernel=self.kernel,
-            initrd=self.setup.initrd,
+            initrd=self.initrd or self.setup.initrd,
             cpus=g.cpus,
             memory_mb=g.memory_mb,
             accel=accel,  # type: ignore[arg-type]
@@ -108,7 +120,7 @@ class VariantRun:
     def _one_boot(self, pending: list[tuple[Test, str]]) -> list[TestResult]:
         """Boot once and run pending tests until they are done or the guest dies."""
         self.boots += 1
-        accel, why = self.accel(self.kernel, self.setup.initrd)
+        accel, why = self.accel(self.kernel, self.initrd or self.setup.initrd)
         spec = self._spec(accel, self.boots)
         timeout = self.matrix.guest.boot_timeout
         done: list[TestResult] = []
@@ -131,7 +143,11 @@ class VariantRun:
         return done
 
     def _test(self, session: guest.GuestSession, test: Test, name: str) -> TestResult:
-        if self.setup.tests_error:
+        if test.kselftest is not None:
+            error = self.kselftests.error(test.kselftest.collection)
+            if error is not None:
+                return TestResult(name, Verdict.ERROR, reason=error)
+        elif self.setup.tests_error:
             reason = f"guest programs did not build: {self.setup.tests_error}"
             return TestResult(name, Verdict.ERROR, reason=reason)
         result = testrun.run_test(session, test, name, self.logs / "tests")

@@ -7,8 +7,9 @@ rules, in order:
   the console shows a panic/oops for it (QEMU exits on panic: panic=-1);
 * the command outlived its timeout but the guest still answers → TIMEOUT
   (the command is killed and the guest is used for the next test);
-* otherwise the output is parsed as KTAP; a non-zero exit or a kernel splat
-  during the test fails an otherwise passing test.
+* otherwise the output is parsed (KTAP, or test_progs' own format for a
+  kselftest test); a non-zero exit or a kernel splat during the test fails an
+  otherwise passing test.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from orchestrator import kselftest
 from orchestrator.matrix import Test
 from orchestrator.results import Splat, TestResult, Verdict
-from orchestrator.suites import ktap
+from orchestrator.suites import ktap, test_progs
 
 CRASH_KINDS = frozenset({"panic", "oops", "gpf", "bug"})
 # Splats that fail a test that otherwise passed; all of them are kernel bugs.
@@ -65,6 +67,8 @@ class Marker:
 
 def command_for(test: Test) -> str:
     """The guest shell command: the test's command plus its args as --key=value."""
+    if test.kselftest is not None:
+        return kselftest.guest_command(test.kselftest)
     args = [f"--{key}={value}" for key, value in test.args]
     return " ".join([test.command, *map(shlex.quote, args)])
 
@@ -89,7 +93,8 @@ def run_test(session: Session, test: Test, name: str, logs: Path) -> TestResult:
         return dataclasses.replace(
             base, verdict=Verdict.TIMEOUT, reason=f"still running after {test.timeout:g}s; killed"
         )
-    parsed = ktap.parse(stdout.read_text(errors="replace"), name)
+    parse = test_progs.parse if test.kselftest is not None else ktap.parse
+    parsed = parse(stdout.read_text(errors="replace"), name)
     return _judge(dataclasses.replace(parsed, duration=result.duration, logs=logs_, splats=mine),
                   result.exit_status)  # fmt: skip
 

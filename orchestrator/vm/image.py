@@ -429,6 +429,14 @@ def run_layer(
     return write_cpio(with_parents(entries, existing=[*BASE_DIRECTORIES, *BASE_LINKS]), out)
 
 
+def files_layer(files: Sequence[tuple[str, Path]], out: Path) -> Path:
+    """A layer of extra files only (guest path, host path), for one variant's boots."""
+    entries: list[Entry] = []
+    for guest, host in dict(files).items():
+        entries.append(_extra_file(guest, host))
+    return write_cpio(with_parents(entries, existing=[*BASE_DIRECTORIES, *BASE_LINKS]), out)
+
+
 def image(
     cache: Path,
     keys: Keys,

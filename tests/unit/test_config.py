@@ -12,6 +12,7 @@ from orchestrator.errors import MatrixError, UserError
 from orchestrator.matrix import (
     Guest,
     Kconfig,
+    Kselftest,
     Matrix,
     Report,
     Revert,
@@ -371,6 +372,27 @@ BAD: list[tuple[str, str, int, str, str]] = [
      2, "tests[0].repeats", "at least 1"),
     ("test-timeout", "tests:\n  - {name: t, kind: kselftest, timeout: -1}\n" + V,
      2, "tests[0].timeout", "positive"),
+    ("kselftest-no-args", "tests:\n  - {name: t, kind: kselftest}\n" + V,
+     2, "tests[0].args", "required for a kselftest test"),
+    ("kselftest-no-filter", "tests:\n  - name: t\n    kind: kselftest\n    args: {deny: x}\n" + V,
+     4, "tests[0].args.filter", "is required"),
+    ("kselftest-unknown-arg",
+     "tests:\n  - name: t\n    kind: kselftest\n    args:\n      filter: htab\n      dry: 1\n"
+     + V,
+     6, "tests[0].args.dry", "unknown key 'dry'; allowed keys: filter, collection, deny"),
+    ("kselftest-bad-filter",
+     "tests:\n  - name: t\n    kind: kselftest\n    args:\n      filter: \"a; reboot\"\n" + V,
+     5, "tests[0].args.filter", "'a; reboot' is not a list of test_progs names"),
+    ("kselftest-option-filter", "tests:\n  - {name: t, kind: kselftest, args: {filter: -v}}\n" + V,
+     2, "tests[0].args.filter", "starting with a letter"),
+    ("kselftest-bad-deny",
+     "tests:\n  - name: t\n    kind: kselftest\n    args: {filter: a, deny: 'b c'}\n" + V,
+     4, "tests[0].args.deny", "without spaces"),
+    ("kselftest-collection",
+     "tests:\n  - name: t\n    kind: kselftest\n    args: {filter: a, collection: net/x}\n" + V,
+     4, "tests[0].args.collection", "one of bpf/test_progs; got 'net/x'"),
+    ("kselftest-command", "tests:\n  - {name: t, kind: kselftest, command: /bin/sh}\n" + V,
+     2, "tests[0].command", "not allowed for a kselftest test"),
     ("test-args-list", "tests:\n  - name: t\n    kind: map_perf\n    args: {n: [1]}\n" + V,
      4, "tests[0].args.n", "got a list"),
     ("test-args-null", "tests:\n  - name: t\n    kind: map_perf\n    args:\n      n:\n" + V,
@@ -404,6 +426,27 @@ def test_bad_matrix(proj: Path, text: str, line: int, key: str, fragment: str) -
     assert (error.line, error.key) == (line, key), error.message
     assert fragment in error.message
     assert error.file == path
+
+
+def test_kselftest_test(proj: Path) -> None:
+    matrix = load(
+        proj,
+        """
+        tests:
+          - name: bpf_htab
+            kind: kselftest
+            args: {filter: "htab*,lru_bug/*", deny: 123}
+          - {name: smoke, kind: ktap, command: /bin/true}
+        variants:
+          - name: a
+            expect: {bpf_htab.htab.sub: fail}
+        """,
+    )
+    selftest, smoke = matrix.tests
+    assert selftest.kind == "kselftest" and selftest.command == ""
+    assert selftest.kselftest == Kselftest(filter="htab*,lru_bug/*", deny="123")
+    assert selftest.kselftest.collection == "bpf/test_progs"
+    assert smoke.kselftest is None
 
 
 def test_unsafe_file_stem_needs_a_name(proj: Path) -> None:

@@ -1,0 +1,196 @@
+"""In-tree kselftests: built from each variant's kernel tree, run in its guest.
+
+A `kind: kselftest` test names a program of the tree's own selftests
+(`bpf/test_progs`) and what it should run (`-t FILTER`).  After a variant's
+kernel is built, `make -C <src>/tools/testing/selftests/bpf` builds the
+program against that kernel's vmlinux (its BTF becomes vmlinux.h), with
+OUTPUT in the cache under the variant's artifact key (tree hash + config
+hash): variants with equal trees share one build, and an unchanged variant
+builds nothing.  The program, its BPF objects and helper files are installed
+under /opt/kselftests/<dir> in the variant's own initramfs layer, with the
+shared libraries the program needs.
+
+A build failure is a result, not an exception: the variant's kselftest tests
+become ERROR with the first error line and the log; its other tests run.
+(6.1's test_progs needs a kernel with CONFIG_DEBUG_INFO_BTF and, for
+bpf_testmod.ko, CONFIG_MODULES; tinyconfig kernels have neither.)
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from orchestrator import build, proc
+from orchestrator.errors import InfraError
+from orchestrator.matrix import Kselftest, Test
+from orchestrator.vm import image
+
+GUEST_DIR = "/opt/kselftests"
+SELFTESTS = Path("tools/testing/selftests")
+DONE = ".done"
+# What test_progs reads from its directory besides itself: BPF objects,
+# bpf_testmod.ko, liburandom_read.so, setup scripts and the btf_dump cases.
+_INSTALLED_SUFFIXES = (".bpf.o", ".ko", ".so", ".sh", ".c")
+# The Makefile's own $(error ...), a compiler's error, bpftool's or libbpf's.
+_CAUSES = (
+    re.compile(r"^\S+:\d+: \*\*\* .*$", re.M),
+    re.compile(r"^\S+?:\d+(?::\d+)?: (?:fatal )?error: .*$", re.M),
+    re.compile(r"^(?:Error: .*|libbpf: .*(?:fail|error).*)$", re.M | re.I),
+)
+_REASON_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """The variant's built kernel, as the selftests' make needs it."""
+
+    src: Path  # a checkout of the variant's tree
+    out: Path  # the kernel's make O= directory (KDIR for bpf_testmod.ko)
+    vmlinux: Path  # the variant's own vmlinux (its BTF makes vmlinux.h)
+    key: str  # names the build in the cache: the artifact dir's name (tree + config)
+
+
+@dataclass(frozen=True)
+class Built:
+    """One collection's build for one kernel: its files, or why there are none."""
+
+    collection: str
+    out: Path | None  # the installed files, on the host
+    error: str | None
+    log: Path
+
+    def files(self) -> tuple[tuple[str, Path], ...]:
+        """(guest path, host path) for every file to install."""
+        if self.out is None:
+            return ()
+        where = guest_dir(self.collection)
+        return tuple((f"{where}/{p.name}", p) for p in sorted(self.out.iterdir()) if p.is_file())
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A variant's kselftests: the guest files, and the collections that did not build."""
+
+    files: tuple[tuple[str, Path], ...] = ()
+    errors: tuple[tuple[str, str], ...] = ()  # (collection, reason)
+
+    def error(self, collection: str) -> str | None:
+        return dict(self.errors).get(collection)
+
+
+def collections(tests: Iterable[Test]) -> tuple[str, ...]:
+    """The collections a matrix's tests need, in order of first use."""
+    return tuple(dict.fromkeys(t.kselftest.collection for t in tests if t.kselftest))
+
+
+def guest_dir(collection: str) -> str:
+    return f"{GUEST_DIR}/{PurePosixPath(collection).parent}"
+
+
+def guest_command(selftest: Kselftest) -> str:
+    """The guest shell command: the program run from its directory, stderr merged.
+
+    test_progs opens its BPF objects relative to the current directory; the
+    merged streams keep a crash report next to the test that caused it.
+    """
+    program = PurePosixPath(selftest.collection).name
+    argv = [f"./{program}", "-t", selftest.filter]
+    if selftest.deny:
+        argv += ["-d", selftest.deny]
+    where = shlex.quote(guest_dir(selftest.collection))
+    return f"cd {where} && exec {shlex.join(argv)} 2>&1"
+
+
+def cache_dir(cache: Path, kernel_key: str, collection: str) -> Path:
+    return cache / "kselftests" / kernel_key / collection.replace("/", "-")
+
+
+def cached(cache: Path, kernel: Kernel, collection: str, log: Path) -> Built | None:
+    """The collection's earlier successful build for this kernel, if any."""
+    root = cache_dir(cache, kernel.key, collection)
+    if (root / DONE).exists():
+        return Built(collection, root / "files", None, log)
+    return None
+
+
+def make_argv(kernel: Kernel, collection: str, output: Path, jobs: int) -> list[str]:
+    directory = kernel.src / SELFTESTS / PurePosixPath(collection).parent
+    program = PurePosixPath(collection).name
+    return [
+        "make", "-C", str(directory), f"-j{jobs}",
+        f"OUTPUT={output}", f"VMLINUX_BTF={kernel.vmlinux}", f"KDIR={kernel.out}",
+        str(output / program),
+    ]  # fmt: skip
+
+
+def build_one(
+    kernel: Kernel, collection: str, cache: Path, log: Path, *, jobs: int, timeout: float
+) -> Built:
+    """Build the collection's program for kernel (or reuse the cached build)."""
+    found = cached(cache, kernel, collection, log)
+    if found is not None:
+        return found
+    root = cache_dir(cache, kernel.key, collection)
+    output = root / "build"  # kept after a failure: the next try is incremental
+    output.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        result = proc.run(make_argv(kernel, collection, output, jobs), timeout=timeout, log=log)
+    except InfraError as exc:  # make itself is missing
+        return Built(collection, None, str(exc), log)
+    if not result.ok:
+        why = "timed out" if result.timed_out else first_error(log.read_text(errors="replace"))
+        return Built(collection, None, f"{collection} did not build: {why} (log: {log})", log)
+    staging = root / "files.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    program = PurePosixPath(collection).name
+    for path in sorted(output.iterdir()):
+        if path.is_file() and (path.name == program or _installed(path)):
+            shutil.copy2(path, staging / path.name)  # copies what a symlink points to
+    shutil.rmtree(root / "files", ignore_errors=True)
+    staging.rename(root / "files")
+    (root / DONE).touch()
+    return Built(collection, root / "files", None, log)
+
+
+def _installed(path: Path) -> bool:
+    return path.name.endswith(_INSTALLED_SUFFIXES) or bool(path.stat().st_mode & 0o111)
+
+
+def install(
+    kernel: Kernel, wanted: Iterable[str], cache: Path, log: Path, *, jobs: int, timeout: float
+) -> Installed:
+    """Every wanted collection built for kernel, as files for the guest or errors."""
+    files: list[tuple[str, Path]] = []
+    errors: list[tuple[str, str]] = []
+    for collection in wanted:
+        built = build_one(kernel, collection, cache, log, jobs=jobs, timeout=timeout)
+        if built.error is not None:
+            errors.append((collection, built.error))
+            continue
+        program = built.out / PurePosixPath(collection).name if built.out else None
+        try:
+            libraries = image.shared_libraries(program) if program else ()
+        except InfraError as exc:  # ldd: a library the program needs is not on the host
+            errors.append((collection, f"{collection}: {exc}"))
+            continue
+        files += built.files()
+        files += [(lib, Path(lib)) for lib in libraries if lib not in dict(files)]
+    return Installed(tuple(files), tuple(errors))
+
+
+def first_error(log_text: str) -> str:
+    """The earliest line that says why: the Makefile's, a compiler's or bpftool's error.
+
+    Falls back to build.first_error (make's own complaint, else the last line).
+    """
+    found = [m for pattern in _CAUSES if (m := pattern.search(log_text))]
+    if not found:
+        return build.first_error(log_text)[:_REASON_LIMIT]
+    return min(found, key=lambda m: m.start()).group(0).strip()[:_REASON_LIMIT]
