@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from orchestrator import stats
-from orchestrator.results import Batch, TestResult, VariantResult
+from orchestrator.results import Batch, TestResult, VariantResult, breakdowns
 
 # "~" is not allowed in a variant name (config._SAFE_NAME), so the control's
 # name can never be one the matrix declares.
@@ -40,10 +40,14 @@ def noisy_metrics(base: VariantResult, control: VariantResult, batch: int) -> tu
     """test.metric for every metric whose A/A control flags this batch as too noisy."""
     theirs = batch_samples(base.tests, batch)
     mine = batch_samples(control.tests, batch)
+    details = breakdowns(theirs)
+    # Breakdowns (per CPU, min, max) are noisier than their headline and no
+    # verdict rests on them: they must not make a batch rerun.
     return tuple(
         f"{test}.{metric}"
         for (test, metric), values in theirs.items()
         if (test, metric) in mine
+        and (test, metric) not in details
         and stats.noise_floor(metric, base.name, values, control.name, mine[test, metric]).noisy
     )
 

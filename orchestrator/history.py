@@ -38,7 +38,7 @@ from orchestrator.report import (
     worst,
 )
 from orchestrator.report.text import grid
-from orchestrator.results import RunResult
+from orchestrator.results import RunResult, breakdowns
 from orchestrator.stats import Change
 
 FILENAME = "history.sqlite"
@@ -347,7 +347,11 @@ def _metric_changes(previous: Iterable[tuple[str, str, str, float]], run: RunRes
     for variant, test, metric, value in previous:
         before.setdefault((variant, test, metric), []).append(value)
     out = []
-    for (test, metric), by_variant in metric_samples(run.variants).items():
+    samples = metric_samples(run.variants)
+    details = breakdowns(samples)
+    for (test, metric), by_variant in samples.items():
+        if (test, metric) in details:
+            continue  # its headline metric speaks for it
         for variant, values in by_variant.items():
             old = before.get((variant, test, metric))
             if not old:

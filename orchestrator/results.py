@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -133,6 +135,23 @@ class TestResult:
     # The perf batch (1, 2, ... when the A/A control asked for a rerun) this
     # sample belongs to; 0 for functional tests and in older results files.
     batch: int = 0
+
+
+# A program may print a metric's breakdown next to it: map_perf prints
+# events_per_sec and also events_per_sec_cpu0, _min and _max.  Verdicts,
+# reruns and the summary's regressions follow the headline metric; the
+# breakdowns are detail, shown in the HTML report.
+_BREAKDOWN = re.compile(r"(?P<headline>.+)_(?:cpu\d+|min|max)")
+
+
+def breakdowns(keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (test, metric) keys that break down another metric of the same test."""
+    keys = set(keys)
+    return {
+        (test, metric)
+        for test, metric in keys
+        if (m := _BREAKDOWN.fullmatch(metric)) and (test, m["headline"]) in keys
+    }
 
 
 @dataclass(frozen=True)

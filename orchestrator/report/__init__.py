@@ -27,6 +27,7 @@ from orchestrator.results import (
     TestResult,
     VariantResult,
     Verdict,
+    breakdowns,
     meets,
 )
 from orchestrator.stats import Comparison, Estimate, NoiseFloor
@@ -315,6 +316,7 @@ class MetricSummary:
     # of the batch; None without a control.  Not in `rows`: it is no variant.
     control: MetricRow | None = None
     floor: NoiseFloor | None = None
+    breakdown: bool = False  # a per-CPU, min or max split of another metric: detail
 
     @property
     def name(self) -> str:
@@ -438,7 +440,9 @@ def perf(run: RunResult) -> list[MetricSummary]:
     batch = latest_batch(measured)
     controls = metric_samples([control], batch) if control is not None else {}
     out = []
-    for (test, metric), samples in metric_samples(run.variants, batch).items():
+    by_metric = metric_samples(run.variants, batch)
+    details = breakdowns(by_metric)
+    for (test, metric), samples in by_metric.items():
         if "." in test or max(len(x) for x in samples.values()) < 2:
             continue
         base = samples.get(baseline)
@@ -447,8 +451,10 @@ def perf(run: RunResult) -> list[MetricSummary]:
         rows = summarize(samples, baseline, metric, floor)
         has_base = any(r.variant == baseline for r in rows)
         name = baseline if has_base else ""
-        out.append(MetricSummary(test, metric, name, tuple(rows), row, floor))
-    return out
+        detail = (test, metric) in details
+        out.append(MetricSummary(test, metric, name, tuple(rows), row, floor, detail))
+    # Headline metrics first: they carry the verdicts; breakdowns are detail.
+    return sorted(out, key=lambda s: s.breakdown)
 
 
 def _noise_floor(

@@ -433,6 +433,7 @@ class Chart:
     noise: str = ""  # the noise floor, in words
     noisy: str = ""  # why the batch is too noisy to trust (A/A control or baseline CV); "" if not
     direction: str = ""
+    breakdown: bool = False  # per CPU, min or max: shown folded, after the headline metrics
 
 
 def charts(summaries: list[MetricSummary], history: History | None = None) -> list[Chart]:
@@ -450,6 +451,7 @@ def charts(summaries: list[MetricSummary], history: History | None = None) -> li
                 noise=_noise(s),
                 noisy=_noisy(s),
                 direction=direction,
+                breakdown=s.breakdown,
             )
         )
     return out

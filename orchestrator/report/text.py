@@ -279,7 +279,9 @@ def _perf(summaries: Sequence[MetricSummary], note: str = "") -> str:
 
     `note` says in one line when the A/A control found a batch noisy.
     """
-    compared = [(s, r) for s in summaries for r in s.rows if r.comparison is not None]
+    compared = [
+        (s, r) for s in summaries if not s.breakdown for r in s.rows if r.comparison is not None
+    ]
     if not compared:
         return ""
     regressions: list[tuple[MetricSummary, MetricRow]] = []
@@ -304,12 +306,18 @@ def _perf(summaries: Sequence[MetricSummary], note: str = "") -> str:
         lines += wrap(text, "  ", "    ")
         if s.floor is not None:  # what the A/A control measured of the same kernel
             lines += wrap(aa_line(s), "    ", "      ")
+    details = [s.name for s in summaries if s.breakdown]
+    if details:
+        note = f"{len(details)} breakdowns (per CPU, min, max) are compared in report.html."
+        lines += wrap(note, "", "  ")
     return "\n".join(lines)
 
 
 def _metrics(summaries: Sequence[MetricSummary]) -> str:
     per_variant: dict[str, list[str]] = {}
     for s in summaries:
+        if s.breakdown:
+            continue  # in report.html; the summary stays short enough to quote
         for row in s.rows:
             e = row.estimate
             spread = f"{fmt_number(row.low)}..{fmt_number(row.high)}"

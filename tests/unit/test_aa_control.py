@@ -385,3 +385,55 @@ def test_results_round_trip_and_old_files_read() -> None:
     (s,) = perf(old)  # every sample, from both batches, as before
     assert s.floor is None and len(s.rows[0].samples) == 10
     assert "Noise floor" in text.render(old) and "A/A" not in text.render(old)
+
+
+# --- breakdowns (per CPU, min, max) ------------------------------------------------------
+
+
+def test_breakdowns_are_named_by_their_headline() -> None:
+    keys = [
+        ("map_perf", "events_per_sec"), ("map_perf", "events_per_sec_cpu0"),
+        ("map_perf", "events_per_sec_cpu12"), ("map_perf", "events_per_sec_min"),
+        ("map_perf", "events_per_sec_max"), ("other", "events_per_sec_max"),  # no headline
+        ("map_perf", "run_max_seconds"), ("map_perf", "events_per_sec_cpux"),
+    ]  # fmt: skip
+    assert results.breakdowns(keys) == {
+        ("map_perf", "events_per_sec_cpu0"), ("map_perf", "events_per_sec_cpu12"),
+        ("map_perf", "events_per_sec_min"), ("map_perf", "events_per_sec_max"),
+    }  # fmt: skip
+
+
+def _with_breakdown(v: VariantResult, spread: list[float]) -> VariantResult:
+    """Each boot also reports a per-CPU breakdown, with the values given."""
+    tests = tuple(
+        dataclasses.replace(t, metrics={**t.metrics, "events_per_sec_cpu0": x})
+        for t, x in zip(v.tests, spread, strict=True)
+    )
+    return dataclasses.replace(v, tests=tests)
+
+
+def test_a_noisy_breakdown_does_not_rerun_the_batch() -> None:
+    base = samples_of("up", boots(5, 0.03, seed=1), 1)
+    same = samples_of("up~aa", boots(5, 0.03, seed=2), 1)
+    wild = _with_breakdown(same, boots(5, 0.4, 1.5, seed=3))
+    assert aa_control.judge_batch(1, _with_breakdown(base, boots(5, 0.03)), wild, 1) == Batch(1)
+
+
+def test_reports_fold_breakdowns_after_their_headline() -> None:
+    run = _run(1.0)
+    up, slow = (
+        _with_breakdown(v, [t.metrics["events_per_sec"] / 2 for t in v.tests]) for v in run.variants
+    )
+    run = dataclasses.replace(run, variants=(up, slow))
+    summaries = perf(run)
+    assert [(s.metric, s.breakdown) for s in summaries] == [
+        ("events_per_sec", False), ("events_per_sec_cpu0", True),
+    ]  # fmt: skip
+    summary = text.render(run)
+    assert "map_perf.events_per_sec:" in summary
+    assert "events_per_sec_cpu0" not in summary
+    assert "1 breakdowns (per CPU, min, max) are compared in report.html." in summary
+    page = html.render(run)
+    folded = page.index('<details class="breakdowns">')
+    assert page.index("events_per_sec_cpu0") > folded > page.index("events_per_sec")
+    assert "Breakdowns: 1 per-CPU, min and max metrics" in page[folded:]
