@@ -91,6 +91,10 @@ def _guest_summary(matrix: Matrix) -> str:
         names = ", ".join(_times(t) for t in perf)
         how = "plus a warm-up, one boot per variant per round, variants interleaved"
         parts.append(f"{rounds} perf rounds {how}: {names}")
+        if matrix.perf.aa_control:
+            n = matrix.perf.max_reruns
+            again = f"the rounds rerun up to {n}x when its A/A spread is too wide"
+            parts.append(f"the baseline booted again each round as an A/A control, {again}")
     return "; ".join(parts) if len(parts) > 1 else f"{boot}, no tests"
 
 
