@@ -112,7 +112,11 @@ def _suite(run: RunResult, variant: VariantResult, summaries: list[MetricSummary
         suite.add_property(clean(name), clean(value))
     cases = [_stage_case(variant, s) for s in variant.stages if s.stage in STAGE_COLUMNS]
     not_run = boot_failed(variant)
-    cases += [_test_case(variant, t, not_run) for t in walk(variant.tests)]
+    cases += [
+        _test_case(variant, t, not_run, _batch_tag(top))
+        for top in variant.tests
+        for t in walk([top])
+    ]
     suite.add_testcases(cases)
     return suite
 
@@ -223,8 +227,13 @@ def _boot_details(variant: VariantResult, stage: StageResult) -> list[str]:
     return lines
 
 
-def _test_case(variant: VariantResult, test: TestResult, not_run: bool) -> TestCase:
-    case = TestCase(clean(test.name), clean(variant.name), round(test.duration, 3))
+def _batch_tag(test: TestResult) -> str:
+    """A rerun batch repeats the first batch's test names: CI tools need them apart."""
+    return f" (batch {test.batch})" if test.batch > 1 else ""
+
+
+def _test_case(variant: VariantResult, test: TestResult, not_run: bool, tag: str) -> TestCase:
+    case = TestCase(clean(test.name + tag), clean(variant.name), round(test.duration, 3))
     outcome = own_outcome(test, not_run=not_run)
     result = _result(test, outcome)
     if result is not None:

@@ -371,6 +371,14 @@ def test_junit_keeps_the_control_out_of_the_suites() -> None:
     assert (slow[f"{key}.verdict"] or "").startswith("inconclusive (noisy batch")
 
 
+def test_junit_names_a_rerun_batch_apart() -> None:
+    root = ET.fromstring(junit.render(_run(1.2)))
+    (up,) = [s for s in root.iter("testsuite") if s.get("name") == "up"]
+    names = [c.get("name") for c in up.iter("testcase") if "map_perf" in (c.get("name") or "")]
+    assert len(names) == len(set(names)) == 10
+    assert "map_perf@1" in names and "map_perf@1 (batch 2)" in names
+
+
 def test_results_round_trip_and_old_files_read() -> None:
     run = _run(1.0)
     data = results.to_data(run)
