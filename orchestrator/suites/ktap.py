@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -317,6 +318,15 @@ def _close(level: _Level, bail: str | None) -> _Block:
     return _Block(level.name, tuple(results), verdict, reason, metrics)
 
 
+def failures(results: Sequence[TestResult]) -> str:
+    """ "2 of 5 failed: a, b" naming the first few; "" when none failed."""
+    failed = [r.name for r in results if r.verdict in _BAD]
+    if not failed:
+        return ""
+    more = ", ..." if len(failed) > _LISTED_FAILURES else ""
+    return f"{len(failed)} of {len(results)} failed: " + ", ".join(failed[:_LISTED_FAILURES]) + more
+
+
 def _aggregate(results: list[TestResult], level: _Level, bail: str | None) -> tuple[Verdict, str]:
     problems = []
     plan, count = level.plan, len(results)
@@ -326,11 +336,8 @@ def _aggregate(results: list[TestResult], level: _Level, bail: str | None) -> tu
         problems.append(f"{plan - count} planned tests did not report")
     elif plan is not None and count > plan:
         problems.append(f"{count} tests reported, {plan} planned")
-    failed = [r.name for r in results if r.verdict in _BAD]
-    if failed:
-        more = ", ..." if len(failed) > _LISTED_FAILURES else ""
-        listed = ", ".join(failed[:_LISTED_FAILURES]) + more
-        problems.append(f"{len(failed)} of {count} failed: {listed}")
+    if failed := failures(results):
+        problems.append(failed)
     if problems:
         return Verdict.FAIL, "; ".join(problems)
     if any(r.verdict is Verdict.PASS for r in results):

@@ -45,7 +45,6 @@ from orchestrator.results import TestResult, Verdict
 from orchestrator.suites import ktap
 
 _REASON_LIMIT = 300
-_LISTED_FAILURES = 5
 _LOG_LIMIT = 1000  # log lines kept per result; test_progs logs can be huge
 
 _KTAP = re.compile(r"^\s*(?:KTAP|TAP) version \d+\s*$", re.M)
@@ -161,12 +160,8 @@ def _verdict(state: _State, tests: list[TestResult]) -> tuple[Verdict, str]:
         problems.append(f"test_progs crashed: {state.crash}" + _after(state))
     elif state.summary is None:
         problems.append("test_progs did not finish: no Summary line" + _after(state))
-    failed = [t.name for t in tests if t.verdict in _BAD]
-    if failed:
-        more = ", ..." if len(failed) > _LISTED_FAILURES else ""
-        problems.append(
-            f"{len(failed)} of {len(tests)} failed: " + ", ".join(failed[:_LISTED_FAILURES]) + more
-        )
+    if failed := ktap.failures(tests):
+        problems.append(failed)
     elif state.summary is not None and state.summary.failed:
         problems.append(f"Summary counts {state.summary.failed} failed")
     if problems:
