@@ -40,6 +40,8 @@ _INSTALLED_SUFFIXES = (".bpf.o", ".ko", ".so", ".sh", ".c")
 _CAUSES = (
     re.compile(r"^\S+:\d+: \*\*\* .*$", re.M),
     re.compile(r"^\S+?:\d+(?::\d+)?: (?:fatal )?error: .*$", re.M),
+    # the compiler driver itself: "clang: error: invalid linker name ..."
+    re.compile(r"^(?:clang|gcc|cc|ld(?:\.\w+)?|collect2)(?:-\d+)?: (?:fatal )?error: .*$", re.M),
     re.compile(r"^(?:Error: .*|libbpf: .*(?:fail|error).*)$", re.M | re.I),
 )
 _REASON_LIMIT = 300
@@ -139,6 +141,7 @@ def build_one(
     output = root / "build"  # kept after a failure: the next try is incremental
     output.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
+    _link_urandom_read(kernel, collection, output)
     try:
         result = proc.run(make_argv(kernel, collection, output, jobs), timeout=timeout, log=log)
     except InfraError as exc:  # make itself is missing
@@ -157,6 +160,20 @@ def build_one(
     staging.rename(root / "files")
     (root / DONE).touch()
     return Built(collection, root / "files", None, log)
+
+
+def _link_urandom_read(kernel: Kernel, collection: str, output: Path) -> None:
+    """Work around 6.1's bpf Makefile with OUTPUT set: urandom_read links
+    "liburandom_read.so" from the source directory (make's cwd) although the
+    library is built in OUTPUT.  A link there to this build's library lets it
+    link; at run time both sit in one directory (rpath ".")."""
+    directory = kernel.src / SELFTESTS / PurePosixPath(collection).parent
+    if collection != "bpf/test_progs" or not directory.is_dir():
+        return
+    link = directory / "liburandom_read.so"
+    if link.is_symlink() or not link.exists():
+        link.unlink(missing_ok=True)
+        link.symlink_to(output / "liburandom_read.so")
 
 
 def _installed(path: Path) -> bool:

@@ -67,6 +67,15 @@ def test_first_error_prefers_the_cause_over_makes_summary() -> None:
     assert kselftest.first_error(no_vmlinux).startswith("Makefile:143: *** Cannot find a vmlinux")
     compiler = "progs/x.c:3:5: error: 'boom' undeclared\nmake: *** [x] Error 1\n"
     assert kselftest.first_error(compiler) == "progs/x.c:3:5: error: 'boom' undeclared"
+    linker = (  # what 6.1's Makefile says on a host without lld
+        "  LIB      liburandom_read.so\n"
+        "clang: error: invalid linker name in argument '-fuse-ld=lld'\n"
+        "make: *** [Makefile:181: /c/build/liburandom_read.so] Error 1\n"
+    )
+    assert (
+        kselftest.first_error(linker)
+        == "clang: error: invalid linker name in argument '-fuse-ld=lld'"
+    )
     assert kselftest.first_error("make: *** [all] Error 2\n") == "make: *** [all] Error 2"
     assert kselftest.first_error("") == "make failed with no output"
 
