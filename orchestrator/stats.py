@@ -293,6 +293,16 @@ def distrusted(comparison: Comparison, floor: NoiseFloor) -> Comparison:
     return replace(comparison, verdict=Change.INCONCLUSIVE, bound=None, reason=reason)
 
 
+def same_kernel(comparison: Comparison) -> Comparison:
+    """A variant that boots the baseline's very kernel (an identical tree, built
+    once) is a second A/A: a "change" there is the batch's noise, a false
+    alarm, never a verdict about the series."""
+    if comparison.verdict not in (Change.FASTER, Change.SLOWER):
+        return comparison
+    reason = f"the baseline's own kernel: a {comparison.verdict} reading is noise"
+    return replace(comparison, verdict=Change.INCONCLUSIVE, bound=None, reason=reason)
+
+
 @functools.lru_cache(maxsize=256)
 def detectable_change(
     n_a: int,

@@ -10,6 +10,7 @@ pure `stats` (never a stage, never the history database).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import re
@@ -441,6 +442,7 @@ def perf(run: RunResult) -> list[MetricSummary]:
     controls = metric_samples([control], batch) if control is not None else {}
     out = []
     by_metric = metric_samples(run.variants, batch)
+    twins = same_kernel_as(run, baseline)
     details = breakdowns(by_metric)
     for (test, metric), samples in by_metric.items():
         if "." in test or max(len(x) for x in samples.values()) < 2:
@@ -448,13 +450,31 @@ def perf(run: RunResult) -> list[MetricSummary]:
         base = samples.get(baseline)
         aa = next(iter(controls.get((test, metric), {}).items()), None)
         floor, row = _noise_floor(metric, baseline, base, aa) if base and aa else (None, None)
-        rows = summarize(samples, baseline, metric, floor)
+        rows = [_same_kernel(r, twins) for r in summarize(samples, baseline, metric, floor)]
         has_base = any(r.variant == baseline for r in rows)
         name = baseline if has_base else ""
         detail = (test, metric) in details
         out.append(MetricSummary(test, metric, name, tuple(rows), row, floor, detail))
     # Headline metrics first: they carry the verdicts; breakdowns are detail.
     return sorted(out, key=lambda s: s.breakdown)
+
+
+def same_kernel_as(run: RunResult, baseline: str) -> frozenset[str]:
+    """The variants that boot the baseline's very kernel (gfp-zero's tree is upstream's)."""
+    base = next((v for v in run.variants if v.name == baseline), None)
+    if base is None or base.build is None or not base.build.artifact_dir:
+        return frozenset()
+    return frozenset(
+        v.name
+        for v in run.variants
+        if v.name != baseline and v.build and v.build.artifact_dir == base.build.artifact_dir
+    )
+
+
+def _same_kernel(row: MetricRow, twins: frozenset[str]) -> MetricRow:
+    if row.comparison is None or row.variant not in twins:
+        return row
+    return dataclasses.replace(row, comparison=stats.same_kernel(row.comparison))
 
 
 def _noise_floor(

@@ -445,3 +445,21 @@ def test_reports_fold_breakdowns_after_their_headline() -> None:
     folded = page.index('<details class="breakdowns">')
     assert page.index("events_per_sec_cpu0") > folded > page.index("events_per_sec")
     assert "Breakdowns: 1 per-CPU, min and max metrics" in page[folded:]
+
+
+# --- a variant with the baseline's very kernel ---------------------------------------------
+
+
+def test_the_baselines_own_kernel_is_never_faster_or_slower() -> None:
+    run = _run(1.0)
+    built = results.BuildInfo("t", "c", "/cache/artifacts/t-c", cached=False)
+    up, slow = (dataclasses.replace(v, build=built) for v in run.variants)
+    twin = dataclasses.replace(slow, name="twin")  # 0.7x of up, but the same kernel
+    other = dataclasses.replace(slow, build=dataclasses.replace(built, artifact_dir="/other"))
+    (s,) = perf(dataclasses.replace(run, variants=(up, twin, other)))
+    verdicts = {r.variant: r.comparison for r in s.rows if r.comparison is not None}
+    assert verdicts["slow"].verdict is Change.SLOWER
+    assert verdicts["twin"].verdict is Change.INCONCLUSIVE
+    assert "the baseline's own kernel: a slower reading is noise" in verdicts["twin"].text
+    same = stats.compare("events_per_sec", "b", boots(5, 0.03, seed=5), "a", boots(5, 0.03))
+    assert stats.same_kernel(same) == same  # no change stays as it is
