@@ -350,8 +350,9 @@ def _metric_changes(previous: Iterable[tuple[str, str, str, float]], run: RunRes
     samples = metric_samples(run.variants)
     details = breakdowns(samples)
     for (test, metric), by_variant in samples.items():
-        if (test, metric) in details:
-            continue  # its headline metric speaks for it
+        if (test, metric) in details or "." in test:
+            # its headline metric, or its test's own metric, speaks for it
+            continue
         for variant, values in by_variant.items():
             old = before.get((variant, test, metric))
             if not old:

@@ -12,7 +12,7 @@ import pytest
 from orchestrator import cli, history, results
 from orchestrator.history import HistoryError, changes_since_previous, record, trend
 from orchestrator.report import History, html, text, write_reports
-from orchestrator.results import RunResult, Stage, Status
+from orchestrator.results import RunResult, Stage, Status, TestResult, Verdict
 from tests.unit.test_report_junit import _stages
 from tests.unit.test_stats import perf_run
 
@@ -148,6 +148,36 @@ def test_changes_since_the_previous_run(db: Path) -> None:
     moved = [c for c in changes if c.startswith("ctor map_perf.events_per_sec: median")]
     assert len(moved) == 1 and moved[0].endswith("slower)") and "0.8" in moved[0]
     assert not any(c.startswith(("upstream map_perf", "no-reuse map_perf")) for c in changes)
+
+
+def _with_maps(run: RunResult, scale: float) -> RunResult:
+    """Each perf boot also reports one fresh map's number, scaled."""
+    variants = tuple(
+        dataclasses.replace(
+            v,
+            tests=tuple(
+                dataclasses.replace(
+                    t,
+                    subtests=(
+                        TestResult(
+                            f"{t.name}.map_1",
+                            Verdict.PASS,
+                            metrics={m: x * scale for m, x in t.metrics.items()},
+                        ),
+                    ),
+                )
+                for t in v.tests
+            ),
+        )
+        for v in run.variants
+    )
+    return dataclasses.replace(run, variants=variants)
+
+
+def test_changes_follow_whole_tests_not_their_subtests(db: Path) -> None:
+    record(db, _with_maps(perf_run(DAYS[0], seed=0), 1.0), "m")
+    moved = _with_maps(perf_run(DAYS[1], seed=0), 0.7)  # one map's numbers moved alone
+    assert changes_since_previous(db, moved) == []
 
 
 def _scales() -> dict[str, float]:
