@@ -107,7 +107,7 @@ class VariantRun:
         g = self.matrix.guest
         return qemu.VmSpec(
             kernel=self.kernel,
-            initrd=self.initrd or self.setup.initrd,
+            initrd=self._initrd,
             cpus=g.cpus,
             memory_mb=g.memory_mb,
             accel=accel,  # type: ignore[arg-type]
@@ -117,10 +117,15 @@ class VariantRun:
             ssh_port=qemu.free_port(),
         )
 
+    @property
+    def _initrd(self) -> Path:
+        """The variant's own initramfs when it has kselftests, else the run's."""
+        return self.initrd or self.setup.initrd
+
     def _one_boot(self, pending: list[tuple[Test, str]]) -> list[TestResult]:
         """Boot once and run pending tests until they are done or the guest dies."""
         self.boots += 1
-        accel, why = self.accel(self.kernel, self.initrd or self.setup.initrd)
+        accel, why = self.accel(self.kernel, self._initrd)
         spec = self._spec(accel, self.boots)
         timeout = self.matrix.guest.boot_timeout
         done: list[TestResult] = []

@@ -424,16 +424,20 @@ def run_layer(
             raise UserError(f"guest file {guest}: given twice or reserved for the run layer")
         taken.add(guest)
         entries.append(_extra_file(guest, host))
-    # Through a base symlink (/usr/bin/x) the kernel follows the link; a
-    # Directory entry there would replace the link.
-    return write_cpio(with_parents(entries, existing=[*BASE_DIRECTORIES, *BASE_LINKS]), out)
+    return _upper_layer(entries, out)
 
 
 def files_layer(files: Sequence[tuple[str, Path]], out: Path) -> Path:
     """A layer of extra files only (guest path, host path), for one variant's boots."""
-    entries: list[Entry] = []
-    for guest, host in dict(files).items():
-        entries.append(_extra_file(guest, host))
+    return _upper_layer([_extra_file(guest, host) for guest, host in dict(files).items()], out)
+
+
+def _upper_layer(entries: list[Entry], out: Path) -> Path:
+    """A layer on top of the base: only the parent directories the base lacks.
+
+    Through a base symlink (/usr/bin/x) the kernel follows the link; a
+    Directory entry there would replace the link.
+    """
     return write_cpio(with_parents(entries, existing=[*BASE_DIRECTORIES, *BASE_LINKS]), out)
 
 
