@@ -15,12 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator import guest, selftests
 from orchestrator.cache import Cache, default_root
 from orchestrator.config import load
-from orchestrator.pipeline import Options, Runner, collect_series
 from orchestrator.results import Stage, Status
-from orchestrator.vm import image, qemu
+from orchestrator.runner import Options, Runner, collect_series
+from orchestrator.vm import guest, image, programs, qemu
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +47,7 @@ def main() -> None:
         work = Path(tmp)
         vmlinux = kernel(cache, work / "run")
         keys = image.make_keys(work / "keys")
-        built = selftests.build(REPO / "selftests", cache.root, work / "selftests.log")
+        built = programs.build(REPO / "selftests", cache.root, work / "selftests.log")
         initrd = image.concatenate(
             image.image(cache.root, keys, built.files(), work), work / "initrd.cpio"
         )

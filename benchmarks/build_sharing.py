@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator import proc, results, source
+from orchestrator import proc, results
 from orchestrator.git import git
+from orchestrator.kernel import source
 from orchestrator.matrix import Tree, TreeKind
 
 REPO = Path(__file__).resolve().parents[1]

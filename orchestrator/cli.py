@@ -20,14 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from orchestrator import config, history, plan, results, series, source
+from orchestrator import config, history, plan, results
 from orchestrator.cache import Cache, default_root
 from orchestrator.errors import OrchestrateError
+from orchestrator.kernel import series, source
 from orchestrator.matrix import Matrix
-from orchestrator.pipeline import STAGES, Options, Runner, collect_series, selected
 from orchestrator.progress import progress_for
 from orchestrator.report import FILES, History, write_reports
 from orchestrator.results import RunResult, Stage
+from orchestrator.runner import STAGES, Options, Runner, collect_series, selected
 
 COMMANDS = ("run", "plan", "report", "history")
 

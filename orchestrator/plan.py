@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator import build, kconfig, series, source, testing
 from orchestrator.cache import Cache
 from orchestrator.git import tree_of
+from orchestrator.kernel import build, kconfig, series, source
 from orchestrator.matrix import Matrix, Test
-from orchestrator.pipeline import apply_key, build_dir_for, kconfig_key, selected
+from orchestrator.runner import apply_key, build_dir_for, kconfig_key, selected
+from orchestrator.vm import testbed
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,13 @@ def make_plan(
 def _guest_summary(matrix: Matrix) -> str:
     g = matrix.guest
     boot = f"boot ({g.accel} accelerator, {g.cpus} vCPUs, {g.memory_mb} MiB)"
-    functional = [t for t in matrix.tests if t.kind not in testing.PERF_KINDS]
-    perf = [t for t in matrix.tests if t.kind in testing.PERF_KINDS]
+    functional = [t for t in matrix.tests if t.kind not in testbed.PERF_KINDS]
+    perf = [t for t in matrix.tests if t.kind in testbed.PERF_KINDS]
     parts = [boot]
     if functional:
         parts.append("run " + ", ".join(_times(t) for t in functional))
     if perf:
-        rounds = testing.perf_rounds(matrix.tests)
+        rounds = testbed.perf_rounds(matrix.tests)
         names = ", ".join(_times(t) for t in perf)
         how = "plus a warm-up, one boot per variant per round, variants interleaved"
         parts.append(f"{rounds} perf rounds {how}: {names}")

@@ -630,7 +630,7 @@ def read_tail(path: str, lines: int = LOG_LINES, limit: int = LOG_BYTES) -> Exce
     return Excerpt(path, "\n".join(kept), size, cut)
 
 
-# What testrun writes to the kernel log before each test (testrun.Marker).
+# What testrun writes to the kernel log before each test (run_test.Marker).
 _BEGIN = b"orchestrate: begin test "
 _CONSOLE = re.compile(r"console-(\d+)\.log")
 _CONSOLE_MAX = 64 * 1024 * 1024  # larger consoles are not searched for markers

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, guest, kselftest, results
+from orchestrator import cli, results
 from orchestrator.git import git
 from orchestrator.results import Stage, Status, Verdict
+from orchestrator.suites import kselftest
+from orchestrator.vm import guest
 
 pytestmark = pytest.mark.integration
 FAKELINUX = Path(__file__).parent.parent / "fakelinux"

@@ -12,10 +12,10 @@ import pytest
 
 from orchestrator.errors import InfraError, UserError
 from orchestrator.git import git
+from orchestrator.kernel.series import Applied, collect
+from orchestrator.kernel.series import apply as apply_series
 from orchestrator.matrix import Revert
 from orchestrator.results import PatchOutcome
-from orchestrator.series import Applied, collect
-from orchestrator.series import apply as apply_series
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator import aa_control, config, pipeline, results, stats
+from orchestrator import aa_control, config, results, stats
+from orchestrator import runner as pipeline
 from orchestrator.cache import Cache
 from orchestrator.errors import MatrixError
 from orchestrator.matrix import Kconfig, Matrix, Perf, Report, Test, Tree, TreeKind, Variant
@@ -140,7 +141,7 @@ def test_the_control_name_cannot_be_a_variant_name(tmp_path: Path) -> None:
 
 @dataclass
 class FakeGuest:
-    """Stands for testing.VariantRun: each run is a boot giving one sample per perf test."""
+    """Stands for testbed.VariantRun: each run is a boot giving one sample per perf test."""
 
     variant: Variant
     logs: Path

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import kconfig, proc
+from orchestrator import proc
 from orchestrator.errors import UserError
 from orchestrator.git import git
+from orchestrator.kernel import kconfig
 from orchestrator.results import KconfigMismatch
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from orchestrator import kselftest
 from orchestrator.matrix import Kselftest, Test
-from orchestrator.testrun import command_for
+from orchestrator.suites import kselftest
+from orchestrator.vm.run_test import command_for
 
 
 def test_guest_command_runs_the_program_from_its_directory() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.series import clean_subject, collect, is_cover_letter, split_mbox
+from orchestrator.kernel.series import clean_subject, collect, is_cover_letter, split_mbox
 
 DIFF = """\
 ---

@@ -4,7 +4,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from orchestrator import source
+from orchestrator.kernel import source
 
 
 def test_file_digest_is_remembered_until_the_file_changes(tmp_path: Path) -> None:

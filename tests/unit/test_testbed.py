@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.results import Status, TestResult, Verdict
-from orchestrator.testing import judge_tests
+from orchestrator.vm.testbed import judge_tests
 
 
 def sub(name: str, verdict: Verdict, expected: str = "") -> TestResult:
@@ -39,7 +39,7 @@ def test_no_tests() -> None:
 
 def test_perf_rounds_interleave_and_skip_functional_tests() -> None:
     from orchestrator.matrix import Test
-    from orchestrator.testing import functional, perf_round, perf_rounds
+    from orchestrator.vm.testbed import functional, perf_round, perf_rounds
 
     smoke = Test(name="smoke", kind="ktap", command="/x", repeats=2)
     perf = Test(name="map_perf", kind="map_perf", command="/y", repeats=3)

@@ -28,7 +28,7 @@ class Booted:
 
 
 class GuestSession:
-    """What the test runner needs from a guest (testrun.Session)."""
+    """What the test runner needs from a guest (run_test.Session)."""
 
     def __init__(self, machine: Machine, ssh: SshTransport) -> None:
         self.machine = machine

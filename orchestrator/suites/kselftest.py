@@ -25,8 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from orchestrator import build, proc
+from orchestrator import proc
 from orchestrator.errors import InfraError
+from orchestrator.kernel import build
 from orchestrator.matrix import Kselftest, Test
 from orchestrator.vm import image
 

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.matrix import Test
 from orchestrator.results import Splat, Verdict, meets
-from orchestrator.testrun import command_for, run_test
+from orchestrator.vm.run_test import command_for, run_test
 
 KTAP_OK = "KTAP version 1\n1..2\nok 1 first\nok 2 second\n"
 

@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator import aa_control, build, kconfig, kselftest, series, source, testing
+from orchestrator import aa_control
 from orchestrator.cache import Cache, digest
 from orchestrator.errors import UserError
 from orchestrator.git import git, tree_of
+from orchestrator.kernel import build, kconfig, series, source
 from orchestrator.matrix import Matrix, Variant
 from orchestrator.results import (
     Batch,
@@ -28,7 +29,8 @@ from orchestrator.results import (
     Status,
     VariantResult,
 )
-from orchestrator.vm import qemu
+from orchestrator.suites import kselftest
+from orchestrator.vm import qemu, testbed
 
 STAGES = (Stage.APPLY, Stage.KCONFIG, Stage.BUILD, Stage.BOOT, Stage.TEST)
 
@@ -81,7 +83,7 @@ class _Variant:
     name: str
     stages: list[StageResult] = field(default_factory=list)
     result: VariantResult | None = None
-    guest: testing.VariantRun | None = None  # set once the variant booted
+    guest: testbed.VariantRun | None = None  # set once the variant booted
 
     def done(self) -> VariantResult:
         assert self.result is not None
@@ -95,7 +97,7 @@ class Runner:
         self.cache = options.cache
         self.progress = progress
         self.built: dict[Path, str] = {}  # artifact dir -> variant that built it this run
-        self._guest: testing.GuestSetup | None = None
+        self._guest: testbed.GuestSetup | None = None
         self._accel: tuple[str, str] | None = None
         self._checked_out: dict[Path, str] = {}  # build worktree -> commit
         self.control: VariantResult | None = None  # the A/A control, once measured
@@ -269,9 +271,9 @@ class Runner:
             return
         assert rec.result.build is not None
         if self._guest is None:
-            self._guest = testing.prepare(self.matrix, self.cache, self.options.run_dir)
+            self._guest = testbed.prepare(self.matrix, self.cache, self.options.run_dir)
         installed, initrd = self._kselftests(rec, src)
-        rec.guest = testing.VariantRun(
+        rec.guest = testbed.VariantRun(
             self.matrix,
             self.matrix.variant(rec.name),
             self._guest,
@@ -283,7 +285,7 @@ class Runner:
         )
         self.progress(rec.name, Stage.BOOT, None, "")
         start = time.monotonic()
-        tests = rec.guest.run(testing.functional(self.matrix.tests))
+        tests = rec.guest.run(testbed.functional(self.matrix.tests))
         boot = replace(rec.guest.boot_stage(), duration=round(time.monotonic() - start, 3))
         rec.stages.append(boot)
         self.progress(rec.name, Stage.BOOT, boot.status, boot.reason)
@@ -321,7 +323,7 @@ class Runner:
         )
         out = self.options.run_dir / "guest" / f"initrd-{rec.name}.cpio"
         try:
-            return installed, testing.variant_initrd(self._guest, installed, out)
+            return installed, testbed.variant_initrd(self._guest, installed, out)
         except (UserError, OSError) as exc:
             reason = f"kselftests not installed in the guest: {exc}"
             return kselftest.Installed(errors=tuple((c, reason) for c in wanted)), None
@@ -334,7 +336,7 @@ class Runner:
         run again (aa_control.judge_batch).
         """
         booted = [rec for rec in records if rec.guest is not None]
-        if not booted or not testing.perf_rounds(self.matrix.tests):
+        if not booted or not testbed.perf_rounds(self.matrix.tests):
             return
         # The baseline as the reports take it: the matrix's choice, else the first variant.
         name = self.matrix.report.baseline or records[0].name
@@ -370,8 +372,8 @@ class Runner:
         a build run against cold host caches); a rerun starts warm.
         """
         first = 0 if attempt == 1 else 1
-        for round_ in range(first, testing.perf_rounds(self.matrix.tests) + 1):
-            pending = testing.perf_round(self.matrix.tests, round_)
+        for round_ in range(first, testbed.perf_rounds(self.matrix.tests) + 1):
+            pending = testbed.perf_round(self.matrix.tests, round_)
             for rec in measured:
                 assert rec.guest is not None and rec.result is not None
                 if not pending:
@@ -412,14 +414,14 @@ class Runner:
     def _control_done(self, rec: _Variant) -> VariantResult:
         assert rec.guest is not None and rec.result is not None
         tests = rec.result.tests
-        rec.stages += [rec.guest.boot_stage(), testing.judge_tests(tests)]
+        rec.stages += [rec.guest.boot_stage(), testbed.judge_tests(tests)]
         return replace(rec.result, stages=tuple(rec.stages), boot=rec.guest.boot_info)
 
     def _judge(self, rec: _Variant) -> None:
         if rec.guest is None or rec.result is None:
             return
         tests = rec.result.tests
-        stage = replace(testing.judge_tests(tests), duration=sum(t.duration for t in tests))
+        stage = replace(testbed.judge_tests(tests), duration=sum(t.duration for t in tests))
         rec.stages.append(stage)
         self.progress(rec.name, Stage.TEST, stage.status, stage.reason)
 

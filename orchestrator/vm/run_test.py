@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator import kselftest
 from orchestrator.matrix import Test
 from orchestrator.results import Splat, TestResult, Verdict
-from orchestrator.suites import ktap, test_progs
+from orchestrator.suites import kselftest, ktap, test_progs
 
 CRASH_KINDS = frozenset({"panic", "oops", "gpf", "bug"})
 # Splats that fail a test that otherwise passed; all of them are kernel bugs.

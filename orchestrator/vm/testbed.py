@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import guest, kselftest, selftests, testrun
 from orchestrator.cache import Cache
 from orchestrator.matrix import Matrix, Test, Variant
 from orchestrator.results import BootInfo, Stage, StageResult, Status, TestResult, Verdict, meets
-from orchestrator.vm import image, qemu
+from orchestrator.suites import kselftest
+from orchestrator.vm import guest, image, programs, qemu, run_test
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def prepare(matrix: Matrix, cache: Cache, run_dir: Path) -> GuestSetup:
     files: tuple[tuple[str, Path], ...] = ()
     error = None
     if matrix.guest.selftests is not None:
-        built = selftests.build(matrix.guest.selftests, cache.root, work / "selftests.log")
+        built = programs.build(matrix.guest.selftests, cache.root, work / "selftests.log")
         files, error = built.files(), built.error
     layers = image.image(cache.root, keys, files, work)
     initrd = image.concatenate(layers, work / "initrd.cpio")
@@ -155,7 +155,7 @@ class VariantRun:
         elif self.setup.tests_error:
             reason = f"guest programs did not build: {self.setup.tests_error}"
             return TestResult(name, Verdict.ERROR, reason=reason)
-        result = testrun.run_test(session, test, name, self.logs / "tests")
+        result = run_test.run_test(session, test, name, self.logs / "tests")
         return _with_expectations(result, dict(self.variant.expect))
 
 

@@ -1,0 +1,1 @@
+"""The host side of a kernel: its source tree, series, config and build."""
