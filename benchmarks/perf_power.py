@@ -57,7 +57,7 @@ def samples(run: results.RunResult, variant: str, test: str) -> list[float]:
     return [
         t.metrics[METRIC]
         for t in v.tests
-        if t.name.startswith(f"{test}@") and "warmup" not in t.name and METRIC in t.metrics
+        if t.name == test and t.round and not t.warmup and METRIC in t.metrics
     ]
 
 
@@ -123,7 +123,7 @@ def durations(run: results.RunResult, test: str) -> list[float]:
         t.duration
         for v in run.variants
         for t in v.tests
-        if t.name.startswith(f"{test}@") and "warmup" not in t.name
+        if t.name == test and t.round and not t.warmup
     ]
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-SCHEMA_VERSION = 1
+# 2: a test's repeat, perf round and warm-up are fields (were a name@N suffix);
+# the run says when it is incomplete.  Older files are refused with a message.
+SCHEMA_VERSION = 2
 
 
 class Stage(enum.Enum):
@@ -123,7 +125,7 @@ class BootInfo:
 class TestResult:
     __test__ = False  # not a pytest test class
 
-    name: str  # test name, or test.subtest for KTAP subtests
+    name: str  # the test's name as the matrix declares it, or test.subtest for subtests
     verdict: Verdict
     duration: float = 0.0
     reason: str = ""
@@ -132,9 +134,30 @@ class TestResult:
     splats: tuple[Splat, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     subtests: tuple[TestResult, ...] = ()
-    # The perf batch (1, 2, ... when the A/A control asked for a rerun) this
-    # sample belongs to; 0 for functional tests and in older results files.
+    # Which run of the test this is.  Functional tests with `repeats: N` run
+    # N times in one boot (repeat 1..N; 0 when the test runs once).  Perf
+    # tests are sampled once per boot: round 1..N of perf batch 1, 2, ...
+    # (a batch is rerun when the A/A control finds it noisy); functional
+    # tests have round 0 and batch 0.  A warm-up round's samples are
+    # discarded, so no stored result has warmup set; the field names the
+    # run while it happens (its logs and console markers).
+    repeat: int = 0
+    round: int = 0
     batch: int = 0
+    warmup: bool = False
+
+    @property
+    def label(self) -> str:
+        """The run as people and file names see it: htab_reuse, map_perf@3, map_perf@warmup."""
+        return label(self.name, repeat=self.repeat, round=self.round, warmup=self.warmup)
+
+
+def label(name: str, *, repeat: int = 0, round: int = 0, warmup: bool = False) -> str:
+    """One run of a test as a word (log file names, console markers, JUnit)."""
+    if warmup:
+        return f"{name}@warmup"
+    number = round or repeat
+    return f"{name}@{number}" if number else name
 
 
 # A program may print a metric's breakdown next to it: map_perf prints
@@ -212,6 +235,9 @@ class RunResult:
     # a measurement of the noise, never a verdict.  Both new in schema 1 too.
     control: VariantResult | None = None
     batches: tuple[Batch, ...] = ()
+    # Why the run stopped before every unit of work was done ("" when it did
+    # not): the results are valid but partial.
+    incomplete: str = ""
 
     @property
     def ok(self) -> bool:
@@ -225,8 +251,19 @@ def write(run: RunResult, path: Path) -> None:
     tmp.replace(path)
 
 
+class SchemaError(ValueError):
+    """A results file this version cannot read."""
+
+
 def read(path: Path) -> RunResult:
-    return from_data(RunResult, json.loads(path.read_text()))
+    data = json.loads(path.read_text())
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema != SCHEMA_VERSION:
+        raise SchemaError(
+            f"results schema {schema}; this version reads {SCHEMA_VERSION} "
+            "(files from before orchestrate 0.2 keep the reports written with them)"
+        )
+    return from_data(RunResult, data)
 
 
 def to_data(value: Any) -> Any:

@@ -373,7 +373,7 @@ class Runner:
         """
         first = 0 if attempt == 1 else 1
         for round_ in range(first, testbed.perf_rounds(self.matrix.tests) + 1):
-            pending = testbed.perf_round(self.matrix.tests, round_)
+            pending = testbed.perf_round(self.matrix.tests, round_, attempt)
             for rec in measured:
                 assert rec.guest is not None and rec.result is not None
                 if not pending:
@@ -382,8 +382,7 @@ class Runner:
                 self.progress(rec.name, Stage.TEST, None, f"perf round {round_}{batch}")
                 tests = rec.guest.run(pending)
                 if round_ > 0:
-                    tagged = tuple(replace(t, batch=attempt) for t in tests)
-                    rec.result = replace(rec.result, tests=(*rec.result.tests, *tagged))
+                    rec.result = replace(rec.result, tests=(*rec.result.tests, *tests))
 
     def _control(self, base: _Variant) -> _Variant:
         """The A/A control: the baseline's built kernel and image, booted as one more variant."""

@@ -72,8 +72,10 @@ def command_for(test: Test) -> str:
     return " ".join([test.command, *map(shlex.quote, args)])
 
 
-def run_test(session: Session, test: Test, name: str, logs: Path) -> TestResult:
-    """Run test (as `name`, e.g. with a repeat suffix) and judge it."""
+def run_test(session: Session, test: Test, logs: Path, *, label: str = "") -> TestResult:
+    """Run test and judge it.  `label` names this run of it (map_perf@3) in log
+    file names and console markers; the result is named after the test."""
+    name = label or test.name
     logs.mkdir(parents=True, exist_ok=True)
     stdout, stderr = logs / f"{name}.stdout", logs / f"{name}.stderr"
     marker = Marker.of(name)
@@ -85,7 +87,7 @@ def run_test(session: Session, test: Test, name: str, logs: Path) -> TestResult:
     splats = [s for s in session.splats() if s.test in (name, None) or not answering]
     mine = tuple(s for s in splats if s.test == name or (not answering and s.test is None))
     logs_ = (str(stdout), str(stderr))
-    base = TestResult(name, Verdict.ERROR, result.duration, logs=logs_, splats=mine)
+    base = TestResult(test.name, Verdict.ERROR, result.duration, logs=logs_, splats=mine)
     if not answering:
         return _dead_guest(base, session.console_tail(), result.timed_out)
     if result.timed_out:
@@ -93,7 +95,7 @@ def run_test(session: Session, test: Test, name: str, logs: Path) -> TestResult:
             base, verdict=Verdict.TIMEOUT, reason=f"still running after {test.timeout:g}s; killed"
         )
     parse = test_progs.parse if test.kselftest is not None else ktap.parse
-    parsed = parse(stdout.read_text(errors="replace"), name)
+    parsed = parse(stdout.read_text(errors="replace"), test.name)
     return _judge(dataclasses.replace(parsed, duration=result.duration, logs=logs_, splats=mine),
                   result.exit_status)  # fmt: skip
 

@@ -16,7 +16,16 @@ from pathlib import Path
 
 from orchestrator.cache import Cache
 from orchestrator.matrix import Matrix, Test, Variant
-from orchestrator.results import BootInfo, Stage, StageResult, Status, TestResult, Verdict, meets
+from orchestrator.results import (
+    BootInfo,
+    Stage,
+    StageResult,
+    Status,
+    TestResult,
+    Verdict,
+    label,
+    meets,
+)
 from orchestrator.suites import kselftest
 from orchestrator.vm import guest, image, programs, qemu, run_test
 
@@ -85,8 +94,8 @@ class VariantRun:
         reason = f"{info.accel}, SSH ready in {info.seconds:.1f}s"
         return StageResult(Stage.BOOT, Status.PASS, reason, logs=logs)
 
-    def run(self, pending: list[tuple[Test, str]]) -> tuple[TestResult, ...]:
-        """Run (test, name) pairs, booting as often as dead guests require.
+    def run(self, pending: Sequence[Pending]) -> tuple[TestResult, ...]:
+        """Run the pending tests in order, booting as often as dead guests require.
 
         Called once for the functional tests, then once per perf round; the
         first boot of the first call is the BOOT stage.
@@ -101,7 +110,7 @@ class VariantRun:
         if failure is None:
             return tuple(done)
         reason = f"not run: boot failed: {failure}"
-        return (*done, *(TestResult(n, Verdict.ERROR, reason=reason) for _, n in pending))
+        return (*done, *(p.result(Verdict.ERROR, reason) for p in pending))
 
     def _spec(self, accel: str, index: int) -> qemu.VmSpec:
         g = self.matrix.guest
@@ -122,7 +131,7 @@ class VariantRun:
         """The variant's own initramfs when it has kselftests, else the run's."""
         return self.initrd or self.setup.initrd
 
-    def _one_boot(self, pending: list[tuple[Test, str]]) -> list[TestResult]:
+    def _one_boot(self, pending: list[Pending]) -> list[TestResult]:
         """Boot once and run pending tests until they are done or the guest dies."""
         self.boots += 1
         accel, why = self.accel(self.kernel, self._initrd)
@@ -135,7 +144,7 @@ class VariantRun:
                     seconds = round(booted.seconds, 3)
                     self.boot_info = BootInfo(accel, why, seconds, str(spec.console_log))
                 while pending:
-                    result = self._test(session, *pending.pop(0))
+                    result = self._test(session, pending.pop(0))
                     done.append(result)
                     if not session.alive() or result.verdict is Verdict.KERNEL_HANG:
                         break
@@ -147,15 +156,17 @@ class VariantRun:
                 self.reboot_failure = f"boot {self.boots} failed: {exc.reason}"
         return done
 
-    def _test(self, session: guest.GuestSession, test: Test, name: str) -> TestResult:
+    def _test(self, session: guest.GuestSession, pending: Pending) -> TestResult:
+        test = pending.test
         if test.kselftest is not None:
             error = self.kselftests.error(test.kselftest.collection)
             if error is not None:
-                return TestResult(name, Verdict.ERROR, reason=error)
+                return pending.result(Verdict.ERROR, error)
         elif self.setup.tests_error:
             reason = f"guest programs did not build: {self.setup.tests_error}"
-            return TestResult(name, Verdict.ERROR, reason=reason)
-        result = run_test.run_test(session, test, name, self.logs / "tests")
+            return pending.result(Verdict.ERROR, reason)
+        result = run_test.run_test(session, test, self.logs / "tests", label=pending.label)
+        result = pending.identify(result)
         return _with_expectations(result, dict(self.variant.expect))
 
 
@@ -165,33 +176,55 @@ class VariantRun:
 PERF_KINDS = frozenset({"map_perf"})
 
 
-def functional(tests: Sequence[Test]) -> list[tuple[Test, str]]:
-    """(test, result name) for the tests that run once per boot, repeats in a row."""
-    return [(t, name) for t in tests if t.kind not in PERF_KINDS for name in _names(t)]
+@dataclass(frozen=True)
+class Pending:
+    """One run of a test still to do: the test and which run of it this is."""
+
+    test: Test
+    repeat: int = 0  # 1..N for a functional test with repeats: N; else 0
+    round: int = 0  # the perf round, 1..N; 0 for functional tests
+    warmup: bool = False  # a perf warm-up round: run, then discarded
+    batch: int = 0  # the perf batch the round belongs to
+
+    @property
+    def label(self) -> str:
+        return label(self.test.name, repeat=self.repeat, round=self.round, warmup=self.warmup)
+
+    def identify(self, result: TestResult) -> TestResult:
+        return dataclasses.replace(
+            result, repeat=self.repeat, round=self.round, warmup=self.warmup, batch=self.batch
+        )
+
+    def result(self, verdict: Verdict, reason: str) -> TestResult:
+        return self.identify(TestResult(self.test.name, verdict, reason=reason))
 
 
-def perf_round(tests: Sequence[Test], round_: int) -> list[tuple[Test, str]]:
-    """The perf tests measured in round N (0 is the discarded warm-up)."""
-    tag = "warmup" if round_ == 0 else str(round_)
-    return [(t, f"{t.name}@{tag}") for t in tests if t.kind in PERF_KINDS and round_ <= t.repeats]
+def functional(tests: Sequence[Test]) -> list[Pending]:
+    """The tests that run once per boot, repeats in a row."""
+    return [
+        Pending(t, repeat=i if t.repeats > 1 else 0)
+        for t in tests
+        if t.kind not in PERF_KINDS
+        for i in range(1, t.repeats + 1)
+    ]
+
+
+def perf_round(tests: Sequence[Test], round_: int, batch: int = 1) -> list[Pending]:
+    """The perf tests measured in round N of a batch (0 is the discarded warm-up)."""
+    return [
+        Pending(t, round=round_, warmup=round_ == 0, batch=batch)
+        for t in tests
+        if t.kind in PERF_KINDS and round_ <= t.repeats
+    ]
 
 
 def perf_rounds(tests: Sequence[Test]) -> int:
     return max((t.repeats for t in tests if t.kind in PERF_KINDS), default=0)
 
 
-def _names(test: Test) -> list[str]:
-    if test.repeats == 1:
-        return [test.name]
-    return [f"{test.name}@{i}" for i in range(1, test.repeats + 1)]
-
-
 def _with_expectations(result: TestResult, expect: dict[str, str], key: str = "") -> TestResult:
-    """Attach the matrix's declared outcome to the test and its subtests.
-
-    Repeats are named test@N; expectations name the test without the suffix.
-    """
-    key = key or result.name.split("@")[0]
+    """Attach the matrix's declared outcome to the test and its subtests."""
+    key = key or result.name
     subs = tuple(
         _with_expectations(sub, expect, key + sub.name[len(result.name) :])
         for sub in result.subtests

@@ -48,7 +48,7 @@ def test_quick_matrix_builds_boots_tests_and_reports(e2e_cache: Path, tmp_path: 
         ], v.name  # fmt: skip
         # Booted under the probed accelerator and ran the KTAP programs over SSH.
         assert v.boot is not None and v.boot.accel in ("kvm", "tcg") and v.boot.accel_reason
-        tests = {t.name: t for t in v.tests}
+        tests = {t.label: t for t in v.tests}
         assert set(tests) == {"smoke", "htab_reuse", "map_perf_8@1", "map_perf_8@2"}, tests
         smoke = tests["smoke"]
         assert smoke.verdict is Verdict.PASS and len(smoke.subtests) == 5, smoke

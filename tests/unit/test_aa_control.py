@@ -31,6 +31,7 @@ from orchestrator.results import (
     Verdict,
 )
 from orchestrator.stats import Change, noise_floor
+from orchestrator.vm.testbed import Pending
 
 
 def boots(n: int, cv: float, scale: float = 1.0, seed: int = 1) -> list[float]:
@@ -153,16 +154,17 @@ class FakeGuest:
     reboot_failure: str | None = None
     calls: list[list[str]] = field(default_factory=list)
 
-    def run(self, pending: list[tuple[Test, str]]) -> tuple[TestResult, ...]:
+    def run(self, pending: list[Pending]) -> tuple[TestResult, ...]:
         name = self.variant.name
         count = self.host[name] = self.host.get(name, 0) + 1
         self.boots += 1
         self.boot_info = self.boot_info or BootInfo("tcg", "fake", 1.0, "")
-        self.calls.append([n for _, n in pending])
+        self.calls.append([p.label for p in pending])
         shift = 1.2 if name.endswith("~aa") and count <= self.shifted_runs else 1.0
         (value,) = boots(1, 0.03, shift, seed=hash((name, count)) % 2**32)
         return tuple(
-            TestResult(n, Verdict.PASS, metrics={"events_per_sec": value}) for _, n in pending
+            p.identify(TestResult(p.test.name, Verdict.PASS, metrics={"events_per_sec": value}))
+            for p in pending
         )
 
     def boot_stage(self) -> StageResult:

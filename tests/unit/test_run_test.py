@@ -61,7 +61,7 @@ TEST = Test(name="smoke", kind="ktap", command="/opt/selftests/smoke.sh", timeou
 
 def test_ktap_pass_with_markers(tmp_path: Path) -> None:
     session = FakeSession()
-    result = run_test(session, TEST, "smoke", tmp_path)
+    result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.PASS
     assert [s.name for s in result.subtests] == ["smoke.first", "smoke.second"]
     assert session.kmsgs == ["orchestrate: begin test smoke", "orchestrate: end test smoke"]
@@ -70,14 +70,14 @@ def test_ktap_pass_with_markers(tmp_path: Path) -> None:
 
 def test_timeout_while_guest_answers(tmp_path: Path) -> None:
     session = FakeSession(output="", exit_status=None, timed_out=True)
-    result = run_test(session, TEST, "smoke", tmp_path)
+    result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.TIMEOUT
     assert "after 10s" in result.reason
 
 
 def test_dead_guest_is_a_kernel_hang(tmp_path: Path) -> None:
     session = FakeSession(output="", exit_status=None, timed_out=True, answers=False)
-    result = run_test(session, TEST, "smoke", tmp_path)
+    result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.KERNEL_HANG
     assert "rcu_sched self-detected stall" in result.reason
     assert session.kmsgs == ["orchestrate: begin test smoke"]
@@ -87,7 +87,7 @@ def test_dead_guest_with_panic_is_a_crash(tmp_path: Path) -> None:
     panic = Splat("panic", "Kernel panic - not syncing: sysrq triggered crash", 9.5, test="smoke")
     other = Splat("warning", "WARNING: at boot", 1.0, test=None)
     session = FakeSession(output="", exit_status=None, answers=False, console_splats=[other, panic])
-    result = run_test(session, TEST, "smoke", tmp_path)
+    result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.CRASH
     assert result.reason == panic.title
     assert panic in result.splats
@@ -97,14 +97,14 @@ def test_splat_fails_a_passing_test(tmp_path: Path) -> None:
     warn = Splat("warning", "WARNING: CPU: 0 PID: 1 at kernel/bpf/memalloc.c:1", 3.0, test="smoke")
     earlier = Splat("warning", "WARNING: from another test", 2.0, test="other")
     session = FakeSession(console_splats=[earlier, warn])
-    result = run_test(session, TEST, "smoke", tmp_path)
+    result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.FAIL
     assert result.splats == (warn,)
     assert "kernel warning" in result.reason
 
 
 def test_nonzero_exit_fails_a_passing_test(tmp_path: Path) -> None:
-    result = run_test(FakeSession(exit_status=3), TEST, "smoke", tmp_path)
+    result = run_test(FakeSession(exit_status=3), TEST, tmp_path)
     assert result.verdict is Verdict.FAIL and result.reason == "exit status 3"
 
 
@@ -135,6 +135,6 @@ def test_expectations(verdict: Verdict, expected: str, ok: bool) -> None:
 def test_out_of_memory_is_named(tmp_path: Path) -> None:
     oom = Splat("oom", "map_perf invoked oom-killer: gfp_mask=0x500cc2", 18.5, test="smoke")
     session = FakeSession(output="", exit_status=None, answers=False, console_splats=[oom])
-    result = run_test(session, TEST, "smoke", tmp_path)
+    result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.KERNEL_HANG
     assert "out of memory" in result.reason and oom in result.splats
