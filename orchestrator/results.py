@@ -53,16 +53,6 @@ class Verdict(enum.Enum):
     ERROR = "error"  # the harness could not run the test
 
 
-def meets(verdict: Verdict, expected: str) -> bool:
-    """Whether a verdict is what the matrix declared ("" = pass or skip)."""
-    if not expected:
-        return verdict in (Verdict.PASS, Verdict.SKIP)
-    if expected == "fail":
-        # The test caught the bug, whichever way the kernel failed.
-        return verdict in (Verdict.FAIL, Verdict.CRASH, Verdict.KERNEL_HANG, Verdict.TIMEOUT)
-    return verdict.value == expected
-
-
 class PatchOutcome(enum.Enum):
     APPLIED = "applied"
     ALREADY_APPLIED = "already-applied"

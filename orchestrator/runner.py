@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator import aa_control
+from orchestrator import aa_control, verdicts
 from orchestrator.cache import Cache, digest
 from orchestrator.errors import UserError
 from orchestrator.git import git, tree_of
@@ -413,14 +413,14 @@ class Runner:
     def _control_done(self, rec: _Variant) -> VariantResult:
         assert rec.guest is not None and rec.result is not None
         tests = rec.result.tests
-        rec.stages += [rec.guest.boot_stage(), testbed.judge_tests(tests)]
+        rec.stages += [rec.guest.boot_stage(), verdicts.judge_tests(tests)]
         return replace(rec.result, stages=tuple(rec.stages), boot=rec.guest.boot_info)
 
     def _judge(self, rec: _Variant) -> None:
         if rec.guest is None or rec.result is None:
             return
         tests = rec.result.tests
-        stage = replace(testbed.judge_tests(tests), duration=sum(t.duration for t in tests))
+        stage = replace(verdicts.judge_tests(tests), duration=sum(t.duration for t in tests))
         rec.stages.append(stage)
         self.progress(rec.name, Stage.TEST, stage.status, stage.reason)
 

@@ -29,9 +29,9 @@ from orchestrator.results import (
     VariantResult,
     Verdict,
     breakdowns,
-    meets,
 )
 from orchestrator.stats import Comparison, Estimate, NoiseFloor
+from orchestrator.verdicts import meets
 
 FILES = {"junit": "junit.xml", "html": "report.html", "text": "summary.txt"}
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator import verdicts
 from orchestrator.cache import Cache
 from orchestrator.matrix import Matrix, Test, Variant
 from orchestrator.results import (
@@ -24,7 +25,6 @@ from orchestrator.results import (
     TestResult,
     Verdict,
     label,
-    meets,
 )
 from orchestrator.suites import kselftest
 from orchestrator.vm import guest, image, programs, qemu, run_test
@@ -167,7 +167,7 @@ class VariantRun:
             return pending.result(Verdict.ERROR, reason)
         result = run_test.run_test(session, test, self.logs / "tests", label=pending.label)
         result = pending.identify(result)
-        return _with_expectations(result, dict(self.variant.expect))
+        return verdicts.with_expectations(result, dict(self.variant.expect))
 
 
 # Perf tests are measured boot by boot, variants interleaved (see pipeline):
@@ -191,8 +191,15 @@ class Pending:
         return label(self.test.name, repeat=self.repeat, round=self.round, warmup=self.warmup)
 
     def identify(self, result: TestResult) -> TestResult:
+        """The result (and its subtests) marked as this run of the test."""
+        subtests = tuple(self.identify(s) for s in result.subtests)
         return dataclasses.replace(
-            result, repeat=self.repeat, round=self.round, warmup=self.warmup, batch=self.batch
+            result,
+            repeat=self.repeat,
+            round=self.round,
+            warmup=self.warmup,
+            batch=self.batch,
+            subtests=subtests,
         )
 
     def result(self, verdict: Verdict, reason: str) -> TestResult:
@@ -220,48 +227,3 @@ def perf_round(tests: Sequence[Test], round_: int, batch: int = 1) -> list[Pendi
 
 def perf_rounds(tests: Sequence[Test]) -> int:
     return max((t.repeats for t in tests if t.kind in PERF_KINDS), default=0)
-
-
-def _with_expectations(result: TestResult, expect: dict[str, str], key: str = "") -> TestResult:
-    """Attach the matrix's declared outcome to the test and its subtests."""
-    key = key or result.name
-    subs = tuple(
-        _with_expectations(sub, expect, key + sub.name[len(result.name) :])
-        for sub in result.subtests
-    )
-    return dataclasses.replace(result, expected=expect.get(key, ""), subtests=subs)
-
-
-def judge_tests(tests: tuple[TestResult, ...]) -> StageResult:
-    """The TEST stage: PASS when every test and subtest is what the matrix expects."""
-    if not tests:
-        return StageResult(Stage.TEST, Status.PASS, "no tests")
-    misses = [t for t in _flatten(tests) if not meets(t.verdict, t.expected)]
-    if not misses:
-        return StageResult(Stage.TEST, Status.PASS, f"{len(tests)} tests as expected")
-    shown = ", ".join(_miss(t) for t in misses[:5])
-    return StageResult(Stage.TEST, Status.FAIL, f"{len(misses)} unexpected: {shown}")
-
-
-def _miss(t: TestResult) -> str:
-    expected = f" (expected {t.expected})" if t.expected else ""
-    return f"{t.name}: {t.verdict.value}{expected}"
-
-
-def _flatten(tests: tuple[TestResult, ...]) -> list[TestResult]:
-    out: list[TestResult] = []
-    for t in tests:
-        # A parent with subtests is judged through them, unless its verdict
-        # is its own (a splat, an exit status, a missing plan entry).
-        if not t.subtests or t.verdict is not _derived(t.subtests):
-            out.append(t)
-        out += _flatten(t.subtests)
-    return out
-
-
-def _derived(subtests: tuple[TestResult, ...]) -> Verdict:
-    """The verdict a parent gets from its subtests alone (as ktap.parse rules)."""
-    verdicts = {s.verdict for s in subtests}
-    if verdicts - {Verdict.PASS, Verdict.SKIP}:
-        return Verdict.FAIL
-    return Verdict.PASS if Verdict.PASS in verdicts else Verdict.SKIP

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.matrix import Test
-from orchestrator.results import Splat, Verdict, meets
+from orchestrator.results import Splat, Verdict
+from orchestrator.verdicts import meets
 from orchestrator.vm.run_test import command_for, run_test
 
 KTAP_OK = "KTAP version 1\n1..2\nok 1 first\nok 2 second\n"
