@@ -29,7 +29,8 @@ def kernel(cache: Cache, work: Path) -> Path:
     matrix = load(REPO / "matrix.yaml")
     only = ("upstream",)
     options = Options(cache=cache, run_dir=work, only=only, until=Stage.BUILD)
-    (variant,) = Runner(matrix, options, lambda *_: None).run(collect_series(matrix, only))
+    run = Runner(matrix, options, lambda *_: None).run(collect_series(matrix, only))
+    (variant,) = run.variants
     stage = variant.stage(Stage.BUILD)
     assert stage is not None and stage.status is Status.PASS and variant.build, variant
     return Path(variant.build.artifact_dir) / "vmlinux"

@@ -19,10 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator import proc, results, stats
+from orchestrator import plan, proc, results, stats
 from orchestrator.config import load
 from orchestrator.matrix import Test
-from orchestrator.vm import testbed
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC = "events_per_sec"
@@ -32,7 +31,7 @@ GOAL = 0.05
 def aa_matrix(directory: Path, source: Path, rounds: int) -> tuple[Path, list[Test]]:
     """The source matrix's perf tests, `rounds` boots each, on stock upstream twice."""
     matrix = load(source)
-    perf = [t for t in matrix.tests if t.kind in testbed.PERF_KINDS]
+    perf = list(plan.perf_tests(matrix.tests))
     frags = ", ".join(str(p) for p in matrix.kconfig.fragments)
     tests = "".join(
         f"  - {{name: {t.name}, kind: {t.kind}, command: {t.command}, timeout: {t.timeout:g}, "
@@ -70,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="perf-power-") as tmp:
         work = Path(tmp)
-        planned = [t for t in load(args.matrix).tests if t.kind in testbed.PERF_KINDS]
+        planned = plan.perf_tests(load(args.matrix).tests)
         rounds = args.rounds or max(t.repeats for t in planned)
         matrix, perf = aa_matrix(work, args.matrix, rounds)
         start = time.monotonic()

@@ -60,6 +60,13 @@ class Cache:
         tmp.write_text(json.dumps(to_data(record), indent=2) + "\n")
         tmp.replace(path)
 
+    def log_of(self, kind: str, key: str) -> Path:
+        """Where the log of the work behind a record is kept, so that a run
+        served from the cache can still show how the result came about."""
+        path = self._record(kind, key).with_suffix(".log")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
     def _record(self, kind: str, key: str) -> Path:
         return self.root / "records" / kind / f"{key}.json"
 

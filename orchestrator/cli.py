@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import sqlite3
@@ -20,15 +19,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from orchestrator import config, history, plan, results
+from orchestrator import config, history, preview, results
+from orchestrator.assemble import stages_to
 from orchestrator.cache import Cache, default_root
-from orchestrator.errors import OrchestrateError
+from orchestrator.errors import Interrupted, OrchestrateError
 from orchestrator.kernel import series, source
 from orchestrator.matrix import Matrix
+from orchestrator.perf import History
+from orchestrator.plan import selected
 from orchestrator.progress import progress_for
-from orchestrator.report import FILES, History, write_reports
+from orchestrator.report import FILES, write_reports
 from orchestrator.results import RunResult, Stage
-from orchestrator.runner import STAGES, Options, Runner, collect_series, selected
+from orchestrator.runner import Options, Runner, collect_series
 
 COMMANDS = ("run", "plan", "report", "history")
 
@@ -110,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] not in COMMANDS and not args[0].startswith("-"):
         args.insert(0, "run")
     ns = _parser().parse_args(args)
-    signal.signal(signal.SIGTERM, _terminate)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     if ns.command == "report":
         return _report(ns.results, ns.out)
     if ns.command == "history":
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache = Cache((ns.cache_dir or default_root()).resolve())
         patches = collect_series(matrix, tuple(ns.only))
         if ns.command == "plan":
-            print(plan.render(plan.make_plan(matrix, cache, patches, tuple(ns.only))))
+            print(preview.render(preview.make_preview(matrix, cache, patches, tuple(ns.only))))
             return 0
         return _run(matrix, cache, patches, ns)
     except OrchestrateError as exc:
@@ -137,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     # Unwind like Ctrl-C, so every running child's process tree is killed.
-    raise KeyboardInterrupt
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def _run(
@@ -154,35 +157,47 @@ def _run(
     run_dir = ns.out or matrix.report.dir / matrix.name / started.strftime("%Y%m%d-%H%M%S")
     run_dir = run_dir.resolve()
     options = Options(
-        cache=cache, run_dir=run_dir, jobs=ns.jobs, only=tuple(ns.only), until=Stage(ns.until)
+        cache=cache,
+        run_dir=run_dir,
+        jobs=ns.jobs,
+        only=tuple(ns.only),
+        until=Stage(ns.until),
+        started=started.isoformat(timespec="seconds"),
     )
     start = time.monotonic()
     names = [v.name for v in selected(matrix, options.only)]
-    with progress_for(names, STAGES[: STAGES.index(options.until) + 1]) as progress:
-        runner = Runner(matrix, options, progress)
-        variants = runner.run(patches)
-    run = RunResult(
-        matrix=str(matrix.path),
-        started=started.isoformat(timespec="seconds"),
-        finished=datetime.now(UTC).isoformat(timespec="seconds"),
-        variants=variants,
-        host=_host(),
-        baseline=matrix.report.baseline or (variants[0].name if variants else ""),
-        control=runner.control,
-        batches=tuple(runner.batches),
-    )
-    results.write(run, run_dir / "results.json")
+    runner = None
+    try:
+        with progress_for(names, stages_to(options.until)) as progress:
+            runner = Runner(matrix, options, progress)
+            run = runner.run(patches)
+    except BaseException:
+        # The runner wrote what was done, marked incomplete: make it readable.
+        if runner is not None and runner.results_path.is_file():
+            _partial_reports(runner.results_path, matrix)
+        raise
     print(
-        f"\n{len(variants)} variants in {time.monotonic() - start:.0f}s; "
+        f"\n{len(run.variants)} variants in {time.monotonic() - start:.0f}s; "
         f"results: {run_dir / 'results.json'}"
     )
     # Recorded before rendering, so the reports can show this run's place in the trend.
     past = _record(matrix.report.dir / history.FILENAME, run, matrix.name)
     for path in write_reports(run, run_dir, matrix.report.formats, past):
         print(f"report: {path}")
-    for v in variants:
+    for v in run.variants:
         print(f"  {v.name:24} {v.status.value.upper():7} {_summary(v)}")
     return 0 if run.ok else 1
+
+
+def _partial_reports(path: Path, matrix: Matrix) -> None:
+    """Reports of an interrupted run, from its partial results (not in the history)."""
+    try:
+        run = results.read(path)
+        write_reports(run, path.parent, matrix.report.formats)
+    except (OSError, ValueError) as exc:
+        print(f"orchestrate: warning: {path}: reports not written: {exc}", file=sys.stderr)
+        return
+    print(f"partial results ({run.incomplete}): {path}", file=sys.stderr)
 
 
 def _report(path: Path, out: Path | None) -> int:
@@ -271,15 +286,6 @@ def _summary(variant: results.VariantResult) -> str:
     if bad:
         return f"{bad.stage.value}: {bad.reason}"
     return "; ".join(f"{s.stage.value}: {s.reason}" for s in variant.stages[-3:] if s.reason)
-
-
-def _host() -> dict[str, str]:
-    return {
-        "hostname": platform.node(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "cpus": str(os.cpu_count()),
-    }
 
 
 if __name__ == "__main__":

@@ -35,3 +35,12 @@ class MatrixError(UserError):
         self.key = key
         self.message = message
         super().__init__(f"{file}:{line}: {key}: {message}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal asked the run to stop (SIGTERM, SIGHUP); Ctrl-C is a plain
+    KeyboardInterrupt.  Either unwinds every unit, killing its children."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name

@@ -21,28 +21,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import stats
-from orchestrator.report import (
+from orchestrator.perf import History, breakdowns, metric_samples
+from orchestrator.results import RunResult
+from orchestrator.stats import Change
+from orchestrator.textfmt import fmt_number, fmt_p, fmt_ratio, grid
+from orchestrator.verdicts import (
     STAGE_COLUMNS,
-    History,
     Outcome,
-    base_name,
     boot_failed,
-    fmt_number,
-    fmt_p,
-    fmt_ratio,
-    metric_samples,
     outcome_of,
     own_outcome,
     stage_outcome,
     walk,
     worst,
 )
-from orchestrator.report.text import grid
-from orchestrator.results import RunResult, breakdowns
-from orchestrator.stats import Change
 
 FILENAME = "history.sqlite"
-SCHEMA_VERSION = 1  # PRAGMA user_version
+# PRAGMA user_version.  2: results.test is the test's name (map_perf.lookup),
+# where 1 kept the run in it (map_perf@2.lookup); _open upgrades a 1 in place.
+SCHEMA_VERSION = 2
 STAGES = "(stages)"  # the trend's row for a variant's apply..boot stages
 MAX_CHANGES = 100  # a flapping KTAP suite must not bury the report
 
@@ -62,7 +59,7 @@ _SCHEMA = (
         run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
         variant TEXT NOT NULL,
         head TEXT NOT NULL,
-        test TEXT NOT NULL,      -- as run: map_perf@2.lookup; stage:build for a stage
+        test TEXT NOT NULL,      -- map_perf, map_perf.lookup (every run); stage:build
         top INTEGER NOT NULL,    -- 1 for a test or stage, 0 for a subtest
         verdict TEXT NOT NULL,   -- results.Verdict (or Status, for a stage)
         expected TEXT NOT NULL,
@@ -71,12 +68,30 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS metrics (
         run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
         variant TEXT NOT NULL,
-        test TEXT NOT NULL,      -- without the repeat suffix: one row per sample
+        test TEXT NOT NULL,      -- map_perf, map_perf.lookup: one row per sample
         metric TEXT NOT NULL,
         value REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS results_run ON results (run_id)",
     "CREATE INDEX IF NOT EXISTS metrics_run ON metrics (run_id)",
+)
+
+
+# Schema 1 named each run of a test in results.test: map_perf@2, map_perf@2.lookup.
+# Schema 2 keeps the test's own name, as results.TestResult.name does.  The
+# one place that reads the old suffix, in old rows only: a test's own name
+# has no at sign (config._SAFE_NAME), so a test row's name ends before its
+# first one, and a subtest row is renamed after the test row it extends.
+_UPGRADE_1 = (
+    """UPDATE results SET test = coalesce((
+        SELECT substr(t.test, 1, instr(t.test, '@') - 1) || substr(results.test, length(t.test) + 1)
+        FROM results AS t
+        WHERE t.run_id = results.run_id AND t.variant = results.variant AND t.top = 1
+          AND instr(t.test, '@') > 0 AND substr(results.test, 1, length(t.test) + 1) = t.test || '.'
+        LIMIT 1
+    ), test) WHERE top = 0""",
+    "UPDATE results SET test = substr(test, 1, instr(test, '@') - 1)"
+    " WHERE top = 1 AND instr(test, '@') > 0",
 )
 
 
@@ -122,9 +137,16 @@ def _open(db: Path, *, write: bool) -> Iterator[sqlite3.Connection]:
             raise HistoryError(
                 f"{db}: history schema {version}; this version reads ≤ {SCHEMA_VERSION}"
             )
+        if version == 1 and not write:
+            raise HistoryError(
+                f"{db}: history schema 1, from an older orchestrate; "
+                "the next run of a matrix recorded in it upgrades it"
+            )
         if write:
             conn.execute("PRAGMA foreign_keys = ON")
             with conn:
+                for statement in _UPGRADE_1 if version == 1 else ():
+                    conn.execute(statement)
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 # A constant, not data: PRAGMA takes no parameters.
@@ -238,7 +260,7 @@ def _verdicts(
     """Per (variant, test), the worst word of each run: repeats and stages fold into one."""
     cells: dict[tuple[str, str], list[Outcome | None]] = {}
     for run_id, variant, test, outcome in rows:
-        key = (variant, STAGES if test.startswith("stage:") else base_name(test))
+        key = (variant, STAGES if test.startswith("stage:") else test)
         row = cells.setdefault(key, [None] * len(index))
         row[index[run_id]] = worst(o for o in (row[index[run_id]], Outcome(outcome)) if o)
     return {k: tuple(o.word if o else "" for o in row) for k, row in cells.items()}
@@ -324,10 +346,10 @@ def _previous(conn: sqlite3.Connection, run: RunResult, matrix_name: str | None)
 
 
 def _words(rows: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str], str]:
-    """(variant, test) -> the worst word over its repeats."""
+    """(variant, test) -> the worst word over its runs (repeats, perf rounds)."""
     found: dict[tuple[str, str], Outcome] = {}
     for variant, test, word in rows:
-        key = (variant, base_name(test))
+        key = (variant, test)
         found[key] = worst(o for o in (found.get(key), Outcome(word)) if o) or Outcome(word)
     return {k: o.word for k, o in found.items()}
 
@@ -347,12 +369,12 @@ def _metric_changes(previous: Iterable[tuple[str, str, str, float]], run: RunRes
     for variant, test, metric, value in previous:
         before.setdefault((variant, test, metric), []).append(value)
     out = []
-    samples = metric_samples(run.variants)
+    # Whole tests only: a test's own metric speaks for its subtests' ones.
+    samples = metric_samples(run.variants, subtests=False)
     details = breakdowns(samples)
     for (test, metric), by_variant in samples.items():
-        if (test, metric) in details or "." in test:
-            # its headline metric, or its test's own metric, speaks for it
-            continue
+        if (test, metric) in details:
+            continue  # its headline metric speaks for it
         for variant, values in by_variant.items():
             old = before.get((variant, test, metric))
             if not old:

@@ -7,6 +7,7 @@ paths here are absolute and have been checked to exist.
 from __future__ import annotations
 
 import enum
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,19 +41,34 @@ class Variant:
     expect: tuple[tuple[str, str], ...] = ()
 
 
+class OnMismatch(enum.StrEnum):
+    """What a requested kconfig symbol that did not stick does to the KCONFIG stage."""
+
+    ERROR = "error"  # fails it (and the variant's later stages are skipped)
+    WARN = "warn"  # is reported, the stage passes
+
+
 @dataclass(frozen=True)
 class Kconfig:
     base: str = "tinyconfig"  # a make target: tinyconfig, defconfig, ...
     arch: str = "x86_64"
     fragments: tuple[Path, ...] = ()
-    on_mismatch: str = "error"  # or "warn": a requested symbol that did not stick
+    on_mismatch: OnMismatch = OnMismatch.ERROR
+
+
+class AccelChoice(enum.StrEnum):
+    """The accelerator the matrix asks for; AUTO probes KVM and falls back to TCG."""
+
+    AUTO = "auto"
+    KVM = "kvm"
+    TCG = "tcg"
 
 
 @dataclass(frozen=True)
 class Guest:
     cpus: int = 2
     memory_mb: int = 1024
-    accel: str = "auto"  # auto | kvm | tcg
+    accel: AccelChoice = AccelChoice.AUTO
     boot_timeout: float = 120.0
     cmdline: str = ""
     # A directory whose Makefile builds the guest programs into $(OUT);
@@ -62,7 +78,10 @@ class Guest:
 
 @dataclass(frozen=True)
 class Kselftest:
-    """What a `kind: kselftest` test runs: a program of the kernel tree's own selftests."""
+    """What a `kind: kselftest` test runs: a program of the kernel tree's own selftests.
+
+    Its Test.options, read from its args by suites/kselftest.py.
+    """
 
     filter: str  # test_progs -t: comma-separated test[/subtest] names, '*' globs
     collection: str = "bpf/test_progs"  # <dir under tools/testing/selftests>/<program>
@@ -74,12 +93,19 @@ class Test:
     __test__ = False  # not a pytest test class
 
     name: str
-    kind: str  # ktap | map_perf | kselftest
+    kind: str  # a registered kind (suites/): ktap, map_perf, kselftest, ...
     command: str = ""
     timeout: float = 300.0
     repeats: int = 1
-    args: tuple[tuple[str, str], ...] = ()
-    kselftest: Kselftest | None = None  # set for (and only for) kind kselftest
+    args: tuple[tuple[str, str], ...] = ()  # as written, values as text, sorted by key
+    # The kind's own reading of args (a frozen record, e.g. Kselftest), for
+    # kinds that read them; None for the others.
+    options: Hashable | None = None
+
+    @property
+    def kselftest(self) -> Kselftest | None:
+        """The options of a kselftest test, None for other kinds (older callers read this)."""
+        return self.options if isinstance(self.options, Kselftest) else None
 
 
 @dataclass(frozen=True)

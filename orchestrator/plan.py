@@ -1,117 +1,266 @@
-"""What a run would do, from the matrix and the cache alone (touches nothing)."""
+"""A run as units of work: what to do, in which order, from which inputs.
+
+The plan is data.  `units()` turns a matrix into a graph of units (prepare
+the tree, apply a series, configure, build, install kselftests, make the
+guest image, boot and run the functional tests, one perf round) with their
+content inputs and dependencies; the runner hands ready units to an
+executor and folds their results into the run's results.  Nothing here
+runs anything, so `orchestrate plan` and the runner read the same plan.
+
+Dependencies come in three kinds:
+
+* `needs`: the unit uses these units' results; when one of them failed
+  for its variant, the unit is skipped and its stages say why;
+* `needs_any`: the unit runs if at least one of these passed (the guest
+  image is made only when some kernel built; a perf round measures the
+  variants that booted);
+* `after`: order only.  Units that share a worktree run one after another:
+  every apply uses the one apply worktree, and the variants of one build
+  directory configure, build and install kselftests in turn, which is what
+  keeps their builds incremental.
+"""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from orchestrator.cache import Cache
-from orchestrator.git import tree_of
-from orchestrator.kernel import build, kconfig, series, source
-from orchestrator.matrix import Matrix, Test
-from orchestrator.runner import apply_key, build_dir_for, kconfig_key, selected
-from orchestrator.vm import testbed
+from orchestrator.cache import digest
+from orchestrator.kernel import build, series
+from orchestrator.matrix import Matrix, Test, Variant
+from orchestrator.results import Stage
+from orchestrator.suites import kselftest
+
+
+class UnitKind(enum.Enum):
+    PREPARE = "prepare"  # the kernel tree in the cache and its base commit
+    APPLY = "apply"  # one variant's series on the base
+    CONFIGURE = "configure"  # one variant's .config
+    BUILD = "build"  # one variant's kernel, shared when its tree and config were built
+    KSELFTESTS = "kselftests"  # the tree's own selftests for one variant's kernel
+    GUEST = "guest"  # the run's guest image: keys, guest programs, initramfs
+    FUNCTIONAL = "functional"  # one variant booted, its functional tests run
+    PERF_ROUND = "perf-round"  # one perf sample per variant, one guest at a time
+
+
+# The stage each per-variant unit reports (KSELFTESTS and PERF_ROUND feed TEST).
+STAGE_OF = {
+    UnitKind.APPLY: Stage.APPLY,
+    UnitKind.CONFIGURE: Stage.KCONFIG,
+    UnitKind.BUILD: Stage.BUILD,
+    UnitKind.FUNCTIONAL: Stage.BOOT,
+}
 
 
 @dataclass(frozen=True)
-class PlanRow:
-    variant: str
-    apply: str
-    kconfig: str
-    build: str
-    build_dir: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    tree: str
-    rows: tuple[PlanRow, ...]
-    guest: str = ""  # what every variant that builds then does in the guest
+class Unit:
+    id: str
+    kind: UnitKind
+    variant: str = ""  # "" for units of the whole run
+    needs: tuple[str, ...] = ()
+    needs_any: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    # Content hashes known before the run (patches, fragments, tests); the
+    # rest (tree, config) come from the results of the units it needs.
+    inputs: tuple[tuple[str, str], ...] = ()
+    batch: int = 0  # PERF_ROUND: the batch (1, then 2... when the A/A control asks)
+    round: int = 0  # PERF_ROUND: 0 is the discarded warm-up
 
     @property
-    def builds(self) -> int:
-        return sum(1 for r in self.rows if not r.build.startswith(("cached", "same tree")))
+    def deps(self) -> tuple[str, ...]:
+        return (*self.needs, *self.needs_any, *self.after)
 
 
-def make_plan(
-    matrix: Matrix,
-    cache: Cache,
-    patches: dict[str, tuple[series.Patch, ...]],
-    only: tuple[str, ...] = (),
-) -> Plan:
-    base = source.cached_base(matrix.tree, cache.root)
-    repo = source.cache_path(matrix.tree, cache.root)
-    tree_note = f"cached, base {base[:12]}" if base else "not cached yet: will be imported"
-    rows = []
-    trees: dict[tuple[str, str], str] = {}  # (tree, build dir) -> first variant
-    for variant in selected(matrix, only):
-        bdir = build_dir_for(matrix, variant, repo, cache.work)
-        mode = "incremental" if (bdir.out / ".config").exists() else "clean"
-        pending = f"build in {bdir.key} ({mode})"
-        count = f"{len(patches[variant.name])} patches" + (
-            f", {len(variant.reverts)} reverts" if variant.reverts else ""
-        )
-        applied = None
-        if base:
-            applied = cache.load(
-                "apply", apply_key(base, variant, patches[variant.name]), series.Applied
+def unit_id(kind: UnitKind, variant: str = "", *, batch: int = 0, round: int = 0) -> str:
+    if kind is UnitKind.PERF_ROUND:
+        return f"{kind.value}:{batch}:{round}"
+    return f"{kind.value}:{variant}" if variant else kind.value
+
+
+# --- keys: the content a stage's result depends on ---------------------------------------
+
+
+def selected(matrix: Matrix, only: Sequence[str]) -> tuple[Variant, ...]:
+    return tuple(v for v in matrix.variants if not only or v.name in only)
+
+
+def apply_key(base: str, variant: Variant, patches: tuple[series.Patch, ...]) -> str:
+    reverts = [r.commit or (r.patch.read_text() if r.patch else "") for r in variant.reverts]
+    return digest(base, *reverts, "--", *(p.text for p in patches))
+
+
+def fragments_of(matrix: Matrix, variant: Variant) -> tuple[Path, ...]:
+    return (*matrix.kconfig.fragments, *variant.fragments)
+
+
+def build_dir_for(matrix: Matrix, variant: Variant, repo: Path, work: Path) -> build.BuildDir:
+    """The shared build directory of every variant with this variant's kconfig input."""
+    cfg = matrix.kconfig
+    key = build.build_dir_key(repo, cfg.arch, cfg.base, fragments_of(matrix, variant))
+    return build.BuildDir.at(work, key)
+
+
+def kconfig_key(tree: str, bdir: build.BuildDir) -> str:
+    return f"{tree[:16]}-{bdir.key}"
+
+
+class BuildState(enum.Enum):
+    BUILD = "build"  # make runs
+    CACHED = "cached"  # the artifacts exist: nothing compiled
+    SHARED = "shared"  # another variant of this run builds (or built) the same tree
+
+
+def build_state(built: bool, builder: str | None, variant: str) -> BuildState:
+    """One rule for "same tree, built once": `builder` is the variant of this
+    run that builds these artifacts (None when none of them does)."""
+    if builder is not None and builder != variant:
+        return BuildState.SHARED
+    return BuildState.CACHED if built else BuildState.BUILD
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+def is_perf(test: Test) -> bool:
+    """Perf kinds are sampled once per boot, variants interleaved round by round."""
+    return test.kind == "map_perf"  # TODO registry
+
+
+def perf_tests(tests: Sequence[Test]) -> tuple[Test, ...]:
+    return tuple(t for t in tests if is_perf(t))
+
+
+def functional_tests(tests: Sequence[Test]) -> tuple[Test, ...]:
+    return tuple(t for t in tests if not is_perf(t))
+
+
+def perf_rounds(tests: Sequence[Test]) -> int:
+    return max((t.repeats for t in perf_tests(tests)), default=0)
+
+
+def _tests_key(tests: Sequence[Test]) -> str:
+    return digest(*(repr(t) for t in tests))
+
+
+# --- the graph --------------------------------------------------------------------------------
+
+
+def units(
+    matrix: Matrix, only: Sequence[str], until: Stage, repo: Path, work: Path
+) -> tuple[Unit, ...]:
+    """Every unit of a run, in the order a serial run takes them."""
+    variants = selected(matrix, only)
+    prepare = Unit(unit_id(UnitKind.PREPARE), UnitKind.PREPARE)
+    out = [prepare]
+    previous_apply: tuple[str, ...] = ()
+    for v in variants:
+        uid = unit_id(UnitKind.APPLY, v.name)
+        series_key = digest(*(str(p) for p in v.series), *(repr(r) for r in v.reverts))
+        out.append(
+            Unit(
+                uid,
+                UnitKind.APPLY,
+                v.name,
+                needs=(prepare.id,),
+                after=previous_apply,
+                inputs=(("series", series_key),),
             )
-        if applied is None or not applied.head:
-            rows.append(PlanRow(variant.name, f"{count}: apply", "configure", pending, bdir.key))
-            continue
-        tree = tree_of(repo, applied.head)
-        configured = cache.load("kconfig", kconfig_key(tree, bdir), kconfig.Configured)
-        if configured is None:
-            rows.append(PlanRow(variant.name, f"{count}: cached", "configure", pending, bdir.key))
-            continue
-        first = trees.setdefault((tree, configured.sha256), variant.name)
-        artifacts = build.artifact_dir(cache.root, tree, configured.sha256)
-        if first != variant.name:
-            what = f"same tree as {first}: built once"
-        elif build.is_built(artifacts):
-            what = f"cached: {artifacts.name}"
-        else:
-            what = pending
-        rows.append(PlanRow(variant.name, f"{count}: cached", "cached", what, bdir.key))
-    return Plan(
-        tree=f"{matrix.tree.kind.value} {matrix.tree.location}: {tree_note}",
-        rows=tuple(rows),
-        guest=_guest_summary(matrix),
+        )
+        previous_apply = (uid,)
+    if until is Stage.APPLY:
+        return tuple(out)
+    kselftests = bool(kselftest.collections(matrix.tests))
+    last_in_dir: dict[str, str] = {}  # build dir key -> the last unit using it
+    builds: list[str] = []
+    for v in variants:
+        bdir = build_dir_for(matrix, v, repo, work)
+        after = (last_in_dir[bdir.key],) if bdir.key in last_in_dir else ()
+        inputs = (("build-dir", bdir.key),)
+        configure = Unit(
+            unit_id(UnitKind.CONFIGURE, v.name),
+            UnitKind.CONFIGURE,
+            v.name,
+            needs=(unit_id(UnitKind.APPLY, v.name),),
+            after=after,
+            inputs=inputs,
+        )
+        built = Unit(
+            unit_id(UnitKind.BUILD, v.name),
+            UnitKind.BUILD,
+            v.name,
+            needs=(configure.id,),
+            inputs=inputs,
+        )
+        out += [configure, built]
+        builds.append(built.id)
+        last_in_dir[bdir.key] = built.id
+        if kselftests and until is Stage.TEST:
+            ks = Unit(
+                unit_id(UnitKind.KSELFTESTS, v.name),
+                UnitKind.KSELFTESTS,
+                v.name,
+                needs=(built.id,),
+                inputs=(*inputs, ("tests", _tests_key(matrix.tests))),
+            )
+            out.append(ks)
+            last_in_dir[bdir.key] = ks.id
+    if until in (Stage.KCONFIG, Stage.BUILD):
+        return tuple(out)
+    guest = Unit(
+        unit_id(UnitKind.GUEST),
+        UnitKind.GUEST,
+        needs_any=tuple(builds),
+        inputs=(("guest", digest(repr(matrix.guest))),),
     )
+    out.append(guest)
+    functional = []
+    for v in variants:
+        needs: tuple[str, ...] = (unit_id(UnitKind.BUILD, v.name), guest.id)
+        if kselftests:
+            needs += (unit_id(UnitKind.KSELFTESTS, v.name),)
+        uid = unit_id(UnitKind.FUNCTIONAL, v.name)
+        tests = functional_tests(matrix.tests)
+        out.append(
+            Unit(
+                uid,
+                UnitKind.FUNCTIONAL,
+                v.name,
+                needs=needs,
+                inputs=(("tests", _tests_key(tests)),),
+            )
+        )
+        functional.append(uid)
+    out += perf_batch(matrix, tuple(functional), batch=1, after=())
+    return tuple(out)
 
 
-def _guest_summary(matrix: Matrix) -> str:
-    g = matrix.guest
-    boot = f"boot ({g.accel} accelerator, {g.cpus} vCPUs, {g.memory_mb} MiB)"
-    functional = [t for t in matrix.tests if t.kind not in testbed.PERF_KINDS]
-    perf = [t for t in matrix.tests if t.kind in testbed.PERF_KINDS]
-    parts = [boot]
-    if functional:
-        parts.append("run " + ", ".join(_times(t) for t in functional))
-    if perf:
-        rounds = testbed.perf_rounds(matrix.tests)
-        names = ", ".join(_times(t) for t in perf)
-        how = "plus a warm-up, one boot per variant per round, variants interleaved"
-        parts.append(f"{rounds} perf rounds {how}: {names}")
-        if matrix.perf.aa_control:
-            n = matrix.perf.max_reruns
-            again = f"the rounds rerun up to {n}x when its A/A spread is too wide"
-            parts.append(f"the baseline booted again each round as an A/A control, {again}")
-    return "; ".join(parts) if len(parts) > 1 else f"{boot}, no tests"
+def perf_batch(
+    matrix: Matrix, functional: tuple[str, ...], *, batch: int, after: tuple[str, ...]
+) -> list[Unit]:
+    """The rounds of one perf batch, each after the one before.
 
-
-def _times(test: Test) -> str:
-    return test.name + (f" x{test.repeats}" if test.repeats > 1 else "")
-
-
-def render(plan: Plan) -> str:
-    header = ("variant", "apply", "kconfig", "build")
-    table = [header, *((r.variant, r.apply, r.kconfig, r.build) for r in plan.rows)]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = [f"tree: {plan.tree}", ""]
-    lines += [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in table
-    ]
-    lines += ["", f"then each variant that builds: {plan.guest}"] if plan.guest else []
-    lines += ["", f"{plan.builds} of {len(plan.rows)} variants need a build"]
-    return "\n".join(lines)
+    Batch 1 starts with a warm-up round whose samples are discarded (first
+    boots after a build run against cold host caches); a rerun starts warm.
+    """
+    rounds = perf_rounds(matrix.tests)
+    if not rounds:
+        return []
+    out: list[Unit] = []
+    key = (("tests", _tests_key(perf_tests(matrix.tests))),)
+    for round_ in range(0 if batch == 1 else 1, rounds + 1):
+        uid = unit_id(UnitKind.PERF_ROUND, batch=batch, round=round_)
+        out.append(
+            Unit(
+                uid,
+                UnitKind.PERF_ROUND,
+                needs_any=functional,
+                after=after,
+                inputs=key,
+                batch=batch,
+                round=round_,
+            )
+        )
+        after = (uid,)
+    return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,19 +132,23 @@ def _borrow(repo: Path, tree: Path, ref: str) -> None:
         raise UserError(f"{tree}: cannot read ref {ref!r}:\n{result.stderr.strip()[-2000:]}")
 
 
+_WORKTREES = threading.Lock()
+
+
 def worktree(source: Source, path: Path) -> Path:
     """A worktree of the cache at path, created on first use.
 
     Existing worktrees are reused as they are: switching commits in them
     rewrites only the files that differ, which keeps make incremental.
     """
-    if (path / ".git").exists():
+    with _WORKTREES:  # units in threads: a prune must not race another's add
+        if (path / ".git").exists():
+            return path
+        shutil.rmtree(path, ignore_errors=True)
+        git(source.repo, "worktree", "prune")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        git(source.repo, "worktree", "add", "-q", "--detach", path, source.base, timeout=1800)
         return path
-    shutil.rmtree(path, ignore_errors=True)
-    git(source.repo, "worktree", "prune")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    git(source.repo, "worktree", "add", "-q", "--detach", path, source.base, timeout=1800)
-    return path
 
 
 def checkout(worktree_path: Path, commit: str) -> None:

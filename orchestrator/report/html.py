@@ -10,45 +10,40 @@ a run with huge consoles still makes a file a mail client can carry.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 import markupsafe
 
-from orchestrator.report import (
+from orchestrator.perf import History, MetricRow, MetricSummary, batch_note, perf
+from orchestrator.report.charts import Spark, charts, ci_text, spark
+from orchestrator.report.common import (
     LOG_BYTES,
     LOG_LINES,
-    STAGE_COLUMNS,
-    Cell,
     Excerpt,
-    History,
-    MetricKey,
-    MetricRow,
-    MetricSummary,
-    Outcome,
-    baseline_of,
-    batch_note,
-    boot_failed,
-    build_kind,
     console_for,
-    fmt_number,
-    fmt_p,
-    fmt_percent,
-    fmt_ratio,
-    outcome_of,
-    own_outcome,
-    perf,
     plural,
-    printable,
     read_tail,
     reproduce,
+)
+from orchestrator.results import RunResult, Splat, Stage, Status, TestResult, VariantResult
+from orchestrator.stats import ALPHA, NOISE_LIMIT
+from orchestrator.textfmt import fmt_number, fmt_percent, printable
+from orchestrator.verdicts import (
+    STAGE_COLUMNS,
+    Cell,
+    Outcome,
+    baseline_of,
+    boot_failed,
+    build_kind,
+    not_reached,
+    outcome_of,
+    own_outcome,
+    run_label,
     stage_cell,
     verdict_table,
 )
-from orchestrator.results import RunResult, Splat, Stage, Status, TestResult, VariantResult
-from orchestrator.stats import ALPHA, NOISE_LIMIT, Change, higher_is_better
 
 LOG_BUDGET = 1_200_000  # bytes of log text in one report; the rest is 2 MB headroom
 CONSOLE_LINES = 60  # of the console where a test took the guest down
@@ -84,6 +79,7 @@ def render(run: RunResult, *, budget: int = LOG_BUDGET, history: History | None 
         run=run,
         title=f"orchestrate: {Path(run.matrix).name}",
         summary=_summary(run),
+        incomplete=_incomplete(run),
         stages=[s.value for s in STAGE_COLUMNS],
         table=_table(run),
         charts=charts(summaries, history),
@@ -190,8 +186,18 @@ def _summary(run: RunResult) -> CellView:
     bad = [v.name for v in run.variants if v.status.bad]
     count = plural(len(run.variants), "variant")
     if not bad:
-        return CellView(f"{count}, all as expected", Outcome.PASS.css)
+        so_far = " so far" if run.incomplete else ""
+        return CellView(f"{count}, all as expected{so_far}", Outcome.PASS.css)
     return CellView(f"{len(bad)} of {count} failed", Outcome.FAIL.css)
+
+
+def _incomplete(run: RunResult) -> str:
+    """The banner of a run that stopped early: why, and which variants did not finish."""
+    if not run.incomplete:
+        return ""
+    unfinished = [v.name for v in run.variants if not_reached(v)]
+    text = f"{run.incomplete}. The results below are partial"
+    return text + (f"; not finished: {', '.join(unfinished)}." if unfinished else ".")
 
 
 # --- per variant -----------------------------------------------------------
@@ -231,6 +237,7 @@ class VariantView:
     ran: list[str]  # stages that ran (were not skipped)
     kconfig_reason: str
     not_run: str  # the stages that were skipped, and why
+    unreached: str  # in an incomplete run, the stages it stopped before
     console: LogView | None
     tests: list[TestView]
     hidden: int  # passing subtests not shown
@@ -259,7 +266,9 @@ def _variant(
     status = Outcome.PASS if not v.status.bad else Outcome.FAIL
     tests, hidden = _tests(v, logs)
     metrics = [
-        MetricView(s.test, s.metric, r, _ci(r), fmt_percent(r.estimate.cv), _spark(s, r, history))
+        MetricView(
+            s.test, s.metric, r, ci_text(r), fmt_percent(r.estimate.cv), spark(s, r, history)
+        )
         for s in summaries
         for r in s.rows
         if r.variant == v.name
@@ -276,6 +285,7 @@ def _variant(
         ran=[s.stage.value for s in v.stages if s.status is not Status.SKIPPED],
         kconfig_reason=(kconfig.reason if kconfig else "") or "Every requested symbol is set.",
         not_run=_not_run(v),
+        unreached=", ".join(s.value for s in not_reached(v)) if run.incomplete else "",
         console=console,
         tests=tests,
         hidden=hidden,
@@ -310,7 +320,7 @@ def _tests(v: VariantResult, logs: Logs) -> tuple[list[TestView], int]:
     views: list[TestView] = []
     hidden = 0
     for test in v.tests:
-        views.append(_test_view(v, test, 0, logs, not_run))
+        views.append(_test_view(v, test, test.label, 0, logs, not_run))
         shown = 0
         for sub, depth in _subtests(test, 1):
             outcome = outcome_of(sub, not_run=not_run)
@@ -318,7 +328,7 @@ def _tests(v: VariantResult, logs: Logs) -> tuple[list[TestView], int]:
                 hidden += 1
                 continue
             shown += 1
-            views.append(_test_view(v, sub, depth, logs, not_run))
+            views.append(_test_view(v, sub, run_label(test, sub), depth, logs, not_run))
     return views, hidden
 
 
@@ -330,17 +340,18 @@ def _subtests(test: TestResult, depth: int) -> list[tuple[TestResult, int]]:
 
 
 def _test_view(
-    v: VariantResult, test: TestResult, depth: int, logs: Logs, not_run: bool
+    v: VariantResult, test: TestResult, label: str, depth: int, logs: Logs, not_run: bool
 ) -> TestView:
+    """A test or subtest's row, named after its run (`label`: smoke@2, smoke@2.bpffs)."""
     outcome = (
         outcome_of(test, not_run=not_run) if depth == 0 else own_outcome(test, not_run=not_run)
     )
     console = None
     if outcome in (Outcome.CRASH, Outcome.KERNEL_HANG):
-        path = console_for(v, test.name)
+        path = console_for(v, label)
         console = logs.tail(path, CONSOLE_LINES) if path else None
     return TestView(
-        name=test.name,
+        name=label,
         depth=depth,
         cell=CellView(outcome.word, outcome.css),
         expected=test.expected,
@@ -355,256 +366,6 @@ def _test_view(
 
 def _all_splats(test: TestResult) -> list[Splat]:
     return [*test.splats, *(s for sub in test.subtests for s in _all_splats(sub))]
-
-
-# --- charts ----------------------------------------------------------------
-
-_W, _LEFT, _RIGHT, _ROW, _TOP, _AXIS = 720, 170, 100, 28, 8, 26
-
-
-@dataclass(frozen=True)
-class Dot:
-    x: float
-    y: float
-    value: str
-
-
-@dataclass(frozen=True)
-class Whisker:
-    """The 95 % interval of the median, drawn across the row."""
-
-    low: float  # x of the interval's ends
-    high: float
-    text: str
-
-
-@dataclass(frozen=True)
-class Bar:
-    label: str
-    y: float  # the row's centre
-    x: float
-    width: float
-    median: str
-    dots: list[Dot]
-    whisker: Whisker
-
-
-@dataclass(frozen=True)
-class Spark:
-    """A small line of one variant's medians over the last runs."""
-
-    width: int
-    height: int
-    points: str  # SVG polyline points
-    last: tuple[float, float]
-    title: str
-
-
-@dataclass(frozen=True)
-class PerfRow:
-    """A variant's line in a metric's table: its estimate and its comparison."""
-
-    variant: str
-    n: int
-    median: str
-    ci: str
-    cv: str
-    ratio: str
-    p: str
-    verdict: str
-    css: str
-    detectable: str
-    spark: Spark | None
-
-
-@dataclass(frozen=True)
-class Chart:
-    test: str
-    metric: str
-    width: int
-    height: int
-    left: int
-    right: int  # x of the plot's right edge
-    axis_y: float
-    bars: list[Bar]
-    ticks: list[tuple[float, str]]
-    rows: list[MetricRow]
-    table: list[PerfRow] = field(default_factory=list)
-    noise: str = ""  # the noise floor, in words
-    noisy: str = ""  # why the batch is too noisy to trust (A/A control or baseline CV); "" if not
-    direction: str = ""
-    breakdown: bool = False  # per CPU, min or max: shown folded, after the headline metrics
-
-
-def charts(summaries: list[MetricSummary], history: History | None = None) -> list[Chart]:
-    """A chart and a comparison table per metric that more than one variant reports."""
-    out = []
-    for s in summaries:
-        if len(s.rows) < 2:
-            continue  # one variant: its table in the variant's section says it all
-        direction = "higher is better" if higher_is_better(s.metric) else "lower is better"
-        rows = [*s.rows, *([s.control] if s.control is not None else [])]
-        out.append(
-            dataclasses.replace(
-                chart((s.test, s.metric), rows),
-                table=[_perf_row(s, r, history) for r in rows],
-                noise=_noise(s),
-                noisy=_noisy(s),
-                direction=direction,
-                breakdown=s.breakdown,
-            )
-        )
-    return out
-
-
-def _noisy(s: MetricSummary) -> str:
-    if s.floor is not None:
-        return s.floor.reason
-    if s.base is not None and s.noisy:
-        return f"the baseline's CV is over {fmt_percent(NOISE_LIMIT)}"
-    return ""
-
-
-_VERDICT_CSS = {
-    Change.FASTER: "c-faster",
-    Change.SLOWER: "c-slower",
-    Change.SAME: "c-same",
-    Change.INCONCLUSIVE: "c-inconclusive",
-}
-
-
-def _ci(row: MetricRow) -> str:
-    e = row.estimate
-    return f"[{fmt_number(e.ci_low)}, {fmt_number(e.ci_high)}]"
-
-
-def _perf_row(s: MetricSummary, r: MetricRow, history: History | None) -> PerfRow:
-    c = r.comparison
-    if c is None:
-        ratio = "baseline" if r.variant == s.baseline else "no baseline samples"
-        p = verdict = detectable = ""
-        css = "c-baseline"
-    elif s.control is r and s.floor is not None:  # the A/A control: a noise floor, no verdict
-        ratio, p, detectable = fmt_ratio(c), fmt_p(c.p), fmt_percent(r.detectable)
-        verdict = "A/A control: " + (s.floor.reason or "within the noise limit")
-        css = "c-inconclusive" if s.floor.noisy else "c-baseline"
-    else:
-        ratio, p, verdict = fmt_ratio(c), fmt_p(c.p), c.text
-        css, detectable = _VERDICT_CSS[c.verdict], fmt_percent(r.detectable)
-    e = r.estimate
-    return PerfRow(
-        r.variant, r.n, fmt_number(e.median), _ci(r), fmt_percent(e.cv), ratio, p, verdict, css,
-        detectable, _spark(s, r, history),
-    )  # fmt: skip
-
-
-def _noise(s: MetricSummary) -> str:
-    base = s.base
-    if base is None:
-        return "No baseline samples: nothing to compare with."
-    cv = fmt_percent(s.noise)
-    n = base.n
-    detectable = fmt_percent(s.detectable)
-    text = (
-        f"Noise floor: {s.baseline} CV {cv} over {n} samples; with {n}+{n} samples a drop of "
-        f"{detectable} is detectable (Mann-Whitney, alpha {ALPHA}, power 0.95)."
-    )
-    if s.floor is not None and s.control is not None:
-        f = s.floor
-        text += (
-            f" Measured again as {s.control.variant}, the same kernel read "
-            f"{fmt_ratio(f.comparison)} of itself (within ±{fmt_percent(f.spread)}), "
-            f"CV {fmt_percent(f.cv)} over both."
-        )
-    return text
-
-
-def chart(key: MetricKey, rows: list[MetricRow]) -> Chart:
-    """Every sample as a dot, the median as a bar, its 95 % interval as a whisker."""
-    values = [x for r in rows for x in r.samples]
-    values += [x for r in rows for x in (r.estimate.ci_low, r.estimate.ci_high)]
-    ticks = nice_ticks(min(0.0, *values), max(0.0, *values))
-    lo, hi = ticks[0], ticks[-1]
-    right = _W - _RIGHT
-
-    def xs(value: float) -> float:
-        return round(_LEFT + (value - lo) / (hi - lo) * (right - _LEFT), 1)
-
-    base = xs(0.0)
-    bars = []
-    for i, r in enumerate(rows):
-        y = _TOP + _ROW * i + _ROW / 2
-        dots = [
-            Dot(xs(x), round(y + ((j % 5) - 2) * 2.5, 1), fmt_number(x))
-            for j, x in enumerate(r.samples)
-        ]
-        end = xs(r.median)
-        e = r.estimate
-        whisker = Whisker(xs(e.ci_low), xs(e.ci_high), f"95% CI of the median {_ci(r)}")
-        bars.append(
-            Bar(r.variant, y, min(base, end), abs(end - base), fmt_number(r.median), dots, whisker)
-        )
-    axis_y = _TOP + _ROW * len(rows) + 4
-    return Chart(
-        test=key[0],
-        metric=key[1],
-        width=_W,
-        height=int(axis_y + _AXIS),
-        left=_LEFT,
-        right=right,
-        axis_y=axis_y,
-        bars=bars,
-        ticks=[(xs(t), fmt_number(t)) for t in ticks],
-        rows=rows,
-    )
-
-
-_SPARK_W, _SPARK_H, _SPARK_PAD = 120, 24, 3
-
-
-def _spark(s: MetricSummary, r: MetricRow, history: History | None) -> Spark | None:
-    """The variant's medians over the last runs, when there are at least two."""
-    if history is None:
-        return None
-    points = history.medians.get((s.test, s.metric), {}).get(r.variant, ())
-    return sparkline(points)
-
-
-def sparkline(points: tuple[tuple[str, float], ...]) -> Spark | None:
-    if len(points) < 2:
-        return None
-    values = [m for _, m in points]
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0  # a flat line sits in the middle
-    step = (_SPARK_W - 2 * _SPARK_PAD) / (len(points) - 1)
-    inner = _SPARK_H - 2 * _SPARK_PAD
-    xy = [
-        (
-            round(_SPARK_PAD + i * step, 1),
-            round(_SPARK_PAD + inner * ((hi - m) / span if hi > lo else 0.5), 1),
-        )
-        for i, m in enumerate(values)
-    ]
-    title = "\n".join(f"{started}: {fmt_number(m)}" for started, m in points)
-    return Spark(
-        _SPARK_W,
-        _SPARK_H,
-        " ".join(f"{x},{y}" for x, y in xy),
-        xy[-1],
-        f"median over the last {len(points)} runs\n{title}",
-    )
-
-
-def nice_ticks(lo: float, hi: float, count: int = 4) -> list[float]:
-    """Round axis ticks (steps of 1, 2 or 5 times a power of ten) covering lo..hi."""
-    if hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    first = math.floor(lo / step) * step
-    n = math.ceil((hi - first) / step - 1e-9)
-    return [float(round(first + i * step, 12)) for i in range(n + 1)]
 
 
 # --- environment -------------------------------------------------------------

@@ -16,6 +16,12 @@ as failures.  The baseline's suite carries what it measured
 (`perf.TEST.METRIC.aa.ratio`, `.aa.cv`, `.aa.noisy`, ...) and the batches
 (`perf.batches`, `perf.batch_note`).
 
+An incomplete run (interrupted, RunResult.incomplete) says so in the
+<testsuites> name and in an `incomplete` property of every suite, and each
+variant that did not reach all its stages gets an erroring `run:incomplete`
+case: its stages that did run keep their verdicts, but CI must not read the
+variant as green.
+
 The output validates against the Jenkins JUnit schema
 (tests/unit/data/junit/jenkins-junit.xsd), which also allows the
 <properties> of a <testcase> that the Jenkins JUnit plugin reads.
@@ -37,22 +43,8 @@ from junitparser import (
     TestSuite,
 )
 
-from orchestrator.report import (
-    STAGE_COLUMNS,
-    MetricSummary,
-    Outcome,
-    baseline_of,
-    batch_note,
-    boot_failed,
-    build_kind,
-    console_for,
-    own_outcome,
-    perf,
-    read_tail,
-    reproduce,
-    stage_outcome,
-    walk,
-)
+from orchestrator.perf import MetricSummary, batch_note, perf
+from orchestrator.report.common import console_for, read_tail, reproduce
 from orchestrator.results import (
     PatchOutcome,
     RunResult,
@@ -62,6 +54,17 @@ from orchestrator.results import (
     Status,
     TestResult,
     VariantResult,
+)
+from orchestrator.verdicts import (
+    STAGE_COLUMNS,
+    Outcome,
+    baseline_of,
+    boot_failed,
+    build_kind,
+    labelled,
+    not_reached,
+    own_outcome,
+    stage_outcome,
 )
 
 # Output kept in the XML per failing test: enough to triage in the CI page.
@@ -92,7 +95,8 @@ def render(run: RunResult) -> str:
 
 
 def build(run: RunResult) -> JUnitXml:
-    xml = JUnitXml(clean(f"orchestrate {run.matrix}"))
+    incomplete = f" (incomplete: {run.incomplete})" if run.incomplete else ""
+    xml = JUnitXml(clean(f"orchestrate {run.matrix}{incomplete}"))
     summaries = perf(run)
     for variant in run.variants:
         xml.add_testsuite(_suite(run, variant, summaries))
@@ -113,16 +117,18 @@ def _suite(run: RunResult, variant: VariantResult, summaries: list[MetricSummary
     cases = [_stage_case(variant, s) for s in variant.stages if s.stage in STAGE_COLUMNS]
     not_run = boot_failed(variant)
     cases += [
-        _test_case(variant, t, not_run, _batch_tag(top))
+        _test_case(variant, t, label, _batch_tag(top), not_run)
         for top in variant.tests
-        for t in walk([top])
+        for label, t in labelled(top)
     ]
+    if run.incomplete and not_reached(variant):
+        cases.append(_incomplete_case(run, variant))
     suite.add_testcases(cases)
     return suite
 
 
 def _suite_properties(run: RunResult, variant: VariantResult) -> list[tuple[str, str]]:
-    props = [("base", variant.base), ("head", variant.head)]
+    props = [("incomplete", run.incomplete), ("base", variant.base), ("head", variant.head)]
     if variant.build is not None:
         props += [("build.tree", variant.build.tree), ("build.kind", build_kind(variant))]
     if variant.boot is not None:
@@ -232,8 +238,20 @@ def _batch_tag(test: TestResult) -> str:
     return f" (batch {test.batch})" if test.batch > 1 else ""
 
 
-def _test_case(variant: VariantResult, test: TestResult, not_run: bool, tag: str) -> TestCase:
-    case = TestCase(clean(test.name + tag), clean(variant.name), round(test.duration, 3))
+def _incomplete_case(run: RunResult, variant: VariantResult) -> TestCase:
+    """An interrupted run's variant that did not finish: an error, so CI cannot read it as green."""
+    case = TestCase("run:incomplete", clean(variant.name), 0.0)
+    missing = ", ".join(s.value for s in not_reached(variant))
+    case.result = [Error(clean(f"not finished: {run.incomplete}"), "INCOMPLETE")]
+    case.system_out = clean(f"the run stopped before these stages: {missing}")
+    return case
+
+
+def _test_case(
+    variant: VariantResult, test: TestResult, label: str, tag: str, not_run: bool
+) -> TestCase:
+    """A test or subtest as a case named after its run (`label`: map_perf@3.lookup)."""
+    case = TestCase(clean(label + tag), clean(variant.name), round(test.duration, 3))
     outcome = own_outcome(test, not_run=not_run)
     result = _result(test, outcome)
     if result is not None:
@@ -247,7 +265,7 @@ def _test_case(variant: VariantResult, test: TestResult, not_run: bool, tag: str
         for name, value in props:
             block.add_property(Property(clean(name), clean(value)))
         case.append(block)  # type: ignore[no-untyped-call]
-    out, err = _test_output(variant, test, outcome)
+    out, err = _test_output(variant, test, label, outcome)
     if out:
         case.system_out = clean(out)
     if err:
@@ -271,7 +289,9 @@ def _result(test: TestResult, outcome: Outcome) -> Failure | Error | Skipped | N
     return None
 
 
-def _test_output(variant: VariantResult, test: TestResult, outcome: Outcome) -> tuple[str, str]:
+def _test_output(
+    variant: VariantResult, test: TestResult, label: str, outcome: Outcome
+) -> tuple[str, str]:
     out: list[str] = []
     if outcome is Outcome.XFAIL:
         out.append(f"expected failure: {test.verdict.value}" + _colon(test.reason))
@@ -281,7 +301,7 @@ def _test_output(variant: VariantResult, test: TestResult, outcome: Outcome) -> 
     err = ""
     if outcome.bad or outcome is Outcome.XFAIL:
         if outcome in (Outcome.CRASH, Outcome.KERNEL_HANG):
-            path = console_for(variant, test.name)
+            path = console_for(variant, label)
             console = read_tail(path, _CONSOLE_LINES, _LOG_BYTES) if path else None
             if console is not None and console.text:
                 out.append(f"console ({console.path}, {console.note}):\n{console.text}")

@@ -13,29 +13,8 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.report import (
-    STAGE_COLUMNS,
-    Cell,
-    History,
-    MetricRow,
-    MetricSummary,
-    Outcome,
-    aa_line,
-    batch_note,
-    boot_failed,
-    comparison_line,
-    fmt_number,
-    fmt_percent,
-    outcome_of,
-    own_outcome,
-    perf,
-    plural,
-    printable,
-    reproduce,
-    stage_outcome,
-    verdict_table,
-    walk,
-)
+from orchestrator.perf import History, MetricRow, MetricSummary, batch_note, perf
+from orchestrator.report.common import aa_line, comparison_line, plural, reproduce
 from orchestrator.results import (
     PatchOutcome,
     RunResult,
@@ -45,10 +24,22 @@ from orchestrator.results import (
     VariantResult,
 )
 from orchestrator.stats import Change
+from orchestrator.textfmt import MAIL_WIDTH, fmt_number, fmt_percent, grid, printable
+from orchestrator.verdicts import (
+    STAGE_COLUMNS,
+    Cell,
+    Outcome,
+    boot_failed,
+    labelled,
+    not_reached,
+    outcome_of,
+    own_outcome,
+    stage_outcome,
+    verdict_table,
+)
 
-WIDTH = 72
+WIDTH = MAIL_WIDTH
 _LABEL = 10  # header labels: "matrix", "base", ...
-_MAX_COL = 20  # a wider column header or cell wraps
 
 
 def render(run: RunResult, history: History | None = None) -> str:
@@ -93,7 +84,11 @@ def _header(run: RunResult) -> str:
     verdict = f"{plural(len(run.variants), 'variant')}: " + (
         f"{len(bad)} failed ({', '.join(bad)})" if bad else "all as expected"
     )
+    if run.incomplete and not bad:
+        verdict += " so far"
     lines = wrap(f"orchestrate report: {Path(run.matrix).name}", "", "") + wrap(verdict, "", "")
+    if run.incomplete:
+        lines += wrap(_incomplete(run), "", "  ")
     lines.append("=" * WIDTH)
     lines += _kv("matrix", run.matrix)
     lines += _kv("run", f"{run.started} to {run.finished}")
@@ -105,6 +100,13 @@ def _header(run: RunResult) -> str:
     if run.host:
         lines += _kv("host", ", ".join(f"{k} {v}" for k, v in run.host.items()))
     return "\n".join(lines)
+
+
+def _incomplete(run: RunResult) -> str:
+    """What an incomplete run says before anything else: why it stopped, and who did not finish."""
+    unfinished = [v.name for v in run.variants if not_reached(v)]
+    text = f"INCOMPLETE: {run.incomplete}; the results are partial"
+    return text + (f" (not finished: {', '.join(unfinished)})" if unfinished else "") + "."
 
 
 def _verdicts(run: RunResult) -> str:
@@ -121,50 +123,6 @@ def _word(cell: Cell | None, *, detail: bool) -> str:
     if cell is None:
         return "-"
     return cell.text if detail else cell.outcome.word
-
-
-def grid(header: Sequence[str], rows: Sequence[Sequence[str]], width: int = WIDTH) -> list[str]:
-    """A table whose columns are split into blocks that fit `width`.
-
-    The first column (the row label) repeats in every block; headers and
-    cells wider than _MAX_COL wrap inside their column.
-    """
-    table = [list(header), *map(list, rows)]
-    widths = [min(_MAX_COL, max(len(r[c]) for r in table)) for c in range(len(header))]
-    widths[0] = min(widths[0], width // 3)
-    blocks: list[list[int]] = [[]]
-    used = widths[0]
-    for c in range(1, len(header)):
-        if blocks[-1] and used + 2 + widths[c] > width:
-            blocks.append([])
-            used = widths[0]
-        blocks[-1].append(c)
-        used += 2 + widths[c]
-    out: list[str] = []
-    for block in blocks:
-        cols = [0, *block]
-        if out:
-            out.append("")
-        out += _grid_row(table[0], cols, widths)
-        out.append("  ".join("-" * widths[c] for c in cols))
-        for row in table[1:]:
-            out += _grid_row(row, cols, widths)
-    return out
-
-
-def _grid_row(row: list[str], cols: list[int], widths: list[int]) -> list[str]:
-    cells = [
-        textwrap.wrap(printable(row[c]), widths[c], break_on_hyphens=False) or [""] for c in cols
-    ]
-    height = max(len(c) for c in cells)
-    lines = []
-    for i in range(height):
-        parts = [
-            (c[i] if i < len(c) else "").ljust(widths[col])
-            for c, col in zip(cells, cols, strict=True)
-        ]
-        lines.append("  ".join(parts).rstrip())
-    return lines
 
 
 def command(cmd: str, indent: str) -> list[str]:
@@ -239,14 +197,14 @@ def _stage_failure(v: VariantResult, stage: StageResult) -> list[str]:
 
 def _test_failure(test: TestResult, not_run: bool) -> list[str]:
     lines: list[str] = []
-    for t in walk((test,)):
+    for name, t in labelled(test):
         outcome = own_outcome(t, not_run=not_run)
         if not outcome.bad:
             continue
         why = t.reason
         if outcome is Outcome.UNEXPECTED_PASS:
             why = f"expected {t.expected}, but it passed"
-        lines += wrap(f"{t.name}: {outcome.word}" + (f" - {why}" if why else ""), "  ", "    ")
+        lines += wrap(f"{name}: {outcome.word}" + (f" - {why}" if why else ""), "  ", "    ")
         for s in t.splats[:1]:
             lines += wrap(f"{s.kind}: {s.title}", "    ", "      ")
     return lines
@@ -255,9 +213,9 @@ def _test_failure(test: TestResult, not_run: bool) -> list[str]:
 def _expected(run: RunResult) -> str:
     lines: list[str] = []
     for v in run.variants:
-        for t in walk(v.tests):
+        for name, t in (x for top in v.tests for x in labelled(top)):
             if own_outcome(t) is Outcome.XFAIL:
-                text = f"{v.name}: {t.name}: {t.verdict.value} as declared ({t.expected})"
+                text = f"{v.name}: {name}: {t.verdict.value} as declared ({t.expected})"
                 lines += wrap(text + (f" - {t.reason}" if t.reason else ""), "", "  ")
     return "\n".join([*_title("Expected failures"), *lines]) if lines else ""
 

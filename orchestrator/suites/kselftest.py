@@ -1,7 +1,9 @@
-"""In-tree kselftests: built from each variant's kernel tree, run in its guest.
+"""`kind: kselftest`: the kernel tree's own selftests, built per variant, run in its guest.
 
 A `kind: kselftest` test names a program of the tree's own selftests
-(`bpf/test_progs`) and what it should run (`-t FILTER`).  After a variant's
+(`args.collection`, default `bpf/test_progs`) and what it should run
+(`args.filter`: `-t FILTER`; `args.deny`: `-d DENY`); it has no `command:`.
+Its output is test_progs' own (suites/test_progs.py).  After a variant's
 kernel is built, `make -C <src>/tools/testing/selftests/bpf` builds the
 program against that kernel's vmlinux (its BTF becomes vmlinux.h), with
 OUTPUT in the cache under the variant's artifact key (tree hash + config
@@ -21,7 +23,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -29,8 +31,17 @@ from orchestrator import proc
 from orchestrator.errors import InfraError
 from orchestrator.kernel import build
 from orchestrator.matrix import Kselftest, Test
+from orchestrator.results import TestResult
+from orchestrator.suites import test_progs
+from orchestrator.suites.registry import Arg, Need, Rule, Suite
+
+# Re-exported: the runner uses them as kselftest.Installed and kselftest.Kernel.
+from orchestrator.suites.registry import Installed as Installed
+from orchestrator.suites.registry import Kernel as Kernel
 from orchestrator.vm import image
 
+KIND = "kselftest"
+COLLECTIONS = ("bpf/test_progs",)  # the programs it knows how to build and install
 GUEST_DIR = "/opt/kselftests"
 SELFTESTS = Path("tools/testing/selftests")
 DONE = ".done"
@@ -46,16 +57,83 @@ _CAUSES = (
     re.compile(r"^(?:Error: .*|libbpf: .*(?:fail|error).*)$", re.M | re.I),
 )
 _REASON_LIMIT = 300
+# test_progs -t/-d: comma-separated test[/subtest] names with '*' globs.
+_TEST_PROGS_NAMES = re.compile(r"[A-Za-z0-9_*][A-Za-z0-9_*/,.:-]*")
 
 
-@dataclass(frozen=True)
-class Kernel:
-    """The variant's built kernel, as the selftests' make needs it."""
+# --- the kind ---------------------------------------------------------------------------------
 
-    src: Path  # a checkout of the variant's tree
-    out: Path  # the kernel's make O= directory (KDIR for bpf_testmod.ko)
-    vmlinux: Path  # the variant's own vmlinux (its BTF makes vmlinux.h)
-    key: str  # names the build in the cache: the artifact dir's name (tree + config)
+
+def names_problem(names: str) -> str | None:
+    """Why names is not a test_progs -t/-d argument, or None when it is."""
+    if _TEST_PROGS_NAMES.fullmatch(names):
+        return None
+    return (
+        f"{names!r} is not a list of test_progs names: comma-separated test or "
+        "test/subtest names of letters, digits, '_', '.', ':', '-' and '*' globs, "
+        "without spaces, starting with a letter, digit, '_' or '*'"
+    )
+
+
+class KselftestInstaller:
+    """The collections kselftest tests run, built against each variant's kernel."""
+
+    name = KIND
+
+    def wanted(self, tests: Iterable[Test]) -> tuple[str, ...]:
+        return collections(tests)
+
+    def needs(self, test: Test) -> str | None:
+        options = _options(test)
+        return options.collection if options is not None else None
+
+    def ready(self, cache: Path, kernel: Kernel, unit: str) -> bool:
+        return (cache_dir(cache, kernel.key, unit) / DONE).exists()
+
+    def install(
+        self,
+        kernel: Kernel,
+        wanted: Iterable[str],
+        cache: Path,
+        log: Path,
+        *,
+        jobs: int,
+        timeout: float,
+    ) -> Installed:
+        return install(kernel, wanted, cache, log, jobs=jobs, timeout=timeout)
+
+
+class KselftestSuite(Suite):
+    """A program of the tree's selftests, run with test_progs' -t/-d filters."""
+
+    kind = KIND
+    command_rule = Rule(Need.FORBIDDEN, "it runs the program named by args.collection")
+    args_rule = Rule(Need.REQUIRED, "e.g. {filter: htab}")
+    args_schema = (
+        Arg("filter", "test names", required=True, check=names_problem),
+        Arg("collection", choices=COLLECTIONS, default=COLLECTIONS[0]),
+        Arg("deny", "test names", check=names_problem),
+    )
+    installer = KselftestInstaller()
+
+    def options(self, args: Mapping[str, str]) -> Kselftest:
+        return Kselftest(filter=args["filter"], collection=args["collection"], deny=args["deny"])
+
+    def command(self, test: Test) -> str:
+        options = _options(test)
+        if options is None:
+            raise ValueError(f"kselftest test {test.name!r} has no options: config reads them")
+        return guest_command(options)
+
+    def parse(self, stdout: str, name: str) -> TestResult:
+        return test_progs.parse(stdout, name)
+
+
+def _options(test: Test) -> Kselftest | None:
+    return test.options if isinstance(test.options, Kselftest) else None
+
+
+# --- building and installing ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -75,20 +153,9 @@ class Built:
         return tuple((f"{where}/{p.name}", p) for p in sorted(self.out.iterdir()) if p.is_file())
 
 
-@dataclass(frozen=True)
-class Installed:
-    """A variant's kselftests: the guest files, and the collections that did not build."""
-
-    files: tuple[tuple[str, Path], ...] = ()
-    errors: tuple[tuple[str, str], ...] = ()  # (collection, reason)
-
-    def error(self, collection: str) -> str | None:
-        return dict(self.errors).get(collection)
-
-
 def collections(tests: Iterable[Test]) -> tuple[str, ...]:
     """The collections a matrix's tests need, in order of first use."""
-    return tuple(dict.fromkeys(t.kselftest.collection for t in tests if t.kselftest))
+    return tuple(dict.fromkeys(o.collection for t in tests if (o := _options(t)) is not None))
 
 
 def guest_dir(collection: str) -> str:

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.results import Splat
+from orchestrator.results import Splat, SplatKind
 
 TRACE_LIMIT = 64  # trace lines kept per splat; the rest of the block is skipped
 # An oops prints ~20 lines (page-fault details, registers) before its trace,
@@ -86,7 +86,7 @@ _LOCKDEP = (
 
 @dataclass(frozen=True)
 class _Pattern:
-    kind: str
+    kind: SplatKind
     regex: re.Pattern[str]
     die: bool = False  # an "Oops: ... [#N]" line, which may belong to the open report
     absorbs_die: bool = False  # this head is followed by its own "Oops" line
@@ -94,7 +94,7 @@ class _Pattern:
     bare_trace: bool = False  # the report's frames come without a "Call Trace:" line
 
 
-def _p(kind: str, regex: str, **flags: bool) -> _Pattern:
+def _p(kind: SplatKind, regex: str, **flags: bool) -> _Pattern:
     return _Pattern(kind, re.compile(regex), **flags)
 
 
@@ -104,25 +104,33 @@ def _p(kind: str, regex: str, **flags: bool) -> _Pattern:
 # not match ("RETBleed: WARNING: ...", "traps: a.out[9] general protection
 # fault ip:...", "---[ end Kernel panic - ...").
 _PATTERNS = (
-    _p("soft-lockup", r"\bBUG: soft lockup\b"),
-    _p("hard-lockup", r"\bWatchdog detected hard LOCKUP\b"),
-    _p("rcu-stall", r"\bINFO: rcu_\w+ (?:self-)?detected (?:expedited )?stalls?\b"),
-    _p("hung-task", r"^INFO: task \S.* blocked for more than \d+ seconds"),
-    _p("kasan", r"^BUG: KASAN: "),
-    _p("kfence", r"^BUG: KFENCE: ", bare_trace=True),
-    _p("kcsan", r"^BUG: KCSAN: ", bare_trace=True),
-    _p("ubsan", r"^UBSAN: "),
+    _p(SplatKind.SOFT_LOCKUP, r"\bBUG: soft lockup\b"),
+    _p(SplatKind.HARD_LOCKUP, r"\bWatchdog detected hard LOCKUP\b"),
+    _p(SplatKind.RCU_STALL, r"\bINFO: rcu_\w+ (?:self-)?detected (?:expedited )?stalls?\b"),
+    _p(SplatKind.HUNG_TASK, r"^INFO: task \S.* blocked for more than \d+ seconds"),
+    _p(SplatKind.KASAN, r"^BUG: KASAN: "),
+    _p(SplatKind.KFENCE, r"^BUG: KFENCE: ", bare_trace=True),
+    _p(SplatKind.KCSAN, r"^BUG: KCSAN: ", bare_trace=True),
+    _p(SplatKind.UBSAN, r"^UBSAN: "),
     # The OOM report starts here and carries the allocating task's trace.
-    _p("oom", r"^\S+ invoked oom-killer: "),
-    _p("panic", r"^Kernel panic - not syncing: "),
-    _p("panic", r"^sysrq: (?:SysRq : )?Trigger a crash\b", awaits_panic=True),
-    _p("gpf", r"^general protection fault\b"),
-    _p("oops", r"^BUG: (?:kernel NULL pointer dereference|unable to handle )", absorbs_die=True),
-    _p("oops", r"^(?:Internal error: )?Oops\b|^invalid opcode: [0-9a-f]+ \[#\d+\]", die=True),
-    _p("bug", r"^kernel BUG at \S+:\d+!", absorbs_die=True),
-    _p("bug", r"^(?:[\w/.-]+: )?BUG: "),
-    _p("warning", r"^WARNING: CPU: \d+ PID: \d+ at "),
-    _p("warning", r"^WARNING: (?:" + "|".join(re.escape(s) for s in _LOCKDEP) + ")"),
+    _p(SplatKind.OOM, r"^\S+ invoked oom-killer: "),
+    _p(SplatKind.PANIC, r"^Kernel panic - not syncing: "),
+    _p(SplatKind.PANIC, r"^sysrq: (?:SysRq : )?Trigger a crash\b", awaits_panic=True),
+    _p(SplatKind.GPF, r"^general protection fault\b"),
+    _p(
+        SplatKind.OOPS,
+        r"^BUG: (?:kernel NULL pointer dereference|unable to handle )",
+        absorbs_die=True,
+    ),
+    _p(
+        SplatKind.OOPS,
+        r"^(?:Internal error: )?Oops\b|^invalid opcode: [0-9a-f]+ \[#\d+\]",
+        die=True,
+    ),
+    _p(SplatKind.BUG, r"^kernel BUG at \S+:\d+!", absorbs_die=True),
+    _p(SplatKind.BUG, r"^(?:[\w/.-]+: )?BUG: "),
+    _p(SplatKind.WARNING, r"^WARNING: CPU: \d+ PID: \d+ at "),
+    _p(SplatKind.WARNING, r"^WARNING: (?:" + "|".join(re.escape(s) for s in _LOCKDEP) + ")"),
 )
 
 
@@ -227,7 +235,7 @@ class _Scanner:
             if pattern.die and folds_die and report.lines <= _DIE_WINDOW:
                 report.died = True
                 return
-            if pattern.kind == "panic" and report.pattern.awaits_panic:
+            if pattern.kind is SplatKind.PANIC and report.pattern.awaits_panic:
                 # The panic that sysrq announced: its line says more.
                 report.pattern, report.title, report.timestamp = pattern, message, timestamp
                 return

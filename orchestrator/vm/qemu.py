@@ -12,6 +12,7 @@ wedged guest does not (see DESIGN.md, "The guest").
 from __future__ import annotations
 
 import contextlib
+import enum
 import io
 import json
 import os
@@ -23,13 +24,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal, get_args
+from typing import Any
 
 from orchestrator import proc
 from orchestrator.vm.console import ConsoleWatcher
 
-Accel = Literal["kvm", "tcg"]
-ACCELS: tuple[str, ...] = get_args(Accel)
+
+class Accel(enum.StrEnum):
+    """The accelerator a guest runs under (the matrix's `auto` is resolved by probe_accel)."""
+
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+ACCELS: tuple[str, ...] = tuple(a.value for a in Accel)
 
 READY_MARKER = "ORCHESTRATE-READY"
 INIT_MARKER = "orchestrate: init start"
@@ -51,7 +59,7 @@ class ArchSpec:
     qemu: str
     machine: str
     console: str  # the guest's serial console device
-    accel_args: Mapping[str, tuple[str, ...]]  # per accelerator: -accel and -cpu
+    accel_args: Mapping[Accel, tuple[str, ...]]  # per accelerator: -accel and -cpu
     net_device: str
 
 
@@ -64,9 +72,9 @@ X86_64 = ArchSpec(
     console="ttyS0",
     accel_args=MappingProxyType(
         {
-            "kvm": ("-accel", "kvm", "-cpu", "host"),
+            Accel.KVM: ("-accel", "kvm", "-cpu", "host"),
             # Multi-threaded TCG: one host thread per vCPU.
-            "tcg": ("-accel", "tcg,thread=multi", "-cpu", "max"),
+            Accel.TCG: ("-accel", "tcg,thread=multi", "-cpu", "max"),
         }
     ),
     net_device="virtio-net-pci",
@@ -89,6 +97,8 @@ class VmSpec:
     def __post_init__(self) -> None:
         if self.accel not in ACCELS:
             raise ValueError(f"accel must be one of {ACCELS}, not {self.accel!r}")
+        # A plain word ("tcg") is taken as its Accel.
+        object.__setattr__(self, "accel", Accel(self.accel))
         if len(os.fsencode(self.qmp_socket)) > MAX_SOCKET_PATH:
             raise ValueError(
                 f"QMP socket path is longer than {MAX_SOCKET_PATH} bytes: {self.qmp_socket}"
@@ -385,7 +395,7 @@ def _probe_boot(kernel: Path, initrd: Path, timeout: float) -> float:
             initrd=initrd,
             cpus=1,
             memory_mb=256,
-            accel="kvm",
+            accel=Accel.KVM,
             cmdline_extra="",
             console_log=Path(tmp) / "console.log",
             qmp_socket=Path(tmp) / "qmp.sock",
@@ -413,13 +423,13 @@ def probe_accel(
     and only the first run after a host boot pays for the probe.
     """
     if not kvm_usable(kvm_device):
-        return "tcg", f"no usable {kvm_device}"
+        return Accel.TCG, f"no usable {kvm_device}"
     cache = cache_dir / "accel.json"
     boot_id = boot_id_file.read_text().strip()
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         cached = json.loads(cache.read_text())
         if cached["boot_id"] == boot_id and cached["accel"] in ACCELS:
-            return cached["accel"], f"{cached['reason']} (probed earlier in this host boot)"
+            return Accel(cached["accel"]), f"{cached['reason']} (probed earlier in this host boot)"
     accel, reason = _run_probe(kernel, initrd, timeout, boot)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
@@ -432,5 +442,5 @@ def _run_probe(kernel: Path, initrd: Path, timeout: float, boot: ProbeBoot) -> t
     try:
         seconds = boot(kernel, initrd, timeout)
     except BootFailed as failed:
-        return "tcg", f"KVM probe boot failed ({failed.reason}): KVM unusable, using TCG"
-    return "kvm", f"KVM probe boot reached init in {seconds:.1f}s"
+        return Accel.TCG, f"KVM probe boot failed ({failed.reason}): KVM unusable, using TCG"
+    return Accel.KVM, f"KVM probe boot reached init in {seconds:.1f}s"

@@ -7,28 +7,32 @@ rules, in order:
   the console shows a panic/oops for it (QEMU exits on panic: panic=-1);
 * the command outlived its timeout but the guest still answers → TIMEOUT
   (the command is killed and the guest is used for the next test);
-* otherwise the output is parsed (KTAP, or test_progs' own format for a
-  kselftest test); a non-zero exit or a kernel splat during the test fails an
-  otherwise passing test.
+* otherwise the output is parsed, as the test's kind reads it (suites/:
+  KTAP, or test_progs' own format for a kselftest test); a non-zero exit or a
+  kernel splat during the test fails an otherwise passing test.
+
+The guest command and the parser come from the kind's suite; nothing here
+knows the kinds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from orchestrator import suites
 from orchestrator.matrix import Test
-from orchestrator.results import Splat, TestResult, Verdict
-from orchestrator.suites import kselftest, ktap, test_progs
+from orchestrator.results import Splat, SplatKind, TestResult, Verdict
 
-CRASH_KINDS = frozenset({"panic", "oops", "gpf", "bug"})
+# Splats that end the guest: a dead guest with one of these is a CRASH.
+CRASH_KINDS = frozenset({SplatKind.PANIC, SplatKind.OOPS, SplatKind.GPF, SplatKind.BUG})
 # Splats that fail a test that otherwise passed; all of them are kernel bugs.
 FAILING_KINDS = CRASH_KINDS | {
-    "warning", "soft-lockup", "hard-lockup", "rcu-stall", "hung-task",
-    "kasan", "kfence", "ubsan", "kcsan", "oom",
+    SplatKind.WARNING, SplatKind.SOFT_LOCKUP, SplatKind.HARD_LOCKUP, SplatKind.RCU_STALL,
+    SplatKind.HUNG_TASK, SplatKind.KASAN, SplatKind.KFENCE, SplatKind.UBSAN, SplatKind.KCSAN,
+    SplatKind.OOM,
 }  # fmt: skip
 
 
@@ -65,11 +69,8 @@ class Marker:
 
 
 def command_for(test: Test) -> str:
-    """The guest shell command: the test's command plus its args as --key=value."""
-    if test.kselftest is not None:
-        return kselftest.guest_command(test.kselftest)
-    args = [f"--{key}={value}" for key, value in test.args]
-    return " ".join([test.command, *map(shlex.quote, args)])
+    """The guest shell command, as the test's kind builds it."""
+    return suites.suite_for(test).command(test)
 
 
 def run_test(session: Session, test: Test, logs: Path, *, label: str = "") -> TestResult:
@@ -94,7 +95,7 @@ def run_test(session: Session, test: Test, logs: Path, *, label: str = "") -> Te
         return dataclasses.replace(
             base, verdict=Verdict.TIMEOUT, reason=f"still running after {test.timeout:g}s; killed"
         )
-    parse = test_progs.parse if test.kselftest is not None else ktap.parse
+    parse = suites.suite_for(test).parse
     parsed = parse(stdout.read_text(errors="replace"), test.name)
     return _judge(dataclasses.replace(parsed, duration=result.duration, logs=logs_, splats=mine),
                   result.exit_status)  # fmt: skip
@@ -104,7 +105,7 @@ def _dead_guest(base: TestResult, console_tail: str, timed_out: bool) -> TestRes
     crash = next((s for s in base.splats if s.kind in CRASH_KINDS), None)
     if crash is not None:
         return dataclasses.replace(base, verdict=Verdict.CRASH, reason=crash.title)
-    oom = next((s for s in base.splats if s.kind == "oom"), None)
+    oom = next((s for s in base.splats if s.kind is SplatKind.OOM), None)
     if oom is not None:
         reason = f"the guest stopped answering after running out of memory: {oom.title}"
         return dataclasses.replace(base, verdict=Verdict.KERNEL_HANG, reason=reason)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import verdicts
+from orchestrator import plan, verdicts
 from orchestrator.cache import Cache
 from orchestrator.matrix import Matrix, Test, Variant
 from orchestrator.results import (
@@ -66,6 +66,15 @@ def variant_initrd(setup: GuestSetup, installed: kselftest.Installed, out: Path)
 Accelerator = Callable[[Path, Path], tuple[str, str]]
 
 
+def boot_stage(logs: Path, boot_info: BootInfo | None, boot_failure: str | None) -> StageResult:
+    """The first boot is the BOOT stage; tests reuse that guest."""
+    console = (str(logs / "console-1.log"),)
+    if boot_failure or boot_info is None:
+        return StageResult(Stage.BOOT, Status.FAIL, boot_failure or "", logs=console)
+    reason = f"{boot_info.accel}, SSH ready in {boot_info.seconds:.1f}s"
+    return StageResult(Stage.BOOT, Status.PASS, reason, logs=console)
+
+
 @dataclass
 class VariantRun:
     """Boots a variant's kernel and runs its tests; results accumulate here."""
@@ -86,13 +95,7 @@ class VariantRun:
     reboot_failure: str | None = None  # a later boot failed: only its tests are lost
 
     def boot_stage(self) -> StageResult:
-        """The first boot is the BOOT stage; tests reuse that guest."""
-        logs = (str(self.logs / "console-1.log"),)
-        if self.boot_failure or self.boot_info is None:
-            return StageResult(Stage.BOOT, Status.FAIL, self.boot_failure or "", logs=logs)
-        info = self.boot_info
-        reason = f"{info.accel}, SSH ready in {info.seconds:.1f}s"
-        return StageResult(Stage.BOOT, Status.PASS, reason, logs=logs)
+        return boot_stage(self.logs, self.boot_info, self.boot_failure)
 
     def run(self, pending: Sequence[Pending]) -> tuple[TestResult, ...]:
         """Run the pending tests in order, booting as often as dead guests require.
@@ -170,12 +173,6 @@ class VariantRun:
         return verdicts.with_expectations(result, dict(self.variant.expect))
 
 
-# Perf tests are measured boot by boot, variants interleaved (see pipeline):
-# on this kind of machine the independent sample is a boot, not a repeat
-# inside one boot, and the host drifts within minutes.
-PERF_KINDS = frozenset({"map_perf"})
-
-
 @dataclass(frozen=True)
 class Pending:
     """One run of a test still to do: the test and which run of it this is."""
@@ -210,20 +207,20 @@ def functional(tests: Sequence[Test]) -> list[Pending]:
     """The tests that run once per boot, repeats in a row."""
     return [
         Pending(t, repeat=i if t.repeats > 1 else 0)
-        for t in tests
-        if t.kind not in PERF_KINDS
+        for t in plan.functional_tests(tests)
         for i in range(1, t.repeats + 1)
     ]
 
 
 def perf_round(tests: Sequence[Test], round_: int, batch: int = 1) -> list[Pending]:
-    """The perf tests measured in round N of a batch (0 is the discarded warm-up)."""
+    """The perf tests measured in round N of a batch (0 is the discarded warm-up).
+
+    Perf tests are measured boot by boot, variants interleaved (see plan):
+    on this kind of machine the independent sample is a boot, not a repeat
+    inside one boot, and the host drifts within minutes.
+    """
     return [
         Pending(t, round=round_, warmup=round_ == 0, batch=batch)
-        for t in tests
-        if t.kind in PERF_KINDS and round_ <= t.repeats
+        for t in plan.perf_tests(tests)
+        if round_ <= t.repeats
     ]
-
-
-def perf_rounds(tests: Sequence[Test]) -> int:
-    return max((t.repeats for t in tests if t.kind in PERF_KINDS), default=0)

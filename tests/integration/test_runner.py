@@ -1,21 +1,46 @@
-"""The whole apply → kconfig → build pipeline on a fake kernel tree.
+"""The runner on a fake kernel tree: every unit of a plan, real git and make.
 
 tests/fakelinux is a tiny tree whose Makefile has kbuild's targets and O=
 semantics and logs every compiled file, so these tests check real git, real
-make incrementality and the CLI's exit codes in seconds.
+make incrementality and the CLI's exit codes in seconds.  Its "kernel"
+cannot boot: where a test goes past the build, the guest is a scripted fake
+session behind the real runner, test runner and suites (the real guest is
+tested in e2e).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+import psutil
 import pytest
 
-from orchestrator import cli, results
+from orchestrator import cli, config, results
+from orchestrator.cache import Cache
+from orchestrator.executor import Executor, SerialExecutor, ThreadExecutor
 from orchestrator.git import git
-from orchestrator.results import PatchOutcome, Stage, Status
+from orchestrator.results import Batch, PatchOutcome, RunResult, Splat, Stage, Status
+from orchestrator.runner import Options, Runner, collect_series
+from orchestrator.vm import guest
+from orchestrator.vm.guest import Booted
+from orchestrator.vm.image import Keys
+from orchestrator.vm.qemu import VmSpec
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.integration
 FAKELINUX = Path(__file__).parent.parent / "fakelinux"
@@ -184,3 +209,209 @@ def test_bad_matrix_exits_2_before_anything(
     assert f"{matrix}:3: variants[0].serie:" in err
     assert "Traceback" not in err
     assert not cache.exists()
+
+
+# --- the whole plan, with a scripted guest --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FakeExec:
+    exit_status: int | None
+    timed_out: bool = False
+    duration: float = 0.5
+
+
+class ScriptedGuest:
+    """A booted guest answering each test's command with KTAP, a perf sample per boot."""
+
+    def __init__(self, kernel: Path, boots: list[str]) -> None:
+        self.kernel = kernel
+        self.boots = boots
+
+    def run(self, command: str, *, timeout: float, stdout: Path, stderr: Path) -> FakeExec:
+        metric = "# metric: events_per_sec 1000\n" if "map_perf" in command else ""
+        stdout.write_text(f"KTAP version 1\n1..1\n{metric}ok 1 {Path(command.split()[0]).name}\n")
+        stderr.write_text("")
+        return FakeExec(0)
+
+    def ping(self, timeout: float = 5.0) -> bool:
+        return True
+
+    def kmsg(self, text: str) -> None:
+        pass
+
+    def alive(self) -> bool:
+        return True
+
+    def splats(self) -> list[Splat]:
+        return []
+
+    def console_tail(self) -> str:
+        return ""
+
+
+@pytest.fixture()
+def fake_boots(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Boots that never start QEMU: each yields a ScriptedGuest; returns the kernels booted."""
+    booted: list[str] = []
+    lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def boot(spec: VmSpec, keys: Keys, timeout: float) -> Iterator[tuple[ScriptedGuest, Booted]]:
+        with lock:
+            booted.append(spec.console_log.parent.name)
+        spec.console_log.write_text("fake console\n")
+        yield ScriptedGuest(spec.kernel, booted), Booted(1.0, 0.5)
+
+    monkeypatch.setattr(guest, "boot", boot)
+    return booted
+
+
+def _whole_matrix(project: Path) -> Path:
+    matrix = project / "whole.yaml"
+    text = (project / "matrix.yaml").read_text()
+    head, variants = text.split("variants:\n")
+    matrix.write_text(
+        head
+        + textwrap.dedent("""\
+        guest: {accel: tcg}
+        tests:
+          - {name: smoke, kind: ktap, command: /bin/smoke, repeats: 2}
+          - {name: map_perf, kind: map_perf, command: /bin/map_perf, repeats: 3}
+        perf: {aa_control: true}
+        report: {baseline: base}
+        """)
+        + "variants:\n"
+        + variants
+    )
+    return matrix
+
+
+def _run_whole(matrix: Path, tmp: Path, name: str, executor: Executor) -> RunResult:
+    m = config.load(matrix)
+    options = Options(cache=Cache(tmp / f"cache-{name}"), run_dir=tmp / f"run-{name}")
+    return Runner(m, options, lambda *_: None, executor).run(collect_series(m, ()))
+
+
+def _comparable(run: RunResult, tmp: Path, name: str) -> str:
+    """The results JSON with this run's times and directories taken out."""
+    text = json.dumps(results.to_data(run), indent=1, sort_keys=True)
+    text = text.replace(str(tmp / f"cache-{name}"), "<cache>").replace(
+        str(tmp / f"run-{name}"), "<run>"
+    )
+    text = re.sub(r'"(duration|seconds)": [0-9.e-]+', r'"\1": 0', text)
+    return re.sub(r'"(started|finished)": "[^"]*"', r'"\1": ""', text)
+
+
+class RoundTrip:
+    """A thread-pool executor whose units' results cross a JSON boundary, as
+    they would to reach another process or machine."""
+
+    def __init__(self, workers: int) -> None:
+        self.threads = ThreadExecutor(workers)
+        self.capacity = workers
+
+    def submit(self, work: Callable[[], T]) -> Future[T]:
+        def crossed() -> T:
+            out = work()
+            return results.from_data(type(out), json.loads(json.dumps(results.to_data(out))))
+
+        return self.threads.submit(crossed)
+
+    def shutdown(self) -> None:
+        self.threads.shutdown()
+
+
+def test_a_plan_runs_the_same_serially_and_in_threads(
+    project: Path, tmp_path: Path, fake_boots: list[str]
+) -> None:
+    matrix = _whole_matrix(project)
+    serial = _run_whole(matrix, tmp_path, "serial", SerialExecutor())
+    by = {v.name: v for v in serial.variants}
+    assert [s.status for s in by["base"].stages] == [Status.PASS] * 5
+    assert [t.label for t in by["base"].tests] == [
+        "smoke@1", "smoke@2", "map_perf@1", "map_perf@2", "map_perf@3",
+    ]  # fmt: skip
+    assert [(t.round, t.batch) for t in by["base"].tests[2:]] == [(1, 1), (2, 1), (3, 1)]
+    assert serial.control is not None and serial.control.name == "base~aa"
+    assert serial.batches == (Batch(1),) and serial.incomplete == ""
+    # A failed variant skips the rest and is never booted; the others are, the
+    # warm-up round included: one functional boot and four perf boots each.
+    assert [s.status for s in by["broken"].stages][-2:] == [Status.SKIPPED] * 2
+    assert "broken" not in fake_boots and fake_boots.count("tweak") == 5
+
+    threaded = _run_whole(matrix, tmp_path, "threads", RoundTrip(3))
+    assert _comparable(threaded, tmp_path, "threads") == _comparable(serial, tmp_path, "serial")
+
+
+def test_results_are_written_after_every_unit(
+    project: Path, tmp_path: Path, fake_boots: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[RunResult] = []
+    write = results.write
+
+    def spy(run: RunResult, path: Path) -> None:
+        write(run, path)
+        seen.append(results.read(path))
+
+    monkeypatch.setattr(results, "write", spy)
+    final = _run_whole(_whole_matrix(project), tmp_path, "spied", SerialExecutor())
+    assert len(seen) > 20 and seen[-1] == final
+    assert all(r.incomplete.startswith("running: ") for r in seen[:-1])
+    # The first write knows only the tree; stages appear as their units finish.
+    assert all(v.stages == () for v in seen[0].variants)
+    assert [len(r.variants[0].stages) for r in seen] == sorted(
+        len(r.variants[0].stages) for r in seen
+    )
+
+
+def _slow_project(project: Path) -> Path:
+    tree = Path(config.load(project / "matrix.yaml").tree.location)
+    _commit_patch(
+        tree,
+        project / "patches" / "slow",
+        "kernel/fork.c",
+        "return 0",
+        "return 0; /* BUILD_SLOW */",
+        "slow",
+    )
+    matrix = project / "slow.yaml"
+    matrix.write_text(
+        (project / "matrix.yaml").read_text().split("variants:\n")[0]
+        + "variants:\n  - name: base\n  - name: slow\n    series: patches/slow\n"
+        + "  - name: tweak\n    series: patches/tweak\n"
+    )
+    return matrix
+
+
+def test_sigterm_leaves_partial_results_that_render(project: Path, tmp_path: Path) -> None:
+    matrix = _slow_project(project)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "orchestrator.cli", "run", str(matrix), "--until", "build",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]  # fmt: skip
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:  # until the slow variant's make is running
+            if line.startswith("[slow] build: ... - log:"):
+                break
+        time.sleep(1)
+        child.send_signal(signal.SIGTERM)
+        rest, _ = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130, rest
+    assert "Traceback" not in rest
+    run = results.read(out / "results.json")
+    assert run.incomplete.startswith("interrupted (SIGTERM) after "), run.incomplete
+    by = {v.name: v for v in run.variants}
+    assert [s.status for s in by["base"].stages] == [Status.PASS] * 3
+    assert [s.stage for s in by["slow"].stages] == [Stage.APPLY, Stage.KCONFIG]
+    assert by["tweak"].stages[0].stage is Stage.APPLY and len(by["tweak"].stages) == 1
+    # make and its sleep died with the run.
+    sleepers = [p for p in psutil.process_iter(["cmdline"]) if "300" in (p.info["cmdline"] or [])]
+    assert not [p for p in sleepers if p.info["cmdline"][:1] == ["sleep"]]
+    # The partial results are reports like any others, and say they are partial.
+    assert cli.main(["report", str(out / "results.json")]) == 0
+    assert "interrupted (SIGTERM)" in (out / "summary.txt").read_text()
+    assert "interrupted (SIGTERM)" in (out / "report.html").read_text()

@@ -15,7 +15,8 @@ import pytest
 from orchestrator import aa_control, config, results, stats
 from orchestrator.errors import MatrixError
 from orchestrator.matrix import Perf
-from orchestrator.report import batch_note, html, junit, perf, text
+from orchestrator.perf import batch_note, perf
+from orchestrator.report import html, junit, text
 from orchestrator.results import (
     Batch,
     RunResult,
@@ -93,7 +94,7 @@ def test_a_noisy_floor_makes_every_verdict_inconclusive() -> None:
 
 def samples_of(name: str, values: list[float], batch: int) -> VariantResult:
     tests = tuple(
-        TestResult(f"map_perf@{i}", Verdict.PASS, metrics={"events_per_sec": v}, batch=batch)
+        TestResult("map_perf", Verdict.PASS, metrics={"events_per_sec": v}, round=i, batch=batch)
         for i, v in enumerate(values, 1)
     )
     return VariantResult(name, (), tests=tests)
@@ -181,7 +182,7 @@ def test_the_default_matrix_measures_an_aa_control() -> None:
 
 def _variant(name: str, batches: dict[int, list[float]]) -> VariantResult:
     tests = tuple(
-        TestResult(f"map_perf@{i}", Verdict.PASS, 4.4, metrics={"events_per_sec": v}, batch=b)
+        TestResult("map_perf", Verdict.PASS, 4.4, metrics={"events_per_sec": v}, round=i, batch=b)
         for b, values in batches.items()
         for i, v in enumerate(values, 1)
     )
@@ -290,19 +291,6 @@ def test_results_round_trip_and_old_files_read() -> None:
 
 
 # --- breakdowns (per CPU, min, max) ------------------------------------------------------
-
-
-def test_breakdowns_are_named_by_their_headline() -> None:
-    keys = [
-        ("map_perf", "events_per_sec"), ("map_perf", "events_per_sec_cpu0"),
-        ("map_perf", "events_per_sec_cpu12"), ("map_perf", "events_per_sec_min"),
-        ("map_perf", "events_per_sec_max"), ("other", "events_per_sec_max"),  # no headline
-        ("map_perf", "run_max_seconds"), ("map_perf", "events_per_sec_cpux"),
-    ]  # fmt: skip
-    assert results.breakdowns(keys) == {
-        ("map_perf", "events_per_sec_cpu0"), ("map_perf", "events_per_sec_cpu12"),
-        ("map_perf", "events_per_sec_min"), ("map_perf", "events_per_sec_max"),
-    }  # fmt: skip
 
 
 def _with_breakdown(v: VariantResult, spread: list[float]) -> VariantResult:

@@ -10,10 +10,12 @@ import pytest
 from orchestrator import config
 from orchestrator.errors import MatrixError, UserError
 from orchestrator.matrix import (
+    AccelChoice,
     Guest,
     Kconfig,
     Kselftest,
     Matrix,
+    OnMismatch,
     Report,
     Revert,
     Tree,
@@ -108,7 +110,7 @@ def test_full_matrix(proj: Path) -> None:
             "https://git.kernel.org/pub/scm/linux/kernel/git/bpf/bpf-next.git",
             "master",
         ),
-        kconfig=Kconfig("defconfig", "x86_64", (proj / "kconfigs/base.config",), "warn"),
+        kconfig=Kconfig("defconfig", "x86_64", (proj / "kconfigs/base.config",), OnMismatch.WARN),
         variants=(
             Variant("upstream"),
             Variant(
@@ -127,7 +129,7 @@ def test_full_matrix(proj: Path) -> None:
         guest=Guest(
             cpus=4,
             memory_mb=2048,
-            accel="tcg",
+            accel=AccelChoice.TCG,
             boot_timeout=90.5,
             cmdline="console=ttyS0 nokaslr",
         ),
@@ -144,6 +146,9 @@ def test_full_matrix(proj: Path) -> None:
         build_timeout=1800.0,
     )
     assert matrix.variant("fixed").series[1].is_dir()
+    # Closed sets are enums (their values are the words written).
+    assert matrix.kconfig.on_mismatch is OnMismatch.WARN and matrix.guest.accel is AccelChoice.TCG
+    assert (Kconfig().on_mismatch, Guest().accel) == (OnMismatch.ERROR, AccelChoice.AUTO)
 
 
 def test_defaults(proj: Path) -> None:

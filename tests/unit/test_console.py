@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.results import Splat
+from orchestrator import results
+from orchestrator.results import Splat, SplatKind
 from orchestrator.vm.console import TRACE_LIMIT, ConsoleWatcher, scan
 
 DATA = Path(__file__).parent / "data" / "console"
@@ -32,7 +33,7 @@ def test_null_pointer_oops_then_panic_is_two_splats() -> None:
     assert "\r\n" in text  # a real serial console log
     oops, panic = scan(text)
     assert oops == Splat(
-        kind="oops",
+        kind=SplatKind.OOPS,
         title="BUG: kernel NULL pointer dereference, address: 0000000000000010",
         timestamp=9.482117,
         trace=(
@@ -51,7 +52,7 @@ def test_null_pointer_oops_then_panic_is_two_splats() -> None:
     )
     # After an oops, panic() prints no second stack dump.
     assert panic == Splat(
-        "panic", "Kernel panic - not syncing: Fatal exception", 9.510238, (), "htab_reuse"
+        SplatKind.PANIC, "Kernel panic - not syncing: Fatal exception", 9.510238, (), "htab_reuse"
     )
 
 
@@ -97,7 +98,7 @@ def test_rcu_stalls_take_their_own_backtrace_only() -> None:
 def test_hung_tasks_and_end_marker_attribution() -> None:
     first, second = scan(fixture("hung_task.log"))
     assert first == Splat(
-        "hung-task",
+        SplatKind.HUNG_TASK,
         "INFO: task kworker/0:1:12 blocked for more than 120 seconds.",
         247.530711,
         first.trace,
@@ -115,7 +116,7 @@ def test_warnings_inside_and_outside_tests() -> None:
     assert kinds([boot, refill, lockdep]) == ["warning"] * 3
     assert boot.test is None and boot.timestamp == 0.402118
     assert refill == Splat(
-        "warning",
+        SplatKind.WARNING,
         "WARNING: CPU: 1 PID: 198 at kernel/bpf/memalloc.c:342 bpf_mem_refill+0x1b4/0x1e0",
         5.201712,
         refill.trace,
@@ -144,7 +145,9 @@ def test_sysrq_crash_whose_panic_the_console_lost() -> None:
         "[   15.330104] orchestrate: begin test crash_probe\n"
         "[   15.412337] sysrq: Trigger a crash\n"
     )
-    assert scan(text) == [Splat("panic", "sysrq: Trigger a crash", 15.412337, (), "crash_probe")]
+    assert scan(text) == [
+        Splat(SplatKind.PANIC, "sysrq: Trigger a crash", 15.412337, (), "crash_probe")
+    ]
 
 
 def test_sanitizer_reports() -> None:
@@ -244,6 +247,7 @@ def test_line_endings_do_not_matter(path: Path) -> None:
 def test_head_lines(line: str, kind: str) -> None:
     (splat,) = scan(f"[   42.000001] {line}\n")
     assert (splat.kind, splat.title, splat.timestamp) == (kind, line, 42.000001)
+    assert splat.kind is SplatKind(kind)
 
 
 @pytest.mark.parametrize(
@@ -425,7 +429,9 @@ def test_watcher_flush_takes_the_unterminated_last_line(tmp_path: Path) -> None:
     append(log, b" syncing: Fatal exception")
     assert watcher.poll() == []
     (panic,) = watcher.flush()
-    assert panic == Splat("panic", "Kernel panic - not syncing: Fatal exception", 2.0, (), "t")
+    assert panic == Splat(
+        SplatKind.PANIC, "Kernel panic - not syncing: Fatal exception", 2.0, (), "t"
+    )
     assert watcher.poll() == []
 
 
@@ -481,3 +487,12 @@ def test_oom_report_is_a_splat() -> None:
     assert ooms[0].title.startswith("map_perf invoked oom-killer: gfp_mask=0x500cc2")
     assert ooms[0].test == "map_perf_4096@4"
     assert any("out_of_memory" in frame for frame in ooms[0].trace)
+
+
+def test_splat_kinds_are_words_in_the_results_json() -> None:
+    (splat,) = scan("[    2.000000] Kernel panic - not syncing: Fatal exception\n")
+    data = results.to_data(splat)
+    assert data["kind"] == "panic" and type(data["kind"]) is str
+    assert results.from_data(Splat, data) == splat
+    assert results.from_data(Splat, data).kind is SplatKind.PANIC
+    assert Splat("oom", "x", None).kind is SplatKind.OOM  # type: ignore[arg-type,unused-ignore]

@@ -11,7 +11,8 @@ import pytest
 
 from orchestrator import cli, history, results
 from orchestrator.history import HistoryError, changes_since_previous, record, trend
-from orchestrator.report import History, html, text, write_reports
+from orchestrator.perf import History
+from orchestrator.report import html, text, write_reports
 from orchestrator.results import RunResult, Stage, Status, TestResult, Verdict
 from tests.unit.test_report_junit import _stages
 from tests.unit.test_stats import perf_run
@@ -129,6 +130,67 @@ def test_reading_never_creates_and_refuses_newer_schemas(tmp_path: Path, db: Pat
         trend(db, "m")
     with pytest.raises(HistoryError):
         record(db, perf_run(), "m")
+
+
+def test_tests_are_recorded_by_name_not_by_run(db: Path) -> None:
+    record(db, perf_run(DAYS[0]), "m")
+    with sqlite3.connect(db) as conn:
+        names = {t for (t,) in conn.execute("SELECT test FROM results WHERE top = 1")}
+        boots = conn.execute(
+            "SELECT count(*) FROM results WHERE variant = 'ctor' AND test = 'map_perf'"
+        ).fetchone()[0]
+    assert names == {"stage:apply", "stage:kconfig", "stage:build", "stage:boot"} | {
+        "htab_reuse", "map_perf",
+    }  # fmt: skip
+    assert boots == 10  # one row per round, all under the test's name
+
+
+def _old_database(db: Path) -> None:
+    """A schema 1 database: it named each run of a test (map_perf@2, map_perf@2.lookup)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(db) as conn:
+        for statement in history._SCHEMA:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO runs VALUES (1, 'm', '/work/matrix.yaml', ?, ?, ?, 1, 'upstream')",
+            (DAYS[0], DAYS[0], "1" * 40),
+        )
+        rows = [
+            ("stage:build", 1, "PASS"), ("smoke@1", 1, "PASS"), ("smoke@2", 1, "FAIL"),
+            ("smoke@2.bpffs", 0, "FAIL"), ("map_perf@3", 1, "PASS"),
+            ("map_perf@3.lookup", 0, "PASS"), ("htab_reuse", 1, "PASS"),
+            ("htab_reuse.lock@1", 0, "PASS"),  # a KTAP subtest may have any name
+            ("v1.2@2", 1, "PASS"), ("v1.2@2.a@b", 0, "PASS"),  # a dotted test name
+        ]  # fmt: skip
+        conn.executemany(
+            "INSERT INTO results VALUES (1, 'upstream', ?, ?, ?, 'pass', '', ?)",
+            [("1" * 40, test, top, word) for test, top, word in rows],
+        )
+        conn.execute("PRAGMA user_version = 1")
+
+
+def test_an_old_database_is_upgraded_by_the_next_run(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _old_database(db)
+    with pytest.raises(HistoryError, match="history schema 1, from an older orchestrate"):
+        trend(db, "m")  # reading never writes, so it cannot upgrade
+    assert cli.main(["history", "--db", str(db)]) == 2
+    assert "the next run of a matrix recorded in it upgrades it" in capsys.readouterr().err
+    later = perf_run(DAYS[1])
+    h = cli._record(db, later, "m")  # a run records, and so upgrades
+    assert h is not None and h.previous == DAYS[0]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == history.SCHEMA_VERSION
+        old = [t for (t,) in conn.execute("SELECT test FROM results WHERE run_id = 1")]
+    assert old == [
+        "stage:build", "smoke", "smoke", "smoke.bpffs", "map_perf", "map_perf.lookup",
+        "htab_reuse", "htab_reuse.lock@1", "v1.2", "v1.2.a@b",
+    ]  # fmt: skip
+    t = trend(db, "m")
+    assert t.verdicts["upstream", "smoke"] == ("FAIL", "")  # its repeats folded into one cell
+    assert t.verdicts["upstream", "map_perf"] == ("PASS", "PASS")
+    assert record(db, later, "m") == 2  # recorded once, upgraded once
 
 
 def test_changes_since_the_previous_run(db: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from orchestrator import proc
 from orchestrator.errors import UserError
 from orchestrator.git import git
-from orchestrator.kernel import kconfig
+from orchestrator.kernel import kconfig, kconfig_deps
 from orchestrator.results import KconfigMismatch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,7 +141,7 @@ def test_verify_compares_with_the_last_fragment() -> None:
     assert kconfig.verify(requested, {"CONFIG_KASAN": "y", "CONFIG_HZ": "250"}, reason) == ()
 
 
-# --- dependency_reason on a fake tree (not git: the walk fallback) ------------
+# --- kconfig_deps.dependency_reason on a fake tree (not git: the walk fallback) ------------
 
 
 def write(root: Path, files: Mapping[str, str]) -> Path:
@@ -235,64 +235,66 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_reason_lists_dependencies(tree: Path) -> None:
-    assert kconfig.dependency_reason(tree, "CONFIG_FOO") == (
+    assert kconfig_deps.dependency_reason(tree, "CONFIG_FOO") == (
         "defined in init/Kconfig:4; depends on BAR && BAZ"
     )
 
 
 def test_reason_names_unmet_dependencies_from_the_final_config(tree: Path) -> None:
     final = {"CONFIG_BAR": "y"}
-    assert kconfig.dependency_reason(tree, "CONFIG_FOO", final=final) == (
+    assert kconfig_deps.dependency_reason(tree, "CONFIG_FOO", final=final) == (
         "defined in init/Kconfig:4; depends on BAR && BAZ; not met: BAZ"
     )
 
 
 def test_reason_skips_help_text(tree: Path) -> None:
-    assert kconfig.dependency_reason(tree, "HELP_IS_NOT_CONFIG") == "no such symbol in this tree"
+    assert (
+        kconfig_deps.dependency_reason(tree, "HELP_IS_NOT_CONFIG") == "no such symbol in this tree"
+    )
     # The "if you read this" line in FOO's help did not open an if block.
-    assert kconfig.dependency_reason(tree, "EXPERTISH") == (
+    assert kconfig_deps.dependency_reason(tree, "EXPERTISH") == (
         "defined in init/Kconfig:12; settable only if EXPERT"
     )
 
 
 def test_reason_for_an_unknown_symbol(tree: Path) -> None:
-    assert kconfig.dependency_reason(tree, "CONFIG_NOPE") == "no such symbol in this tree"
+    assert kconfig_deps.dependency_reason(tree, "CONFIG_NOPE") == "no such symbol in this tree"
 
 
 def test_reason_for_a_choice(tree: Path) -> None:
-    assert kconfig.dependency_reason(tree, "CONFIG_SLUB") == (
+    assert kconfig_deps.dependency_reason(tree, "CONFIG_SLUB") == (
         'defined in init/Kconfig:23; in choice "Slab allocator" (another option may be selected)'
     )
     final = {"CONFIG_SLOB": "y", "CONFIG_EXPERT": "y"}
-    assert kconfig.dependency_reason(tree, "CONFIG_SLUB", final=final) == (
+    assert kconfig_deps.dependency_reason(tree, "CONFIG_SLUB", final=final) == (
         'defined in init/Kconfig:23; in choice "Slab allocator" (CONFIG_SLOB is selected)'
     )
 
 
 def test_reason_for_a_promptless_symbol(tree: Path) -> None:
-    assert kconfig.dependency_reason(tree, "SELECTED_ONLY") == (
+    assert kconfig_deps.dependency_reason(tree, "SELECTED_ONLY") == (
         "defined in init/Kconfig:16; no prompt (it is only set by a default or a select)"
     )
 
 
 def test_reason_includes_enclosing_if_and_menu(tree: Path) -> None:
     final = {"CONFIG_NET": "y", "CONFIG_MMU": "y", "CONFIG_TINY": "y"}
-    assert kconfig.dependency_reason(tree, "CONFIG_UNIX", final=final) == (
+    assert kconfig_deps.dependency_reason(tree, "CONFIG_UNIX", final=final) == (
         "defined in init/Kconfig:40; depends on NET && !TINY && (MMU || NOMMU_OK); not met: !TINY"
     )
     # endif and endmenu closed the blocks again.
-    assert kconfig.dependency_reason(tree, "AFTER_NET") == "defined in init/Kconfig:49"
+    assert kconfig_deps.dependency_reason(tree, "AFTER_NET") == "defined in init/Kconfig:49"
 
 
 def test_reason_ignores_other_architectures(tree: Path) -> None:
-    assert kconfig.dependency_reason(tree, "SMP") == (
+    assert kconfig_deps.dependency_reason(tree, "SMP") == (
         "defined in arch/x86/Kconfig:1; depends on X86_LOCAL_APIC"
     )
-    assert kconfig.dependency_reason(tree, "SMP", srcarch="arm") == (
+    assert kconfig_deps.dependency_reason(tree, "SMP", srcarch="arm") == (
         "defined in arch/arm/Kconfig:1; depends on CPU_V6K"
     )
     # arch/Kconfig itself is common to all architectures.
-    assert kconfig.dependency_reason(tree, "KPROBES") == (
+    assert kconfig_deps.dependency_reason(tree, "KPROBES") == (
         "defined in arch/Kconfig:1; depends on MODULES"
     )
 
@@ -314,7 +316,7 @@ def test_reason_ignores_other_architectures(tree: Path) -> None:
 )
 def test_unmet_evaluates_dependency_expressions(expr: str, unmet: list[str]) -> None:
     final = {"CONFIG_A": "y", "CONFIG_M": "m", "CONFIG_NR": "8", "CONFIG_S": '"abc"'}
-    assert kconfig._unmet([expr], final) == unmet
+    assert kconfig_deps.unmet([expr], final) == unmet
 
 
 # --- real processes -------------------------------------------------------------
@@ -326,7 +328,7 @@ def test_reason_uses_git_grep_in_a_work_tree(tree: Path) -> None:
     git(tree, "add", "-A")
     # git grep only sees tracked files: the untracked copy proves which path ran.
     write(tree, {"net/Kconfig": "config FOO\n\tbool\n"})
-    assert kconfig.dependency_reason(tree, "FOO") == (
+    assert kconfig_deps.dependency_reason(tree, "FOO") == (
         "defined in init/Kconfig:4; depends on BAR && BAZ"
     )
 

@@ -26,16 +26,16 @@ def test_a_kselftest_test_ignores_ktap_style_args() -> None:
         name="bpf_htab",
         kind="kselftest",
         args=(("filter", "htab"),),
-        kselftest=Kselftest(filter="htab"),
+        options=Kselftest(filter="htab"),
     )
     assert command_for(test) == "cd /opt/kselftests/bpf && exec ./test_progs -t htab 2>&1"
 
 
 def test_collections_in_order_of_first_use() -> None:
     tests = [
-        Test(name="a", kind="kselftest", kselftest=Kselftest(filter="a")),
+        Test(name="a", kind="kselftest", options=Kselftest(filter="a")),
         Test(name="smoke", kind="ktap", command="/x"),
-        Test(name="b", kind="kselftest", kselftest=Kselftest(filter="b")),
+        Test(name="b", kind="kselftest", options=Kselftest(filter="b")),
     ]
     assert kselftest.collections(tests) == ("bpf/test_progs",)
     assert kselftest.collections(tests[1:2]) == ()

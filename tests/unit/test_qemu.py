@@ -29,7 +29,7 @@ def short_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
-def make_spec(directory: Path, accel: qemu.Accel = "tcg", extra: str = "") -> VmSpec:
+def make_spec(directory: Path, accel: qemu.Accel = qemu.Accel.TCG, extra: str = "") -> VmSpec:
     return VmSpec(
         kernel=Path("/k/vmlinux"),
         initrd=Path("/k/initrd"),
@@ -73,7 +73,7 @@ def test_argv_tcg_golden() -> None:
 
 
 def test_argv_kvm_golden() -> None:
-    args = qemu.argv(make_spec(Path("/d"), accel="kvm"))
+    args = qemu.argv(make_spec(Path("/d"), accel=qemu.Accel.KVM))
     assert args == golden(["-accel", "kvm", "-cpu", "host"])
 
 
@@ -90,6 +90,11 @@ def test_argv_paths_with_spaces_stay_one_element(tmp_path: Path) -> None:
     spec = make_spec(tmp_path / "my dir")
     args = qemu.argv(spec)
     assert f"file,id=console,path={tmp_path}/my dir/console.log" in args
+
+
+def test_spec_takes_a_plain_word_as_its_accel() -> None:
+    spec = make_spec(Path("/d"), accel="kvm")  # type: ignore[arg-type]
+    assert spec.accel is qemu.Accel.KVM and qemu.ACCELS == ("kvm", "tcg")
 
 
 def test_spec_rejects_bad_accel_and_long_socket_path() -> None:
@@ -379,7 +384,8 @@ def test_kvm_device_that_cannot_be_opened_read_write_is_tcg(host: Path) -> None:
 
 def test_probe_result_is_cached_per_host_boot(host: Path) -> None:
     boot = Probe()
-    assert probe(host, boot) == ("kvm", "KVM probe boot reached init in 0.4s")
+    assert probe(host, boot) == (qemu.Accel.KVM, "KVM probe boot reached init in 0.4s")
+    assert probe(host, boot)[0] is qemu.Accel.KVM
     accel, reason = probe(host, boot)
     assert (accel, boot.calls) == ("kvm", 1)
     assert "probed earlier in this host boot" in reason

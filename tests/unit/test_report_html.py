@@ -11,15 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.report import LOG_BYTES, html, summarize
+from orchestrator.perf import summarize
+from orchestrator.report import charts, html
+from orchestrator.report.common import LOG_BYTES
 from orchestrator.results import BootInfo, RunResult, Status, TestResult, VariantResult, Verdict
 from tests.unit.test_report_junit import (
     HOSTILE,
+    INTERRUPTED,
     JINJA,
     SCRIPT,
     _build,
     _stages,
     all_pass,
+    partial_run,
     real_run,
     sample_run,
 )
@@ -152,7 +156,7 @@ def test_charts_for_metrics_in_several_variants(page: str, sample: RunResult) ->
 def test_chart_geometry() -> None:
     key = ("t", "m")
     rows = summarize({"a": [10.0, 20.0, 30.0], "b": [40.0]})
-    chart = html.chart(key, rows)
+    chart = charts.chart(key, rows)
     a, b = chart.bars
     assert [d.x for d in a.dots] == sorted(d.x for d in a.dots)
     assert b.x + b.width == pytest.approx(2 * (a.x + a.width) - a.x)  # 40 is twice 20
@@ -171,7 +175,20 @@ def test_chart_geometry() -> None:
     ],
 )
 def test_nice_ticks(lo: float, hi: float, ticks: list[float]) -> None:
-    assert html.nice_ticks(lo, hi) == pytest.approx(ticks)
+    assert charts.nice_ticks(lo, hi) == pytest.approx(ticks)
+
+
+def test_an_incomplete_run_has_a_banner_at_the_top(tmp_path: Path) -> None:
+    page = html.render(partial_run(tmp_path))
+    banner = page.index('<div class="incomplete" id="incomplete">')
+    assert banner < page.index("</header>") < page.index('<section id="verdicts">')
+    text = " ".join(Page(page).all_text.split())
+    assert f"Incomplete run: {INTERRUPTED}. The results below are partial; not finished: " in text
+    assert "upstream, built, applied." in text and "3 variants, all as expected so far" in text
+    table = page[page.index('<table class="verdicts">') : page.index("</table>")]
+    assert table.count('class="o o-none') == (1 + 3) + (2 + 2)  # stages and tests never reached
+    assert "Not reached: kconfig, build, boot, test. The run stopped first" in text  # applied
+    assert 'id="incomplete"' not in html.render(sample_run(tmp_path))
 
 
 def test_all_pass_and_real_results(tmp_path: Path) -> None:
@@ -205,11 +222,12 @@ def _default_matrix_run(folder: Path) -> RunResult:
         boot = BootInfo("tcg", "probe", 3.0, log(f"{name}-console.log"))
         tests = tuple(
             TestResult(
-                f"smoke@{i}",
+                "smoke",
                 Verdict.PASS,
                 logs=(log(f"{name}{i}.out"), log(f"{name}{i}.err")),
                 metrics={"ops": float(i)},
                 subtests=subs,
+                repeat=i,
             )
             for i in range(1, 6)
         )

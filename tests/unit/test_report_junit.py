@@ -70,14 +70,14 @@ def _boot(console: Path, **kw: Any) -> BootInfo:
 def _perf(name: str, values: list[float], logs: tuple[str, ...] = ()) -> list[TestResult]:
     return [
         TestResult(
-            f"{name}@{i}",
+            name,
             Verdict.PASS,
             duration=2.0,
             logs=logs,
             metrics={"ops_per_sec": v},
-            subtests=(
-                TestResult(f"{name}@{i}.lookup", Verdict.PASS, metrics={"ns_per_op": 1e9 / v}),
-            ),
+            subtests=(TestResult(f"{name}.lookup", Verdict.PASS, metrics={"ns_per_op": 1e9 / v}),),
+            round=i,
+            batch=1,
         )
         for i, v in enumerate(values, 1)
     ]
@@ -237,6 +237,24 @@ def all_pass(logs: Path) -> RunResult:
     return dataclasses.replace(run, variants=run.variants[:1])
 
 
+INTERRUPTED = "interrupted (SIGTERM) after 7 of 20 units"
+
+
+def partial_run(logs: Path) -> RunResult:
+    """A run stopped by a signal: one variant tested (no TEST stage yet: the
+    perf rounds were cut short), one built, one only applied."""
+    run = sample_run(logs)
+    upstream = run.variants[0]
+    tested = dataclasses.replace(upstream, stages=upstream.stages[:4], tests=upstream.tests[:3])
+    built = dataclasses.replace(
+        upstream, name="built", stages=upstream.stages[:3], boot=None, tests=()
+    )
+    applied = VariantResult("applied", _stages(P), base="1" * 40, head="6" * 40)
+    return dataclasses.replace(
+        run, variants=(tested, built, applied), finished="", incomplete=INTERRUPTED
+    )
+
+
 def real_run() -> RunResult:
     """A results.json from a real run of the default matrix; its logs are gone."""
     return results.read(REAL)
@@ -255,7 +273,7 @@ def _cases(xml: str) -> dict[tuple[str, str], ET.Element]:
     return {(c.get("classname", ""), c.get("name", "")): c for c in root.iter("testcase")}
 
 
-@pytest.mark.parametrize("which", ["all-pass", "sample", "real", "empty"])
+@pytest.mark.parametrize("which", ["all-pass", "sample", "real", "empty", "partial"])
 def test_output_validates_against_the_jenkins_schema(
     which: str, tmp_path: Path, schema: xmlschema.XMLSchema
 ) -> None:
@@ -264,6 +282,7 @@ def test_output_validates_against_the_jenkins_schema(
         "sample": lambda: sample_run(tmp_path),
         "real": real_run,
         "empty": lambda: RunResult("m.yaml", "", "", ()),
+        "partial": lambda: partial_run(tmp_path),
     }
     xml = junit.render(runs[which]())
     schema.validate(xml)
@@ -377,6 +396,33 @@ def test_hostile_strings_survive_literally(tmp_path: Path) -> None:
     assert failure is not None
     message = failure.get("message") or ""
     assert "\\x1b[31mred\\x1b[0m \\x00 \\x07 \\xd800" in message  # ...and visible when read
+
+
+def test_an_incomplete_run_is_never_green(tmp_path: Path) -> None:
+    xml = junit.render(partial_run(tmp_path))
+    root = ET.fromstring(xml)
+    assert root.get("name") == f"orchestrate /work/matrix.yaml (incomplete: {INTERRUPTED})"
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert list(suites) == ["upstream", "built", "applied"]
+    for suite in suites.values():
+        props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+        assert props["incomplete"] == INTERRUPTED
+    cases = _cases(xml)
+    # What ran keeps its verdict; nothing that did not run is made up.
+    assert cases[("upstream", "map_perf@2")].find("failure") is None
+    assert ("applied", "stage:kconfig") not in cases and ("built", "stage:boot") not in cases
+    for variant, missing in (("upstream", "test"), ("built", "boot, test"),
+                             ("applied", "kconfig, build, boot, test")):  # fmt: skip
+        case = cases[(variant, "run:incomplete")]
+        error = case.find("error")
+        assert error is not None and error.get("type") == "INCOMPLETE"
+        assert error.get("message") == f"not finished: {INTERRUPTED}"
+        assert case.findtext("system-out") == f"the run stopped before these stages: {missing}"
+        assert suites[variant].get("errors") == "1"
+    assert root.get("errors") == "3"
+    done = ET.fromstring(junit.render(sample_run(tmp_path)))  # a finished run: none of it
+    assert not [p for p in done.iter("property") if p.get("name") == "incomplete"]
+    assert not [c for c in done.iter("testcase") if c.get("name") == "run:incomplete"]
 
 
 def test_real_results_without_their_logs() -> None:

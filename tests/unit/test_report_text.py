@@ -1,4 +1,4 @@
-"""The text summary, the shared report model, and `orchestrate report`."""
+"""The text summary, what the renderers share, and `orchestrate report`."""
 
 from __future__ import annotations
 
@@ -9,24 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, results
-from orchestrator.report import (
-    FILES,
-    Outcome,
-    outcome_of,
-    own_outcome,
-    read_tail,
-    summarize,
-    verdict_table,
-    write_reports,
-)
+from orchestrator import cli, results, textfmt
+from orchestrator.report import FILES, write_reports
 from orchestrator.report import text as summary
-from orchestrator.results import RunResult, TestResult, VariantResult, Verdict
+from orchestrator.report.common import read_tail
+from orchestrator.results import RunResult, TestResult, Verdict
 from tests.unit.test_report_junit import (
     HOSTILE,
+    INTERRUPTED,
     REAL,
-    _stages,
     all_pass,
+    partial_run,
     real_run,
     sample_run,
 )
@@ -64,6 +57,21 @@ def test_header(sample: RunResult) -> None:
     assert "base      111111111111" in text and "accel     tcg: KVM unusable" in text
     real = summary.render(real_run())
     assert "3 variants: all as expected" in real and "base      cb94e8e52588" in real
+
+
+def test_an_incomplete_run_says_so_first(tmp_path: Path) -> None:
+    text = summary.render(partial_run(tmp_path))
+    head = text[: text.index("=" * 72)]
+    assert " ".join(head.split()) == (
+        "orchestrate report: matrix.yaml 3 variants: all as expected so far "
+        f"INCOMPLETE: {INTERRUPTED}; the results are partial "
+        "(not finished: upstream, built, applied)."
+    )
+    table = text[text.index("Verdicts") :]
+    applied = next(line for line in table.splitlines() if line.startswith("applied "))
+    assert applied.split() == ["applied", "PASS", "-", "-", "-", "-", "-"]  # no made-up cells
+    assert all(len(line) <= 72 for line in text.splitlines())
+    assert "INCOMPLETE" not in summary.render(sample_run(tmp_path))
 
 
 def test_verdict_table_in_words(sample: RunResult) -> None:
@@ -137,72 +145,12 @@ def test_metrics_are_medians_per_variant(sample: RunResult) -> None:
 
 def test_grid_splits_wide_tables() -> None:
     header = ["variant", *(f"column{i}" for i in range(12))]
-    lines = summary.grid(header, [["v1", *["PASS"] * 12]])
+    lines = textfmt.grid(header, [["v1", *["PASS"] * 12]])
     assert max(map(len, lines)) <= 72
     assert sum(1 for line in lines if line.startswith("variant")) == 2
 
 
-# --- the shared model ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("verdict", "expected", "outcome"),
-    [
-        (Verdict.PASS, "", Outcome.PASS),
-        (Verdict.SKIP, "", Outcome.SKIP),
-        (Verdict.FAIL, "fail", Outcome.XFAIL),
-        (Verdict.CRASH, "fail", Outcome.XFAIL),
-        (Verdict.TIMEOUT, "timeout", Outcome.XFAIL),
-        (Verdict.PASS, "fail", Outcome.UNEXPECTED_PASS),
-        (Verdict.SKIP, "fail", Outcome.UNEXPECTED_SKIP),
-        (Verdict.FAIL, "crash", Outcome.FAIL),
-        (Verdict.KERNEL_HANG, "", Outcome.KERNEL_HANG),
-        (Verdict.ERROR, "", Outcome.ERROR),
-    ],
-)
-def test_outcome_of_a_verdict(verdict: Verdict, expected: str, outcome: Outcome) -> None:
-    assert own_outcome(TestResult("t", verdict, expected=expected)) is outcome
-
-
-def test_parents_are_judged_through_their_subtests() -> None:
-    xfail = TestResult("t.a", Verdict.FAIL, expected="fail")
-    ok = TestResult("t.b", Verdict.PASS)
-    parent = TestResult("t", Verdict.FAIL, subtests=(ok, xfail))
-    assert own_outcome(parent) is Outcome.PASS and outcome_of(parent) is Outcome.XFAIL
-    # A parent failing with every subtest passing failed on its own (a splat, an exit status).
-    alone = TestResult("t", Verdict.FAIL, reason="kernel warning", subtests=(ok,))
-    assert outcome_of(alone) is Outcome.FAIL
-    crashed = TestResult("t", Verdict.CRASH, subtests=(xfail,))
-    assert outcome_of(crashed) is Outcome.CRASH
-    skipped_one = TestResult("t", Verdict.PASS, subtests=(ok, TestResult("t.c", Verdict.SKIP)))
-    assert outcome_of(skipped_one) is Outcome.PASS
-
-
-def test_tests_after_a_failed_boot_did_not_run(sample: RunResult) -> None:
-    row = verdict_table(sample).rows[-1]
-    assert row.variant.name == "no-boot"
-    assert [c.outcome for c in row.stages if c] == [
-        Outcome.PASS, Outcome.PASS, Outcome.PASS, Outcome.BOOT_FAIL,
-    ]  # fmt: skip
-    smoke = row.tests[0]
-    assert smoke is not None and smoke.outcome is Outcome.NOT_RUN
-
-
-def test_repeats_share_a_column() -> None:
-    runs = tuple(TestResult(f"p@{i}", v) for i, v in enumerate([Verdict.PASS, Verdict.FAIL], 1))
-    v = VariantResult("v", _stages(*[results.Status.PASS] * 5), tests=runs)
-    table = verdict_table(RunResult("m", "", "", (v,)))
-    assert table.tests == ("p",)
-    cell = table.rows[0].tests[0]
-    assert cell is not None and cell.text == "FAIL 1/2"
-
-
-def test_summarize_is_the_statistics_seam() -> None:
-    rows = summarize({"a": [3.0, 1.0, 2.0], "b": [5.0, 7.0], "c": []})
-    assert [(r.variant, r.n, r.median, r.low, r.high) for r in rows] == [
-        ("a", 3, 2.0, 1.0, 3.0),
-        ("b", 2, 6.0, 5.0, 7.0),
-    ]
+# --- what the renderers share ------------------------------------------------
 
 
 def test_read_tail(tmp_path: Path) -> None:

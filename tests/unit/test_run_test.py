@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.matrix import Test
-from orchestrator.results import Splat, Verdict
+from orchestrator.results import Splat, SplatKind, Verdict
 from orchestrator.verdicts import meets
 from orchestrator.vm.run_test import command_for, run_test
 
@@ -85,8 +85,10 @@ def test_dead_guest_is_a_kernel_hang(tmp_path: Path) -> None:
 
 
 def test_dead_guest_with_panic_is_a_crash(tmp_path: Path) -> None:
-    panic = Splat("panic", "Kernel panic - not syncing: sysrq triggered crash", 9.5, test="smoke")
-    other = Splat("warning", "WARNING: at boot", 1.0, test=None)
+    panic = Splat(
+        SplatKind.PANIC, "Kernel panic - not syncing: sysrq triggered crash", 9.5, test="smoke"
+    )
+    other = Splat(SplatKind.WARNING, "WARNING: at boot", 1.0, test=None)
     session = FakeSession(output="", exit_status=None, answers=False, console_splats=[other, panic])
     result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.CRASH
@@ -95,8 +97,10 @@ def test_dead_guest_with_panic_is_a_crash(tmp_path: Path) -> None:
 
 
 def test_splat_fails_a_passing_test(tmp_path: Path) -> None:
-    warn = Splat("warning", "WARNING: CPU: 0 PID: 1 at kernel/bpf/memalloc.c:1", 3.0, test="smoke")
-    earlier = Splat("warning", "WARNING: from another test", 2.0, test="other")
+    warn = Splat(
+        SplatKind.WARNING, "WARNING: CPU: 0 PID: 1 at kernel/bpf/memalloc.c:1", 3.0, test="smoke"
+    )
+    earlier = Splat(SplatKind.WARNING, "WARNING: from another test", 2.0, test="other")
     session = FakeSession(console_splats=[earlier, warn])
     result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.FAIL
@@ -134,7 +138,7 @@ def test_expectations(verdict: Verdict, expected: str, ok: bool) -> None:
 
 
 def test_out_of_memory_is_named(tmp_path: Path) -> None:
-    oom = Splat("oom", "map_perf invoked oom-killer: gfp_mask=0x500cc2", 18.5, test="smoke")
+    oom = Splat(SplatKind.OOM, "map_perf invoked oom-killer: gfp_mask=0x500cc2", 18.5, test="smoke")
     session = FakeSession(output="", exit_status=None, answers=False, console_splats=[oom])
     result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.KERNEL_HANG

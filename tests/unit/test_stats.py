@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -12,9 +11,11 @@ import numpy as np
 import pytest
 
 from orchestrator import results, stats
-from orchestrator.report import baseline_of, fmt_number, html, junit, perf, summarize, text
+from orchestrator.perf import summarize
+from orchestrator.report import charts, html, junit, text
 from orchestrator.results import RunResult, Status, TestResult, VariantResult, Verdict
 from orchestrator.stats import Change, Estimate, compare, detectable_change, estimate, judge
+from orchestrator.textfmt import fmt_number
 from tests.unit.test_report_junit import _stages
 
 
@@ -205,10 +206,12 @@ def perf_variant(
     htab = TestResult("htab_reuse", Verdict(lock), 3.0, subtests=subs)
     perf = tuple(
         TestResult(
-            f"map_perf@{i}",
+            "map_perf",
             Verdict.PASS,
             4.4,
             metrics={"events_per_sec": v, "update_latency_ns": 1e9 / v},
+            round=i,
+            batch=1,
         )
         for i, v in enumerate(boots(n, cv, scale, seed), 1)
     )
@@ -230,34 +233,6 @@ def perf_run(
         for i, (name, scale) in enumerate((scales or SCALES).items())
     )
     return RunResult("/work/matrix.yaml", started, started, variants, baseline=baseline)
-
-
-def test_summarize_compares_every_variant_with_the_baseline() -> None:
-    rows = summarize({"a": BASE, "b": boots(10, 0.03, 0.8, seed=2), "c": []}, "a", "ops")
-    assert [r.variant for r in rows] == ["a", "b"]
-    a, b = rows
-    assert a.comparison is None and math.isnan(a.detectable)
-    assert b.comparison is not None and b.comparison.verdict is Change.SLOWER
-    assert b.detectable == pytest.approx(detectable_change(10, 10, stats.cv(BASE)))
-    assert (b.median, b.low, b.high) == (b.estimate.median, min(b.samples), max(b.samples))
-    first = summarize({"b": BASE, "a": BASE})  # no baseline named: the first one
-    assert first[0].comparison is None and first[1].comparison is not None
-
-
-def test_the_baseline_is_the_runs_choice_or_the_first_variant() -> None:
-    run = perf_run()
-    assert baseline_of(run) == "upstream"
-    assert baseline_of(dataclasses.replace(run, baseline="")) == "upstream"
-    assert baseline_of(dataclasses.replace(run, baseline="not-run")) == "upstream"
-    moved = perf_run(scales={"no-reuse": 0.63, "upstream": 1.0}, baseline="upstream")
-    (events, latency) = perf(moved)
-    assert events.baseline == "upstream" and events.name == "map_perf.events_per_sec"
-    reuse = events.rows[0]
-    assert reuse.comparison is not None and reuse.comparison.baseline == "upstream"
-    assert reuse.comparison.verdict is Change.SLOWER
-    # Latency went up: for a time that is "slower" too, with the ratio above 1.
-    lat = latency.rows[0].comparison
-    assert lat is not None and lat.verdict is Change.SLOWER and lat.ratio > 1.5
 
 
 def test_text_lists_regressions_with_their_numbers() -> None:
@@ -297,7 +272,7 @@ def test_html_shows_estimates_ratios_and_the_noise_floor() -> None:
 
 def test_html_charts_keep_every_estimate_in_view() -> None:
     rows = summarize({"a": BASE, "b": boots(10, 0.03, 0.9, seed=4)}, "a", "ops")
-    c = html.chart(("t", "ops"), rows)
+    c = charts.chart(("t", "ops"), rows)
     for bar, row in zip(c.bars, rows, strict=True):
         assert c.left <= bar.whisker.low <= bar.x + bar.width <= bar.whisker.high <= c.right
         assert fmt_number(row.estimate.ci_low) in bar.whisker.text

@@ -7,7 +7,8 @@ from orchestrator.results import Verdict
 
 def test_perf_rounds_interleave_and_skip_functional_tests() -> None:
     from orchestrator.matrix import Test
-    from orchestrator.vm.testbed import functional, perf_round, perf_rounds
+    from orchestrator.plan import perf_rounds
+    from orchestrator.vm.testbed import functional, perf_round
 
     smoke = Test(name="smoke", kind="ktap", command="/x", repeats=2)
     perf = Test(name="map_perf", kind="map_perf", command="/y", repeats=3)

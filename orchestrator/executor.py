@@ -1,0 +1,60 @@
+"""Executors run ready units of work; the runner decides which are ready.
+
+An executor takes a unit's work as a callable and returns a future of its
+result.  The serial executor runs it at once, in the caller's thread, which
+is how a plain `orchestrate run` goes: one unit after another in plan order,
+Ctrl-C and SIGTERM landing in the unit that runs.  The thread executor runs
+up to N at once; it proves the runner does not depend on the order units
+finish in, and is the shape of executors that hand units to other processes
+or machines (the unit's inputs and results are plain, JSON-able data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Executor(Protocol):
+    @property
+    def capacity(self) -> int:
+        """How many units may run at once."""
+
+    def submit(self, work: Callable[[], T]) -> Future[T]: ...
+
+    def shutdown(self) -> None: ...
+
+
+class SerialExecutor:
+    """Runs each unit when it is submitted; exceptions other than
+    KeyboardInterrupt and SystemExit land in the future."""
+
+    capacity = 1
+
+    def submit(self, work: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(work())
+        except Exception as exc:  # the runner re-raises it from the future
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self) -> None:
+        pass
+
+
+class ThreadExecutor:
+    """Runs up to `workers` units at once in threads of this process."""
+
+    def __init__(self, workers: int) -> None:
+        self.capacity = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit")
+
+    def submit(self, work: Callable[[], T]) -> Future[T]:
+        return self._pool.submit(work)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,310 @@
+"""What a run's measurements say: samples, estimates, comparisons, noise, batches.
+
+The model of perf results every reader shares: the reports summarize and
+compare with it, the history stores its samples, and the A/A control judges
+a batch with it (judge_batch).  The numbers themselves come from the pure
+`stats`; this module says which samples are compared with which.
+
+A measurement is a metric of a whole test run once per boot (a perf round,
+or a functional test's repeats).  Perf samples are compared within one
+batch only: a batch the A/A control found noisy is rerun, and the rerun
+replaces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from orchestrator import stats
+from orchestrator.results import Batch, RunResult, VariantResult
+from orchestrator.stats import Comparison, Estimate, NoiseFloor
+from orchestrator.verdicts import baseline_of, walk
+
+MetricKey = tuple[str, str]  # (test name, metric); a subtest's name is test.subtest
+
+# A program may print a metric's breakdown next to it: map_perf prints
+# events_per_sec and also events_per_sec_cpu0, _min and _max.  Verdicts,
+# reruns and the summary's regressions follow the headline metric; the
+# breakdowns are detail, shown in the HTML report.
+_BREAKDOWN = re.compile(r"(?P<headline>.+)_(?:cpu\d+|min|max)")
+
+
+def breakdowns(keys: Iterable[MetricKey]) -> set[MetricKey]:
+    """The (test, metric) keys that break down another metric of the same test."""
+    keys = set(keys)
+    return {
+        (test, metric)
+        for test, metric in keys
+        if (m := _BREAKDOWN.fullmatch(metric)) and (test, m["headline"]) in keys
+    }
+
+
+# --- samples ---------------------------------------------------------------------
+
+
+def latest_batch(variants: Iterable[VariantResult]) -> int:
+    """The last perf batch in these results (0 when nothing was measured in batches)."""
+    return max((t.batch for v in variants for t in v.tests), default=0)
+
+
+def metric_samples(
+    variants: Iterable[VariantResult],
+    batch: int | None = None,
+    *,
+    subtests: bool = True,
+    functional: bool = True,
+) -> dict[MetricKey, dict[str, list[float]]]:
+    """Every metric value, grouped by (test, metric) and then by variant.
+
+    Perf samples count from one batch only, `batch` or else the latest:
+    comparisons are made within one batch, and a rerun replaces the batch
+    before it.  Tests outside batches (functional ones) count too, unless
+    `functional` is False; subtests' metrics too, unless `subtests` is False
+    (a program's per-map or per-round numbers are already in its totals).
+    """
+    variants = list(variants)
+    batch = latest_batch(variants) if batch is None else batch
+    wanted = (0, batch) if functional else (batch,)
+    out: dict[MetricKey, dict[str, list[float]]] = {}
+    for v in variants:
+        tests = [t for t in v.tests if t.batch in wanted]
+        for t in walk(tests) if subtests else tests:
+            for metric, value in t.metrics.items():
+                out.setdefault((t.name, metric), {}).setdefault(v.name, []).append(value)
+    return out
+
+
+# --- summaries -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One variant's samples of one metric, with its statistics."""
+
+    variant: str
+    samples: tuple[float, ...]
+    estimate: Estimate
+    comparison: Comparison | None = None  # against the baseline; None for the baseline itself
+    detectable: float = math.nan  # the drop a comparison with the baseline could see
+
+    @property
+    def n(self) -> int:
+        return len(self.samples)
+
+    @property
+    def median(self) -> float:
+        return self.estimate.median
+
+    @property
+    def low(self) -> float:
+        return min(self.samples)
+
+    @property
+    def high(self) -> float:
+        return max(self.samples)
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One (test, metric) across the variants, compared with the baseline."""
+
+    test: str
+    metric: str
+    baseline: str  # "" when the baseline variant has no samples of this metric
+    rows: tuple[MetricRow, ...]
+    # The A/A control's row (its comparison is the A/A one) and what it says
+    # of the batch; None without a control.  Not in `rows`: it is no variant.
+    control: MetricRow | None = None
+    floor: NoiseFloor | None = None
+    breakdown: bool = False  # a per-CPU, min or max split of another metric: detail
+
+    @property
+    def name(self) -> str:
+        return f"{self.test}.{self.metric}"
+
+    @property
+    def base(self) -> MetricRow | None:
+        return next((r for r in self.rows if r.variant == self.baseline), None)
+
+    @property
+    def noise(self) -> float:
+        """The baseline's CV: the spread DESIGN flags above NOISE_LIMIT."""
+        return self.base.estimate.cv if self.base else math.nan
+
+    @property
+    def noisy(self) -> bool:
+        """Too noisy to trust: as the A/A control says, else by the baseline's CV alone."""
+        if self.floor is not None:
+            return self.floor.noisy
+        return not self.noise <= stats.NOISE_LIMIT
+
+    @property
+    def detectable(self) -> float:
+        """The drop detectable with the baseline's n on both sides, as the plan gives them."""
+        b = self.base
+        return _detectable(b.n, b.n, b.estimate.cv) if b else math.nan
+
+
+@dataclass(frozen=True)
+class History:
+    """What earlier runs of the same matrix say, as plain data.
+
+    history.py reads the database and builds this; renderers only show it.
+    """
+
+    # (test, metric) -> variant -> (started, median) per run, oldest first
+    medians: Mapping[MetricKey, Mapping[str, tuple[tuple[str, float], ...]]] = field(
+        default_factory=dict
+    )
+    changes: tuple[str, ...] = ()  # what changed since the previous run, in words
+    previous: str = ""  # when the previous run started; "" when this is the first
+
+
+def summarize(
+    samples: Mapping[str, Sequence[float]],
+    baseline: str = "",
+    metric: str = "",
+    floor: NoiseFloor | None = None,
+) -> list[MetricRow]:
+    """One row per variant for one metric, each compared with the baseline's samples.
+
+    `baseline` "" means the first variant with samples; `metric` is the
+    metric's name, which says whether higher is better; `floor`, the A/A
+    control's verdict on the batch, makes every comparison inconclusive
+    when it found the batch noisy.
+    """
+    present = {variant: tuple(map(float, x)) for variant, x in samples.items() if x}
+    baseline = baseline or next(iter(present), "")
+    base = present.get(baseline)
+    rows = []
+    for variant, values in present.items():
+        comparison, detectable = None, math.nan
+        if base is not None and variant != baseline:
+            comparison = stats.compare(metric, variant, values, baseline, base)
+            if floor is not None:
+                comparison = stats.distrusted(comparison, floor)
+            detectable = _detectable(len(base), len(values), stats.cv(base))
+        rows.append(MetricRow(variant, values, stats.estimate(values), comparison, detectable))
+    return rows
+
+
+def _detectable(n_base: int, n: int, cv: float) -> float:
+    # The simulation needs a spread to simulate: no CV, no number.
+    return stats.detectable_change(n_base, n, cv) if cv > 0 else math.nan
+
+
+def perf(run: RunResult) -> list[MetricSummary]:
+    """The run's measurements, summarized and compared with the baseline.
+
+    A measurement is a metric of a whole test (not of a subtest: a program's
+    per-round numbers are already in its totals) that was sampled at least
+    twice for some variant; one-off counters of functional tests (reads,
+    misses, ...) stay in the per-test details and are not compared.
+    """
+    baseline = baseline_of(run)
+    control = run.control
+    measured = [*run.variants, *([control] if control is not None else [])]
+    batch = latest_batch(measured)
+    controls = metric_samples([control], batch, subtests=False) if control is not None else {}
+    out = []
+    by_metric = metric_samples(run.variants, batch, subtests=False)
+    twins = same_kernel_as(run, baseline)
+    details = breakdowns(by_metric)
+    for (test, metric), samples in by_metric.items():
+        if max(len(x) for x in samples.values()) < 2:
+            continue
+        base = samples.get(baseline)
+        aa = next(iter(controls.get((test, metric), {}).items()), None)
+        floor, row = _noise_floor(metric, baseline, base, aa) if base and aa else (None, None)
+        rows = [_same_kernel(r, twins) for r in summarize(samples, baseline, metric, floor)]
+        has_base = any(r.variant == baseline for r in rows)
+        name = baseline if has_base else ""
+        detail = (test, metric) in details
+        out.append(MetricSummary(test, metric, name, tuple(rows), row, floor, detail))
+    # Headline metrics first: they carry the verdicts; breakdowns are detail.
+    return sorted(out, key=lambda s: s.breakdown)
+
+
+def same_kernel_as(run: RunResult, baseline: str) -> frozenset[str]:
+    """The variants that boot the baseline's very kernel (gfp-zero's tree is upstream's)."""
+    base = next((v for v in run.variants if v.name == baseline), None)
+    if base is None or base.build is None or not base.build.artifact_dir:
+        return frozenset()
+    return frozenset(
+        v.name
+        for v in run.variants
+        if v.name != baseline and v.build and v.build.artifact_dir == base.build.artifact_dir
+    )
+
+
+def _same_kernel(row: MetricRow, twins: frozenset[str]) -> MetricRow:
+    if row.comparison is None or row.variant not in twins:
+        return row
+    return dataclasses.replace(row, comparison=stats.same_kernel(row.comparison))
+
+
+def _noise_floor(
+    metric: str, baseline: str, base: Sequence[float], control: tuple[str, Sequence[float]]
+) -> tuple[NoiseFloor, MetricRow]:
+    """The A/A control's verdict on the batch, and its row as the reports show it."""
+    name, values = control[0], tuple(map(float, control[1]))
+    floor = stats.noise_floor(metric, baseline, base, name, values)
+    detectable = _detectable(len(base), len(values), stats.cv(base))
+    return floor, MetricRow(name, values, stats.estimate(values), floor.comparison, detectable)
+
+
+# --- batches and the A/A control ----------------------------------------------------
+
+
+def noisy_metrics(base: VariantResult, control: VariantResult, batch: int) -> tuple[str, ...]:
+    """test.metric for every metric whose A/A control flags this batch as too noisy.
+
+    The samples are the whole-test metrics of this one batch, as perf()
+    groups them.  Breakdowns (per CPU, min, max) are noisier than their
+    headline and no verdict rests on them: they must not make a batch rerun.
+    """
+    samples = metric_samples([base, control], batch, subtests=False, functional=False)
+    details = breakdowns(key for key, by in samples.items() if base.name in by)
+    return tuple(
+        f"{test}.{metric}"
+        for (test, metric), by in samples.items()
+        if base.name in by
+        and control.name in by
+        and (test, metric) not in details
+        and stats.noise_floor(
+            metric, base.name, by[base.name], control.name, by[control.name]
+        ).noisy
+    )
+
+
+def judge_batch(
+    attempt: int, base: VariantResult, control: VariantResult, max_reruns: int
+) -> Batch:
+    """The record of batch `attempt`, and whether another batch must follow it."""
+    noisy = noisy_metrics(base, control, attempt)
+    return Batch(attempt, noisy, rerun=bool(noisy) and attempt <= max_reruns)
+
+
+def batch_note(run: RunResult) -> str:
+    """The perf batches in one sentence, when the A/A control found one noisy; else ""."""
+    if not any(b.noisy for b in run.batches):
+        return ""
+    parts = [f"batch {b.attempt} noisy ({_few(b.noisy)}), rerun" for b in run.batches if b.rerun]
+    last = run.batches[-1]
+    if last.noisy:
+        parts.append(
+            f"batch {last.attempt} noisy ({_few(last.noisy)}) with no rerun left: "
+            "its verdicts for those are inconclusive"
+        )
+    else:
+        parts.append(f"verdicts from batch {last.attempt}")
+    return "Noisy batch: " + "; ".join(parts) + "."
+
+
+def _few(names: Sequence[str], shown: int = 2) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -1,0 +1,436 @@
+"""The work of each kind of unit, and its result as plain data.
+
+Every function here takes a Context (the matrix, the cache and where the
+run writes) plus the results of the units it needs, does one unit's work and
+returns a frozen record that `results.to_data` turns into JSON and
+`results.from_data` back (see OUTPUTS): what crosses from an executor to the
+runner is data, never a live object.  Kernel problems are results; only the
+tool's own faults (UserError, InfraError) raise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from threading import Lock
+
+from orchestrator import plan
+from orchestrator.cache import Cache
+from orchestrator.errors import UserError
+from orchestrator.git import git, tree_of
+from orchestrator.kernel import build, kconfig, series, source
+from orchestrator.matrix import Matrix
+from orchestrator.plan import BuildState, UnitKind
+from orchestrator.results import (
+    BootInfo,
+    BuildInfo,
+    PatchOutcome,
+    PatchResult,
+    Stage,
+    StageResult,
+    Status,
+    TestResult,
+)
+from orchestrator.suites import kselftest
+from orchestrator.vm import qemu, testbed
+
+# Called on every stage change: variant, stage, status (None when starting), detail.
+Progress = Callable[[str, Stage, Status | None, str], None]
+
+
+def _quiet(variant: str, stage: Stage, status: Status | None, detail: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every unit of one run reads: plain data, plus a progress callback
+    that an executor in another process may leave quiet."""
+
+    matrix: Matrix
+    cache: Cache
+    run_dir: Path
+    patches: Mapping[str, tuple[series.Patch, ...]]
+    jobs: int = 2
+    progress: Progress = _quiet
+
+    def logs(self, variant: str) -> Path:
+        path = self.run_dir / "logs" / variant
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    repo: Path  # the tree's bare repository in the cache
+    base: str  # the commit every series is applied on
+
+
+@dataclass(frozen=True)
+class Applied:
+    stage: StageResult
+    base: str
+    head: str
+    patches: tuple[PatchResult, ...]
+
+
+@dataclass(frozen=True)
+class Configured:
+    stage: StageResult
+    tree: str  # git tree hash of the variant's source
+    configured: kconfig.Configured
+
+
+@dataclass(frozen=True)
+class Built:
+    stage: StageResult
+    build: BuildInfo
+
+
+@dataclass(frozen=True)
+class KselftestsInstalled:
+    installed: kselftest.Installed
+
+
+@dataclass(frozen=True)
+class GuestReady:
+    setup: testbed.GuestSetup
+
+
+@dataclass(frozen=True)
+class GuestState:
+    """A variant's guest between units: its kernel and image, and its boots so far."""
+
+    name: str  # what it runs as: the variant, or the A/A control
+    of: str  # the matrix variant whose kernel and expectations it has
+    kernel: Path
+    initrd: Path | None = None  # the variant's own initramfs, when it has kselftests
+    kselftests: kselftest.Installed = field(default_factory=kselftest.Installed)
+    boots: int = 0
+    boot_info: BootInfo | None = None
+    boot_failure: str | None = None  # the first boot failed
+
+
+@dataclass(frozen=True)
+class Tested:
+    __test__ = False  # not a pytest test class
+
+    stage: StageResult  # BOOT
+    tests: tuple[TestResult, ...]
+    guest: GuestState
+    accel: tuple[str, str] | None  # what was chosen, and why (None: never booted)
+
+
+@dataclass(frozen=True)
+class Sampled:
+    guest: GuestState  # after this round's boots
+    tests: tuple[TestResult, ...]  # empty for the warm-up round
+
+
+@dataclass(frozen=True)
+class Round:
+    samples: tuple[Sampled, ...]
+
+
+Output = Prepared | Applied | Configured | Built | KselftestsInstalled | GuestReady | Tested | Round
+
+# The record each kind of unit returns, for decoding it from JSON.
+OUTPUTS: dict[UnitKind, type[Output]] = {
+    UnitKind.PREPARE: Prepared,
+    UnitKind.APPLY: Applied,
+    UnitKind.CONFIGURE: Configured,
+    UnitKind.BUILD: Built,
+    UnitKind.KSELFTESTS: KselftestsInstalled,
+    UnitKind.GUEST: GuestReady,
+    UnitKind.FUNCTIONAL: Tested,
+    UnitKind.PERF_ROUND: Round,
+}
+
+
+def passed(output: Output | None) -> bool:
+    """Whether the units that need this one may use it."""
+    if output is None:
+        return False
+    if isinstance(output, Applied | Configured | Built | Tested):
+        return output.stage.status is Status.PASS
+    return True
+
+
+# --- the work -----------------------------------------------------------------------------
+
+
+def prepare(ctx: Context) -> Prepared:
+    src = source.prepare(ctx.matrix.tree, ctx.cache.root)
+    return Prepared(src.repo, src.base)
+
+
+def apply(ctx: Context, variant: str, prepared: Prepared) -> Applied:
+    src = source.Source(prepared.repo, prepared.base)
+    worktree = source.worktree(src, ctx.cache.work / f"apply-{src.repo.stem}")
+    spec = ctx.matrix.variant(variant)
+    patches = ctx.patches[variant]
+    key = plan.apply_key(src.base, spec, patches)
+    applied = ctx.cache.load("apply", key, series.Applied)
+    if applied is None or not _has_commit(src.repo, applied.head):
+        branch = f"orchestrate/{ctx.matrix.name}/{variant}"
+        applied = series.apply(worktree, src.base, branch, patches, spec.reverts)
+        if applied.ok:
+            ctx.cache.save("apply", key, applied)
+    log = ctx.logs(variant) / "apply.log"
+    log.write_text("".join(f"{p.source}: {p.outcome.value}\n{p.output}" for p in applied.patches))
+    stage = _apply_verdict(applied, str(log))
+    return Applied(stage, applied.base, applied.head or "", applied.patches)
+
+
+def configure(ctx: Context, variant: str, prepared: Prepared, applied: Applied) -> Configured:
+    spec = ctx.matrix.variant(variant)
+    cfg = ctx.matrix.kconfig
+    bdir = plan.build_dir_for(ctx.matrix, spec, prepared.repo, ctx.cache.work)
+    tree = tree_of(prepared.repo, applied.head)
+    key = plan.kconfig_key(tree, bdir)
+    log = ctx.logs(variant) / "kconfig.log"
+    kept = ctx.cache.log_of("kconfig", key)
+    configured = ctx.cache.load("kconfig", key, kconfig.Configured)
+    if configured is not None:
+        _cached_log(kept, log, "configured")
+    else:
+        _checkout(prepared, bdir, applied.head)
+        configured = kconfig.configure(
+            bdir.src,
+            bdir.config,
+            arch=cfg.arch,
+            base=cfg.base,
+            fragments=plan.fragments_of(ctx.matrix, spec),
+            make_args=build.FIXED_MAKE_VARS,
+            env=build.make_env(ctx.cache.root, bdir),
+            log=log,
+            timeout=600,
+        )
+        if configured.error is None:
+            ctx.cache.save("kconfig", key, configured)
+            shutil.copyfile(log, kept)
+    stage = _kconfig_verdict(configured, cfg.on_mismatch, log)
+    return Configured(stage, tree, configured)
+
+
+def build_kernel(
+    ctx: Context,
+    variant: str,
+    prepared: Prepared,
+    applied: Applied,
+    configured: Configured,
+    builder: str | None,
+) -> Built:
+    """`builder`: the variant of this run that already built these artifacts, if any."""
+    artifacts = build.artifact_dir(ctx.cache.root, configured.tree, configured.configured.sha256)
+    info = BuildInfo(
+        tree=configured.tree,
+        config=configured.configured.sha256,
+        artifact_dir=str(artifacts),
+        cached=True,
+    )
+    state = plan.build_state(build.is_built(artifacts), builder, variant)
+    if state is not BuildState.BUILD:
+        shared = builder if state is BuildState.SHARED else None
+        info = replace(info, shared_with=shared, warnings=build.cached_warnings(artifacts))
+        reason = f"same tree as {shared}: built once" if shared else "cached: nothing compiled"
+        logs = (str(artifacts / "build.log"),)
+        return Built(StageResult(Stage.BUILD, Status.PASS, reason, logs=logs), info)
+    spec = ctx.matrix.variant(variant)
+    bdir = plan.build_dir_for(ctx.matrix, spec, prepared.repo, ctx.cache.work)
+    _checkout(prepared, bdir, applied.head)
+    ctx.progress(variant, Stage.BUILD, None, f"log: {build.pending_log(artifacts)}")
+    outcome = build.build(
+        bdir,
+        configured.configured.config_text,
+        artifacts,
+        cache=ctx.cache.root,
+        arch=ctx.matrix.kconfig.arch,
+        jobs=ctx.jobs,
+        timeout=ctx.matrix.build_timeout,
+    )
+    info = replace(info, cached=False, first_error=outcome.first_error, warnings=outcome.warnings)
+    logs = (str(outcome.log),)
+    if not outcome.ok:
+        stage = StageResult(Stage.BUILD, Status.FAIL, outcome.first_error or "", logs=logs)
+        return Built(stage, info)
+    return Built(StageResult(Stage.BUILD, Status.PASS, "built", logs=logs), info)
+
+
+def install_kselftests(
+    ctx: Context, variant: str, prepared: Prepared, applied: Applied, built: Built
+) -> KselftestsInstalled:
+    """The variant's in-tree kselftests, built (or cached).  A failure is
+    recorded for its kselftest tests to report; it never stops the variant."""
+    wanted = kselftest.collections(ctx.matrix.tests)
+    bdir = plan.build_dir_for(
+        ctx.matrix, ctx.matrix.variant(variant), prepared.repo, ctx.cache.work
+    )
+    artifacts = Path(built.build.artifact_dir)
+    kernel = kselftest.Kernel(bdir.src, bdir.out, artifacts / "vmlinux", artifacts.name)
+    log = ctx.logs(variant) / "kselftest.log"
+    if any(kselftest.cached(ctx.cache.root, kernel, c, log) is None for c in wanted):
+        _checkout(prepared, bdir, applied.head)
+        ctx.progress(variant, Stage.TEST, None, f"log: {log}")
+    installed = kselftest.install(
+        kernel, wanted, ctx.cache.root, log, jobs=ctx.jobs, timeout=ctx.matrix.build_timeout
+    )
+    return KselftestsInstalled(installed)
+
+
+def make_guest(ctx: Context) -> GuestReady:
+    return GuestReady(testbed.prepare(ctx.matrix, ctx.cache, ctx.run_dir))
+
+
+def functional(
+    ctx: Context,
+    variant: str,
+    built: Built,
+    setup: testbed.GuestSetup,
+    installed: kselftest.Installed,
+    accel: tuple[str, str] | None,
+) -> Tested:
+    """Boot the variant's kernel and run its functional tests (the BOOT stage)."""
+    out = ctx.run_dir / "guest" / f"initrd-{variant}.cpio"
+    initrd: Path | None = None
+    if kselftest.collections(ctx.matrix.tests):
+        try:
+            initrd = testbed.variant_initrd(setup, installed, out)
+        except (UserError, OSError) as exc:
+            reason = f"kselftests not installed in the guest: {exc}"
+            wanted = kselftest.collections(ctx.matrix.tests)
+            installed = kselftest.Installed(errors=tuple((c, reason) for c in wanted))
+    kernel = Path(built.build.artifact_dir) / "vmlinux"
+    state = GuestState(variant, variant, kernel, initrd, installed)
+    chooser = _Accelerator(ctx, accel)
+    run = _guest_run(ctx, state, setup, chooser)
+    tests = run.run(testbed.functional(ctx.matrix.tests))
+    return Tested(run.boot_stage(), tests, _after(state, run), chooser.chosen)
+
+
+def perf_round(
+    ctx: Context,
+    batch: int,
+    round_: int,
+    guests: tuple[GuestState, ...],
+    setup: testbed.GuestSetup,
+    accel: tuple[str, str] | None,
+) -> Round:
+    """One sample of every perf test per guest, one guest after another."""
+    pending = testbed.perf_round(ctx.matrix.tests, round_, batch)
+    chooser = _Accelerator(ctx, accel)
+    samples = []
+    for state in guests:
+        if not pending:
+            samples.append(Sampled(state, ()))
+            continue
+        note = f", batch {batch}" if batch > 1 else ""
+        ctx.progress(state.name, Stage.TEST, None, f"perf round {round_}{note}")
+        run = _guest_run(ctx, state, setup, chooser)
+        tests = run.run(pending)
+        samples.append(Sampled(_after(state, run), tests if round_ > 0 else ()))
+    return Round(tuple(samples))
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+class _Accelerator:
+    """The matrix's choice, or a KVM probe, once per unit; the runner hands
+    the first unit's answer to the next ones, so a run probes once."""
+
+    def __init__(self, ctx: Context, known: tuple[str, str] | None) -> None:
+        self.ctx = ctx
+        self.chosen = known
+        self._lock = Lock()
+
+    def __call__(self, kernel: Path, initrd: Path) -> tuple[str, str]:
+        with self._lock:
+            if self.chosen is None:
+                if self.ctx.matrix.guest.accel != "auto":
+                    self.chosen = (self.ctx.matrix.guest.accel, "set in the matrix")
+                else:
+                    self.chosen = qemu.probe_accel(kernel, initrd, cache_dir=self.ctx.cache.root)
+            return self.chosen
+
+
+def _guest_run(
+    ctx: Context, state: GuestState, setup: testbed.GuestSetup, accel: testbed.Accelerator
+) -> testbed.VariantRun:
+    spec = replace(ctx.matrix.variant(state.of), name=state.name)
+    return testbed.VariantRun(
+        ctx.matrix,
+        spec,
+        setup,
+        state.kernel,
+        ctx.logs(state.name),
+        accel,
+        initrd=state.initrd,
+        kselftests=state.kselftests,
+        boots=state.boots,
+        boot_info=state.boot_info,
+        boot_failure=state.boot_failure,
+    )
+
+
+def _after(state: GuestState, run: testbed.VariantRun) -> GuestState:
+    return dataclasses.replace(
+        state, boots=run.boots, boot_info=run.boot_info, boot_failure=run.boot_failure
+    )
+
+
+def _checkout(prepared: Prepared, bdir: build.BuildDir, commit: str) -> None:
+    # configure, build and kselftests all need the variant's checkout; a
+    # second checkout of the same commit would stat every file of the tree.
+    src = source.Source(prepared.repo, prepared.base)
+    source.worktree(src, bdir.src)
+    head = git(bdir.src, "rev-parse", "-q", "--verify", "HEAD", check=False)
+    if head.ok and head.stdout.strip() == commit:
+        return
+    source.checkout(bdir.src, commit)
+
+
+def _cached_log(kept: Path, log: Path, what: str) -> None:
+    """This run's copy of the log of the run that did the work."""
+    try:
+        text = kept.read_text(errors="replace")
+    except OSError:
+        text = "(that run's log is no longer in the cache)\n"
+    log.write_text(f"# cached: {what} by an earlier run; its log follows\n{text}")
+
+
+def _has_commit(repo: Path, commit: str | None) -> bool:
+    if not commit:
+        return False
+    return git(repo, "cat-file", "-e", f"{commit}^{{commit}}", check=False).ok
+
+
+def _apply_verdict(applied: series.Applied, log: str) -> StageResult:
+    conflicts = [p for p in applied.patches if p.outcome is PatchOutcome.CONFLICT]
+    if conflicts:
+        p = conflicts[0]
+        files = ", ".join(p.files) or "unknown files"
+        reason = f"{Path(p.source).name} ({p.subject}) does not apply: conflict in {files}"
+        return StageResult(Stage.APPLY, Status.FAIL, reason, logs=(log,))
+    counts: dict[str, int] = {}
+    for p in applied.patches:
+        counts[p.outcome.value] = counts.get(p.outcome.value, 0) + 1
+    summary = ", ".join(f"{n} {what}" for what, n in counts.items()) or "no patches"
+    return StageResult(Stage.APPLY, Status.PASS, summary, logs=(log,))
+
+
+def _kconfig_verdict(configured: kconfig.Configured, on_mismatch: str, log: Path) -> StageResult:
+    logs = (str(log),)
+    if configured.error is not None:
+        return StageResult(Stage.KCONFIG, Status.FAIL, configured.error, logs=logs)
+    if configured.mismatches:
+        missing = ", ".join(f"{m.symbol}={m.wanted} ({m.reason})" for m in configured.mismatches)
+        status = Status.FAIL if on_mismatch == "error" else Status.PASS
+        return StageResult(Stage.KCONFIG, status, f"did not stick: {missing}", logs=logs)
+    return StageResult(Stage.KCONFIG, Status.PASS, "all requested symbols set", logs=logs)

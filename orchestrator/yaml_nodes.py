@@ -1,0 +1,257 @@
+"""YAML nodes that know where they are, and typed readers whose errors say so.
+
+config.py reads the matrix with these.  The text is *composed* into PyYAML
+nodes, never loaded into Python objects wholesale, so that every problem
+can be reported as file:line plus a key path such as
+``variants[2].series[0]``.  Scalars are converted with the safe resolver's
+rules (strings, ints, floats, booleans, null) and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+
+from orchestrator.errors import MatrixError
+
+Scalar = str | int | float | bool | None
+T = TypeVar("T")
+
+_TAG = "tag:yaml.org,2002:"
+_SAFE = yaml.constructor.SafeConstructor()
+_SCALARS: dict[str, Callable[[yaml.ScalarNode], Scalar]] = {
+    _TAG + "null": _SAFE.construct_yaml_null,
+    _TAG + "bool": _SAFE.construct_yaml_bool,
+    _TAG + "int": _SAFE.construct_yaml_int,
+    _TAG + "float": _SAFE.construct_yaml_float,
+    _TAG + "str": lambda node: str(node.value),
+    _TAG + "timestamp": lambda node: str(node.value),  # kept as the text written
+}
+
+
+# --- the cursor -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One YAML node and where it sits: file, line and key path."""
+
+    node: yaml.Node
+    key_path: str  # "" for the document itself
+    line: int
+    file: Path
+    base: Path  # the matrix file's directory, resolved
+
+    def join(self, key: str) -> str:
+        return f"{self.key_path}.{key}" if self.key_path else key
+
+    def child(self, key: str, key_node: yaml.Node, node: yaml.Node) -> Node:
+        return Node(node, self.join(key), line_of(key_node), self.file, self.base)
+
+    def item(self, index: int, node: yaml.Node) -> Node:
+        return Node(node, f"{self.key_path}[{index}]", line_of(node), self.file, self.base)
+
+    def error(self, message: str) -> MatrixError:
+        return MatrixError(self.file, self.line, self.key_path or "<document>", message)
+
+    def missing(self, key: str, message: str = "is required") -> MatrixError:
+        return MatrixError(self.file, self.line, self.join(key), message)
+
+
+def line_of(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def document(path: Path) -> Node:
+    """The matrix file at path, composed: its root node (MatrixError when unreadable)."""
+    root = compose(path, read_text(path))
+    return Node(root, "", line_of(root), path, path.resolve().parent)
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise MatrixError(path, 0, "<file>", f"cannot read the matrix file: {reason}") from None
+
+
+def compose(path: Path, text: str) -> yaml.Node:
+    """The text's single YAML document as nodes (MatrixError on a syntax error)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        message = e.problem or "invalid YAML"
+        if e.context and e.context_mark:
+            message = f"{e.context} at line {e.context_mark.line + 1}, {message}"
+        raise MatrixError(path, mark.line + 1 if mark else 0, "<yaml>", message) from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow
+        line = text.count("\n", 0, e.position) + 1
+        message = f"unacceptable character #x{e.character:04x}: {e.reason}"
+        raise MatrixError(path, line, "<yaml>", message) from None
+    if root is None:
+        raise MatrixError(path, 1, "<document>", "the file is empty; a matrix needs variants:")
+    return root
+
+
+# --- typed readers: each returns a value or raises a MatrixError at the node ------------------
+
+
+def describe(node: yaml.Node) -> str:
+    """What a node holds, for messages: "a list", "a boolean true", "a string 'x'"..."""
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if not isinstance(node, yaml.ScalarNode) or node.tag not in _SCALARS:
+        return f"a value tagged {node.tag}"
+    value = _SCALARS[node.tag](node)
+    if value is None:
+        return "null" if node.value else "an empty value"
+    if isinstance(value, bool):
+        return f"a boolean {node.value}"
+    if isinstance(value, int):
+        return f"an integer {node.value}"
+    if isinstance(value, float):
+        return f"a number {node.value}"
+    return f"a string {value!r}"
+
+
+def wrong(cur: Node, expected: str) -> MatrixError:
+    return cur.error(f"expected {expected}, got {describe(cur.node)}")
+
+
+def scalar(cur: Node, expected: str) -> Scalar:
+    node = cur.node
+    if isinstance(node, yaml.ScalarNode) and node.tag in _SCALARS:
+        return _SCALARS[node.tag](node)
+    raise wrong(cur, expected)
+
+
+def string(cur: Node, what: str = "a string", *, raw_numbers: bool = False) -> str:
+    """A string; with raw_numbers, an unquoted number is taken as the text written."""
+    value = scalar(cur, what)
+    if isinstance(value, str):
+        return value
+    if raw_numbers and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(cur.node.value)
+    hint = f" (quote it if you meant the text '{cur.node.value}')" if value is not None else ""
+    raise cur.error(f"expected {what}, got {describe(cur.node)}{hint}")
+
+
+def integer(cur: Node, low: int, high: int | None = None) -> int:
+    value = scalar(cur, "an integer")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise wrong(cur, "an integer")
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise cur.error(f"must be {bounds}, got {value}")
+    return value
+
+
+def boolean(cur: Node) -> bool:
+    value = scalar(cur, "true or false")
+    if not isinstance(value, bool):
+        raise wrong(cur, "true or false")
+    return value
+
+
+def seconds(cur: Node) -> float:
+    value = scalar(cur, "a number of seconds")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise wrong(cur, "a number of seconds")
+    if not (math.isfinite(value) and value > 0):
+        raise cur.error(f"must be a positive number of seconds, got {value}")
+    return float(value)
+
+
+def choice(cur: Node, choices: tuple[str, ...]) -> str:
+    value = string(cur, "one of " + ", ".join(choices))
+    if value not in choices:
+        raise cur.error(f"must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def claim(cur: Node, name: str, seen: dict[str, int], what: str) -> None:
+    if name in seen:
+        raise cur.error(f"duplicate {what} name {name!r} (first at line {seen[name]})")
+    seen[name] = cur.line
+
+
+def entries(cur: Node) -> list[tuple[str, Node]]:
+    """A mapping's entries in file order; keys are taken as the text written."""
+    if not isinstance(cur.node, yaml.MappingNode):
+        raise wrong(cur, "a mapping")
+    entries: list[tuple[str, Node]] = []
+    first: dict[str, int] = {}
+    for key_node, value_node in cur.node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            problem = f"keys must be plain words, got {describe(key_node)}"
+            raise MatrixError(cur.file, line_of(key_node), cur.key_path or "<document>", problem)
+        key = str(key_node.value)
+        child = cur.child(key, key_node, value_node)
+        if key in first:
+            raise child.error(f"duplicate key {key!r} (first at line {first[key]})")
+        first[key] = child.line
+        entries.append((key, child))
+    return entries
+
+
+def mapping(cur: Node, allowed: Collection[str], required: Collection[str] = ()) -> dict[str, Node]:
+    fields = dict(entries(cur))
+    for key, child in fields.items():
+        if key not in allowed:
+            raise child.error(f"unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+    for key in required:
+        if key not in fields:
+            raise cur.missing(key)
+    return fields
+
+
+def get(fields: dict[str, Node], key: str, convert: Callable[[Node], T], default: T) -> T:
+    """fields[key] converted, or default when the key is absent."""
+    node = fields.get(key)
+    return default if node is None else convert(node)
+
+
+def sequence(cur: Node, what: str, *, one_ok: bool = False) -> list[Node]:
+    """The items of a list; with one_ok, a single string stands for a list of one."""
+    node = cur.node
+    if isinstance(node, yaml.SequenceNode):
+        return [cur.item(i, item) for i, item in enumerate(node.value)]
+    if one_ok and isinstance(node, yaml.ScalarNode) and isinstance(scalar(cur, what), str):
+        return [cur]
+    raise wrong(cur, what)
+
+
+def local_path(cur: Node, kind: str, *, outside_ok: bool = False) -> Path:
+    """A path, relative to the matrix directory; kind is what must exist there ("" = nothing)."""
+    text = string(cur, "a path")
+    if not text:
+        raise cur.error("expected a path, got an empty string")
+    try:
+        path = (cur.base / text).resolve()
+    except (OSError, ValueError, RuntimeError) as e:
+        raise cur.error(f"not a usable path {text!r}: {e}") from None
+    if not Path(text).is_absolute() and not outside_ok and not path.is_relative_to(cur.base):
+        raise cur.error(
+            f"{text!r} escapes the matrix directory {cur.base} (it resolves to {path}); "
+            "write an absolute path if you mean it"
+        )
+    if kind and not path.exists():
+        raise cur.error(f"no such {kind}: {path}")
+    if (kind == "file" and not path.is_file()) or (kind == "directory" and not path.is_dir()):
+        raise cur.error(f"not a {kind}: {path}")
+    return path
+
+
+def local_paths(cur: Node, kind: str) -> tuple[Path, ...]:
+    return tuple(
+        local_path(item, kind) for item in sequence(cur, "a path or a list of paths", one_ok=True)
+    )
