@@ -1,10 +1,11 @@
 """A run as units of work: what to do, in which order, from which inputs.
 
 The plan is data.  `units()` turns a matrix into a graph of units (prepare
-the tree, apply a series, configure, build, install kselftests, make the
-guest image, boot and run the functional tests, one perf round) with their
-content inputs and dependencies; the runner hands ready units to an
-executor and folds their results into the run's results.  Nothing here
+the tree, apply a series, configure, build, install what test kinds build
+against the kernel, make the guest image, boot and run the functional
+tests, one perf round) with their content inputs and dependencies; the
+runner hands ready units to an executor and folds their results into the
+run's results.  Nothing here
 runs anything, so `orchestrate plan` and the runner read the same plan.
 
 Dependencies come in three kinds:
@@ -16,8 +17,8 @@ Dependencies come in three kinds:
   variants that booted);
 * `after`: order only.  Units that share a worktree run one after another:
   every apply uses the one apply worktree, and the variants of one build
-  directory configure, build and install kselftests in turn, which is what
-  keeps their builds incremental.
+  directory configure, build and install (kselftests) in turn, which is
+  what keeps their builds incremental.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import suites
 from orchestrator.cache import digest
 from orchestrator.kernel import build, series
 from orchestrator.matrix import Matrix, Test, Variant
 from orchestrator.results import Stage
-from orchestrator.suites import kselftest
 
 
 class UnitKind(enum.Enum):
@@ -39,7 +40,7 @@ class UnitKind(enum.Enum):
     APPLY = "apply"  # one variant's series on the base
     CONFIGURE = "configure"  # one variant's .config
     BUILD = "build"  # one variant's kernel, shared when its tree and config were built
-    KSELFTESTS = "kselftests"  # the tree's own selftests for one variant's kernel
+    INSTALL = "install"  # what some kinds build against one variant's kernel (kselftests)
     GUEST = "guest"  # the run's guest image: keys, guest programs, initramfs
     FUNCTIONAL = "functional"  # one variant booted, its functional tests run
     PERF_ROUND = "perf-round"  # one perf sample per variant, one guest at a time
@@ -125,7 +126,7 @@ def build_state(built: bool, builder: str | None, variant: str) -> BuildState:
 
 def is_perf(test: Test) -> bool:
     """Perf kinds are sampled once per boot, variants interleaved round by round."""
-    return test.kind == "map_perf"  # TODO registry
+    return suites.suite_for(test).perf
 
 
 def perf_tests(tests: Sequence[Test]) -> tuple[Test, ...]:
@@ -171,7 +172,7 @@ def units(
         previous_apply = (uid,)
     if until is Stage.APPLY:
         return tuple(out)
-    kselftests = bool(kselftest.collections(matrix.tests))
+    installs = bool(suites.installers(matrix.tests))
     last_in_dir: dict[str, str] = {}  # build dir key -> the last unit using it
     builds: list[str] = []
     for v in variants:
@@ -196,10 +197,10 @@ def units(
         out += [configure, built]
         builds.append(built.id)
         last_in_dir[bdir.key] = built.id
-        if kselftests and until is Stage.TEST:
+        if installs and until is Stage.TEST:
             ks = Unit(
-                unit_id(UnitKind.KSELFTESTS, v.name),
-                UnitKind.KSELFTESTS,
+                unit_id(UnitKind.INSTALL, v.name),
+                UnitKind.INSTALL,
                 v.name,
                 needs=(built.id,),
                 inputs=(*inputs, ("tests", _tests_key(matrix.tests))),
@@ -218,8 +219,8 @@ def units(
     functional = []
     for v in variants:
         needs: tuple[str, ...] = (unit_id(UnitKind.BUILD, v.name), guest.id)
-        if kselftests:
-            needs += (unit_id(UnitKind.KSELFTESTS, v.name),)
+        if installs:
+            needs += (unit_id(UnitKind.INSTALL, v.name),)
         uid = unit_id(UnitKind.FUNCTIONAL, v.name)
         tests = functional_tests(matrix.tests)
         out.append(

@@ -108,28 +108,15 @@ class SplatKind(enum.StrEnum):
     OOM = "oom"  # the OOM killer ran
 
 
-if typing.TYPE_CHECKING:
-    # TEMPORARY: a plain word is also accepted (and made a SplatKind) until every
-    # caller passes a SplatKind (tests/unit/test_report_junit.py); then `kind:
-    # SplatKind` below and these four lines go.
-    _SplatKindOrWord = SplatKind | str
-else:
-    _SplatKindOrWord = SplatKind
-
-
 @dataclass(frozen=True)
 class Splat:
     """A kernel complaint seen on the console: panic, oops, lockup, ..."""
 
-    kind: _SplatKindOrWord
+    kind: SplatKind
     title: str  # the first line, e.g. "BUG: kernel NULL pointer dereference, address: 0"
     timestamp: float | None  # guest seconds since boot, from the printk prefix
     trace: tuple[str, ...] = ()  # call trace lines
     test: str | None = None  # the test that was running, from the kmsg markers
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.kind, SplatKind):
-            object.__setattr__(self, "kind", SplatKind(self.kind))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from orchestrator.kernel import build, series, source
 from orchestrator.matrix import Matrix
 from orchestrator.plan import STAGE_OF, Unit, UnitKind, unit_id
 from orchestrator.results import Batch, RunResult, Stage
-from orchestrator.suites import kselftest
+from orchestrator.suites import Installed
 from orchestrator.units import Context, GuestState, Progress
 
 RESULTS = "results.json"
@@ -196,18 +196,18 @@ class Runner:
                 builder = self.built.get(str(artifacts))
                 prepared, applied = out(UnitKind.PREPARE), out(UnitKind.APPLY, v)
                 return partial(units.build_kernel, ctx, v, prepared, applied, configured, builder)
-            case UnitKind.KSELFTESTS:
+            case UnitKind.INSTALL:
                 prepared, applied = out(UnitKind.PREPARE), out(UnitKind.APPLY, v)
                 built = out(UnitKind.BUILD, v)
-                return partial(units.install_kselftests, ctx, v, prepared, applied, built)
+                return partial(units.install, ctx, v, prepared, applied, built)
             case UnitKind.GUEST:
                 return partial(units.make_guest, ctx)
             case UnitKind.FUNCTIONAL:
-                ks = self.done.get(unit_id(UnitKind.KSELFTESTS, v))
+                ks = self.done.get(unit_id(UnitKind.INSTALL, v))
                 installed = (
                     ks.output.installed
-                    if ks is not None and isinstance(ks.output, units.KselftestsInstalled)
-                    else kselftest.Installed()
+                    if ks is not None and isinstance(ks.output, units.InstalledFiles)
+                    else Installed()
                 )
                 setup = out(UnitKind.GUEST).setup
                 built = out(UnitKind.BUILD, v)
@@ -237,7 +237,7 @@ class Runner:
         if self.matrix.perf.aa_control and base in booted:
             name = aa_control.name_for(base)
             of = self.guests[base]
-            fresh = GuestState(name, base, of.kernel, of.initrd, of.kselftests)
+            fresh = GuestState(name, base, of.kernel, of.initrd, of.installed)
             guests.append(self.guests.get(name, fresh))
         return tuple(guests)
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from threading import Lock
 
-from orchestrator import plan
+from orchestrator import plan, suites
 from orchestrator.cache import Cache
 from orchestrator.errors import UserError
 from orchestrator.git import git, tree_of
 from orchestrator.kernel import build, kconfig, series, source
-from orchestrator.matrix import Matrix
+from orchestrator.matrix import AccelChoice, Matrix, OnMismatch
 from orchestrator.plan import BuildState, UnitKind
 from orchestrator.results import (
     BootInfo,
@@ -34,7 +34,7 @@ from orchestrator.results import (
     Status,
     TestResult,
 )
-from orchestrator.suites import kselftest
+from orchestrator.suites import Installed, Kernel
 from orchestrator.vm import qemu, testbed
 
 # Called on every stage change: variant, stage, status (None when starting), detail.
@@ -94,8 +94,8 @@ class Built:
 
 
 @dataclass(frozen=True)
-class KselftestsInstalled:
-    installed: kselftest.Installed
+class InstalledFiles:
+    installed: Installed  # what the kinds' installers built for the variant's kernel
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ class GuestState:
     name: str  # what it runs as: the variant, or the A/A control
     of: str  # the matrix variant whose kernel and expectations it has
     kernel: Path
-    initrd: Path | None = None  # the variant's own initramfs, when it has kselftests
-    kselftests: kselftest.Installed = field(default_factory=kselftest.Installed)
+    initrd: Path | None = None  # the variant's own, when something was built for its kernel
+    installed: Installed = field(default_factory=Installed)
     boots: int = 0
     boot_info: BootInfo | None = None
     boot_failure: str | None = None  # the first boot failed
@@ -138,7 +138,7 @@ class Round:
     samples: tuple[Sampled, ...]
 
 
-Output = Prepared | Applied | Configured | Built | KselftestsInstalled | GuestReady | Tested | Round
+Output = Prepared | Applied | Configured | Built | InstalledFiles | GuestReady | Tested | Round
 
 # The record each kind of unit returns, for decoding it from JSON.
 OUTPUTS: dict[UnitKind, type[Output]] = {
@@ -146,7 +146,7 @@ OUTPUTS: dict[UnitKind, type[Output]] = {
     UnitKind.APPLY: Applied,
     UnitKind.CONFIGURE: Configured,
     UnitKind.BUILD: Built,
-    UnitKind.KSELFTESTS: KselftestsInstalled,
+    UnitKind.INSTALL: InstalledFiles,
     UnitKind.GUEST: GuestReady,
     UnitKind.FUNCTIONAL: Tested,
     UnitKind.PERF_ROUND: Round,
@@ -263,25 +263,30 @@ def build_kernel(
     return Built(StageResult(Stage.BUILD, Status.PASS, "built", logs=logs), info)
 
 
-def install_kselftests(
+def install(
     ctx: Context, variant: str, prepared: Prepared, applied: Applied, built: Built
-) -> KselftestsInstalled:
-    """The variant's in-tree kselftests, built (or cached).  A failure is
-    recorded for its kselftest tests to report; it never stops the variant."""
-    wanted = kselftest.collections(ctx.matrix.tests)
-    bdir = plan.build_dir_for(
-        ctx.matrix, ctx.matrix.variant(variant), prepared.repo, ctx.cache.work
-    )
+) -> InstalledFiles:
+    """What the matrix's test kinds build against the variant's kernel (the
+    tree's kselftests), built or cached.  A failure is recorded for the tests
+    that need it to report; it never stops the variant."""
+    spec = ctx.matrix.variant(variant)
+    bdir = plan.build_dir_for(ctx.matrix, spec, prepared.repo, ctx.cache.work)
     artifacts = Path(built.build.artifact_dir)
-    kernel = kselftest.Kernel(bdir.src, bdir.out, artifacts / "vmlinux", artifacts.name)
-    log = ctx.logs(variant) / "kselftest.log"
-    if any(kselftest.cached(ctx.cache.root, kernel, c, log) is None for c in wanted):
-        _checkout(prepared, bdir, applied.head)
-        ctx.progress(variant, Stage.TEST, None, f"log: {log}")
-    installed = kselftest.install(
-        kernel, wanted, ctx.cache.root, log, jobs=ctx.jobs, timeout=ctx.matrix.build_timeout
-    )
-    return KselftestsInstalled(installed)
+    kernel = Kernel(bdir.src, bdir.out, artifacts / "vmlinux", artifacts.name)
+    files: list[tuple[str, Path]] = []
+    errors: list[tuple[str, str]] = []
+    for installer in suites.installers(ctx.matrix.tests):
+        wanted = installer.wanted(ctx.matrix.tests)
+        log = ctx.logs(variant) / f"{installer.name}.log"
+        if not all(installer.ready(ctx.cache.root, kernel, unit) for unit in wanted):
+            _checkout(prepared, bdir, applied.head)
+            ctx.progress(variant, Stage.TEST, None, f"log: {log}")
+        done = installer.install(
+            kernel, wanted, ctx.cache.root, log, jobs=ctx.jobs, timeout=ctx.matrix.build_timeout
+        )
+        files += done.files
+        errors += done.errors
+    return InstalledFiles(Installed(tuple(files), tuple(errors)))
 
 
 def make_guest(ctx: Context) -> GuestReady:
@@ -293,19 +298,19 @@ def functional(
     variant: str,
     built: Built,
     setup: testbed.GuestSetup,
-    installed: kselftest.Installed,
+    installed: Installed,
     accel: tuple[str, str] | None,
 ) -> Tested:
     """Boot the variant's kernel and run its functional tests (the BOOT stage)."""
     out = ctx.run_dir / "guest" / f"initrd-{variant}.cpio"
     initrd: Path | None = None
-    if kselftest.collections(ctx.matrix.tests):
+    if installers := suites.installers(ctx.matrix.tests):
         try:
             initrd = testbed.variant_initrd(setup, installed, out)
         except (UserError, OSError) as exc:
-            reason = f"kselftests not installed in the guest: {exc}"
-            wanted = kselftest.collections(ctx.matrix.tests)
-            installed = kselftest.Installed(errors=tuple((c, reason) for c in wanted))
+            reason = f"{' and '.join(i.name for i in installers)} not installed in the guest: {exc}"
+            wanted = [u for i in installers for u in i.wanted(ctx.matrix.tests)]
+            installed = Installed(errors=tuple((u, reason) for u in wanted))
     kernel = Path(built.build.artifact_dir) / "vmlinux"
     state = GuestState(variant, variant, kernel, initrd, installed)
     chooser = _Accelerator(ctx, accel)
@@ -353,8 +358,9 @@ class _Accelerator:
     def __call__(self, kernel: Path, initrd: Path) -> tuple[str, str]:
         with self._lock:
             if self.chosen is None:
-                if self.ctx.matrix.guest.accel != "auto":
-                    self.chosen = (self.ctx.matrix.guest.accel, "set in the matrix")
+                choice = self.ctx.matrix.guest.accel
+                if choice is not AccelChoice.AUTO:
+                    self.chosen = (qemu.Accel(choice.value), "set in the matrix")
                 else:
                     self.chosen = qemu.probe_accel(kernel, initrd, cache_dir=self.ctx.cache.root)
             return self.chosen
@@ -372,7 +378,7 @@ def _guest_run(
         ctx.logs(state.name),
         accel,
         initrd=state.initrd,
-        kselftests=state.kselftests,
+        installed=state.installed,
         boots=state.boots,
         boot_info=state.boot_info,
         boot_failure=state.boot_failure,
@@ -386,7 +392,7 @@ def _after(state: GuestState, run: testbed.VariantRun) -> GuestState:
 
 
 def _checkout(prepared: Prepared, bdir: build.BuildDir, commit: str) -> None:
-    # configure, build and kselftests all need the variant's checkout; a
+    # configure, build and install all need the variant's checkout; a
     # second checkout of the same commit would stat every file of the tree.
     src = source.Source(prepared.repo, prepared.base)
     source.worktree(src, bdir.src)
@@ -425,12 +431,14 @@ def _apply_verdict(applied: series.Applied, log: str) -> StageResult:
     return StageResult(Stage.APPLY, Status.PASS, summary, logs=(log,))
 
 
-def _kconfig_verdict(configured: kconfig.Configured, on_mismatch: str, log: Path) -> StageResult:
+def _kconfig_verdict(
+    configured: kconfig.Configured, on_mismatch: OnMismatch, log: Path
+) -> StageResult:
     logs = (str(log),)
     if configured.error is not None:
         return StageResult(Stage.KCONFIG, Status.FAIL, configured.error, logs=logs)
     if configured.mismatches:
         missing = ", ".join(f"{m.symbol}={m.wanted} ({m.reason})" for m in configured.mismatches)
-        status = Status.FAIL if on_mismatch == "error" else Status.PASS
+        status = Status.FAIL if on_mismatch is OnMismatch.ERROR else Status.PASS
         return StageResult(Stage.KCONFIG, status, f"did not stick: {missing}", logs=logs)
     return StageResult(Stage.KCONFIG, Status.PASS, "all requested symbols set", logs=logs)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import plan, verdicts
+from orchestrator import plan, suites, verdicts
 from orchestrator.cache import Cache
 from orchestrator.matrix import Matrix, Test, Variant
 from orchestrator.results import (
@@ -26,7 +26,7 @@ from orchestrator.results import (
     Verdict,
     label,
 )
-from orchestrator.suites import kselftest
+from orchestrator.suites import Installed
 from orchestrator.vm import guest, image, programs, qemu, run_test
 
 
@@ -55,8 +55,8 @@ def prepare(matrix: Matrix, cache: Cache, run_dir: Path) -> GuestSetup:
     return GuestSetup(initrd=initrd, keys=keys, sockets=sockets, tests_error=error)
 
 
-def variant_initrd(setup: GuestSetup, installed: kselftest.Installed, out: Path) -> Path:
-    """The run's initramfs plus a layer with this variant's kselftests (if any)."""
+def variant_initrd(setup: GuestSetup, installed: Installed, out: Path) -> Path:
+    """The run's initramfs plus a layer with what was built for this variant's kernel."""
     if not installed.files:
         return setup.initrd
     layer = image.files_layer(installed.files, out.with_name(out.stem + "-layer.cpio"))
@@ -85,10 +85,10 @@ class VariantRun:
     kernel: Path
     logs: Path
     accel: Accelerator
-    # The variant's own initramfs (setup.initrd plus its kselftests) and what
-    # of its kselftests did not build.
+    # The variant's own initramfs (setup.initrd plus what the test kinds
+    # built against its kernel: kselftests), and what of that did not build.
     initrd: Path | None = None
-    kselftests: kselftest.Installed = field(default_factory=kselftest.Installed)
+    installed: Installed = field(default_factory=Installed)
     boots: int = 0
     boot_info: BootInfo | None = None
     boot_failure: str | None = None  # the first boot failed: the BOOT stage fails
@@ -122,7 +122,7 @@ class VariantRun:
             initrd=self._initrd,
             cpus=g.cpus,
             memory_mb=g.memory_mb,
-            accel=accel,  # type: ignore[arg-type]
+            accel=qemu.Accel(accel),
             cmdline_extra=g.cmdline,
             console_log=self.logs / f"console-{index}.log",
             qmp_socket=self.setup.sockets / f"{self.variant.name[:40]}-{index}.qmp",
@@ -131,7 +131,7 @@ class VariantRun:
 
     @property
     def _initrd(self) -> Path:
-        """The variant's own initramfs when it has kselftests, else the run's."""
+        """The variant's own initramfs when something was built for it, else the run's."""
         return self.initrd or self.setup.initrd
 
     def _one_boot(self, pending: list[Pending]) -> list[TestResult]:
@@ -161,13 +161,9 @@ class VariantRun:
 
     def _test(self, session: guest.GuestSession, pending: Pending) -> TestResult:
         test = pending.test
-        if test.kselftest is not None:
-            error = self.kselftests.error(test.kselftest.collection)
-            if error is not None:
-                return pending.result(Verdict.ERROR, error)
-        elif self.setup.tests_error:
-            reason = f"guest programs did not build: {self.setup.tests_error}"
-            return pending.result(Verdict.ERROR, reason)
+        error = suites.not_installed(test, self.installed, self.setup.tests_error)
+        if error is not None:
+            return pending.result(Verdict.ERROR, error)
         result = run_test.run_test(session, test, self.logs / "tests", label=pending.label)
         result = pending.identify(result)
         return verdicts.with_expectations(result, dict(self.variant.expect))

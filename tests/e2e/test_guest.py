@@ -260,7 +260,7 @@ def test_sigterm_mid_boot_leaves_no_qemu(
     spec = make_spec()
     script = tmp_path / "boot.py"
     script.write_text(BOOT_SCRIPT)
-    args = [spec.kernel, spec.initrd, spec.accel, short_dir, str(spec.ssh_port)]
+    args: list[str | Path] = [spec.kernel, spec.initrd, spec.accel, short_dir, str(spec.ssh_port)]
     env = {"PYTHONPATH": str(REPO)}
     with proc.spawn([sys.executable, script, *args], log=tmp_path / "boot.log", env=env) as owner:
         needle = str(spec.console_log)

@@ -27,6 +27,7 @@ from orchestrator.results import (
     PatchResult,
     RunResult,
     Splat,
+    SplatKind,
     Stage,
     StageResult,
     Status,
@@ -162,7 +163,7 @@ def _pre_fix(console: Path, logs: tuple[str, ...]) -> VariantResult:
 
 
 def _gfp_zero(console: Path, logs: tuple[str, ...], paths: dict[str, str]) -> VariantResult:
-    splat = Splat("panic", f"Kernel panic - not syncing: {HOSTILE}", 12.5,
+    splat = Splat(SplatKind.PANIC, f"Kernel panic - not syncing: {HOSTILE}", 12.5,
                   ("dump_stack+0x10", f"{SCRIPT}+0x20"), test="crashy")  # fmt: skip
     tests = (
         TestResult("htab_reuse", Verdict.PASS, 3.0, expected="fail", logs=logs),
