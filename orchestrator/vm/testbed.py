@@ -184,15 +184,9 @@ class Pending:
         return label(self.test.name, repeat=self.repeat, round=self.round, warmup=self.warmup)
 
     def identify(self, result: TestResult) -> TestResult:
-        """The result (and its subtests) marked as this run of the test."""
-        subtests = tuple(self.identify(s) for s in result.subtests)
+        """The result marked as this run of the test (its subtests are named by it)."""
         return dataclasses.replace(
-            result,
-            repeat=self.repeat,
-            round=self.round,
-            warmup=self.warmup,
-            batch=self.batch,
-            subtests=subtests,
+            result, repeat=self.repeat, round=self.round, warmup=self.warmup, batch=self.batch
         )
 
     def result(self, verdict: Verdict, reason: str) -> TestResult:

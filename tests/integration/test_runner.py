@@ -29,11 +29,21 @@ from typing import TypeVar
 import psutil
 import pytest
 
-from orchestrator import cli, config, results
+from orchestrator import cli, config, results, suites
 from orchestrator.cache import Cache
 from orchestrator.executor import Executor, SerialExecutor, ThreadExecutor
 from orchestrator.git import git
-from orchestrator.results import Batch, PatchOutcome, RunResult, Splat, Stage, Status
+from orchestrator.matrix import Test
+from orchestrator.results import (
+    Batch,
+    PatchOutcome,
+    RunResult,
+    Splat,
+    Stage,
+    Status,
+    TestResult,
+    Verdict,
+)
 from orchestrator.runner import Options, Runner, collect_series
 from orchestrator.vm import guest
 from orchestrator.vm.guest import Booted
@@ -227,8 +237,13 @@ class ScriptedGuest:
     def __init__(self, kernel: Path, boots: list[str]) -> None:
         self.kernel = kernel
         self.boots = boots
+        self.commands: list[str] = []
 
     def run(self, command: str, *, timeout: float, stdout: Path, stderr: Path) -> FakeExec:
+        self.commands.append(command)
+        if command.startswith("countdown "):  # the toy kind's program
+            stdout.write_text(f"T-{command.split()[1]}\nliftoff\n")
+            return FakeExec(0)
         metric = "# metric: events_per_sec 1000\n" if "map_perf" in command else ""
         stdout.write_text(f"KTAP version 1\n1..1\n{metric}ok 1 {Path(command.split()[0]).name}\n")
         stderr.write_text("")
@@ -415,3 +430,42 @@ def test_sigterm_leaves_partial_results_that_render(project: Path, tmp_path: Pat
     assert cli.main(["report", str(out / "results.json")]) == 0
     assert "interrupted (SIGTERM)" in (out / "summary.txt").read_text()
     assert "interrupted (SIGTERM)" in (out / "report.html").read_text()
+
+
+class Countdown(suites.Suite):
+    """A toy kind: its program counts down and says liftoff, or does not."""
+
+    kind = "countdown"
+
+    def command(self, test: Test) -> str:
+        return f"countdown {test.command}"
+
+    def parse(self, stdout: str, name: str) -> TestResult:
+        ok = stdout.rstrip().endswith("liftoff")
+        return TestResult(name, Verdict.PASS if ok else Verdict.FAIL, metrics={"lines": 2.0})
+
+
+@pytest.fixture()
+def countdown() -> Iterator[None]:
+    suites.register(Countdown())
+    yield
+    suites.unregister("countdown")
+
+
+def test_a_new_kind_is_a_class_and_a_registration(
+    project: Path, tmp_path: Path, fake_boots: list[str], countdown: None
+) -> None:
+    matrix = project / "toy.yaml"
+    matrix.write_text(
+        (project / "matrix.yaml").read_text().split("variants:\n")[0]
+        + "guest: {accel: tcg}\n"
+        + "tests:\n  - {name: launch, kind: countdown, command: '10'}\n"
+        + "variants:\n  - name: base\n    expect: {}\n"
+    )
+    run = _run_whole(matrix, tmp_path, "toy", SerialExecutor())
+    (base,) = run.variants
+    (launch,) = base.tests
+    assert (launch.name, launch.verdict, launch.metrics) == ("launch", Verdict.PASS, {"lines": 2.0})
+    assert [s.status for s in base.stages] == [Status.PASS] * 5
+    stdout = Path(launch.logs[0]).read_text()
+    assert stdout == "T-10\nliftoff\n"

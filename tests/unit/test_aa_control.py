@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from orchestrator import aa_control, config, results, stats
@@ -29,13 +27,7 @@ from orchestrator.results import (
 )
 from orchestrator.stats import Change, noise_floor
 
-
-def boots(n: int, cv: float, scale: float = 1.0, seed: int = 1) -> list[float]:
-    """n boots of a throughput near 1e6 * scale with lognormal noise of this CV."""
-    sigma = math.sqrt(math.log1p(cv * cv))
-    rng = np.random.default_rng(seed)
-    return [float(x) for x in 1e6 * scale * np.exp(rng.normal(0.0, sigma, n))]
-
+from .samples import boots
 
 # --- the rule (stats) ---------------------------------------------------------------------
 

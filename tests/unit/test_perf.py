@@ -29,7 +29,8 @@ from orchestrator.results import (
     Verdict,
 )
 from orchestrator.stats import Change, detectable_change
-from tests.unit.test_aa_control import boots, samples_of
+from tests.unit.samples import boots
+from tests.unit.test_aa_control import samples_of
 from tests.unit.test_report_junit import _stages
 from tests.unit.test_stats import BASE, perf_run
 

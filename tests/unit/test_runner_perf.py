@@ -7,12 +7,10 @@ every run is one boot giving one sample per perf test.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from orchestrator import units
@@ -34,12 +32,7 @@ from orchestrator.runner import Options, Runner
 from orchestrator.vm import image, testbed
 from orchestrator.vm.testbed import Pending
 
-
-def boots(n: int, cv: float, scale: float = 1.0, seed: int = 1) -> list[float]:
-    """n boots of a throughput near 1e6 * scale with lognormal noise of this CV."""
-    sigma = math.sqrt(math.log1p(cv * cv))
-    rng = np.random.default_rng(seed)
-    return [float(x) for x in 1e6 * scale * np.exp(rng.normal(0.0, sigma, n))]
+from .samples import boots
 
 
 @dataclass

@@ -18,13 +18,7 @@ from orchestrator.stats import Change, Estimate, compare, detectable_change, est
 from orchestrator.textfmt import fmt_number
 from tests.unit.test_report_junit import _stages
 
-
-def boots(n: int, cv: float, scale: float = 1.0, seed: int = 1) -> list[float]:
-    """n boots of a throughput near 1e6 * scale with lognormal noise of this CV."""
-    sigma = math.sqrt(math.log1p(cv * cv))
-    rng = np.random.default_rng(seed)
-    return [float(x) for x in 1e6 * scale * np.exp(rng.normal(0.0, sigma, n))]
-
+from .samples import boots
 
 BASE = boots(10, 0.03, seed=1)
 
