@@ -77,18 +77,6 @@ class Guest:
 
 
 @dataclass(frozen=True)
-class Kselftest:
-    """What a `kind: kselftest` test runs: a program of the kernel tree's own selftests.
-
-    Its Test.options, read from its args by suites/kselftest.py.
-    """
-
-    filter: str  # test_progs -t: comma-separated test[/subtest] names, '*' globs
-    collection: str = "bpf/test_progs"  # <dir under tools/testing/selftests>/<program>
-    deny: str = ""  # test_progs -d: names to leave out, same syntax
-
-
-@dataclass(frozen=True)
 class Test:
     __test__ = False  # not a pytest test class
 
@@ -98,14 +86,9 @@ class Test:
     timeout: float = 300.0
     repeats: int = 1
     args: tuple[tuple[str, str], ...] = ()  # as written, values as text, sorted by key
-    # The kind's own reading of args (a frozen record, e.g. Kselftest), for
+    # The kind's own reading of args (a frozen record, e.g. suites.kselftest.Options), for
     # kinds that read them; None for the others.
     options: Hashable | None = None
-
-    @property
-    def kselftest(self) -> Kselftest | None:
-        """The options of a kselftest test, None for other kinds (older callers read this)."""
-        return self.options if isinstance(self.options, Kselftest) else None
 
 
 @dataclass(frozen=True)

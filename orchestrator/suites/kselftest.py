@@ -30,14 +30,10 @@ from pathlib import Path, PurePosixPath
 from orchestrator import proc
 from orchestrator.errors import InfraError
 from orchestrator.kernel import build
-from orchestrator.matrix import Kselftest, Test
+from orchestrator.matrix import Test
 from orchestrator.results import TestResult
 from orchestrator.suites import test_progs
-from orchestrator.suites.registry import Arg, Need, Rule, Suite
-
-# Re-exported: the runner uses them as kselftest.Installed and kselftest.Kernel.
-from orchestrator.suites.registry import Installed as Installed
-from orchestrator.suites.registry import Kernel as Kernel
+from orchestrator.suites.registry import Arg, Installed, Kernel, Need, Rule, Suite
 from orchestrator.vm import image
 
 KIND = "kselftest"
@@ -116,8 +112,8 @@ class KselftestSuite(Suite):
     )
     installer = KselftestInstaller()
 
-    def options(self, args: Mapping[str, str]) -> Kselftest:
-        return Kselftest(filter=args["filter"], collection=args["collection"], deny=args["deny"])
+    def options(self, args: Mapping[str, str]) -> Options:
+        return Options(filter=args["filter"], collection=args["collection"], deny=args["deny"])
 
     def command(self, test: Test) -> str:
         options = _options(test)
@@ -129,11 +125,23 @@ class KselftestSuite(Suite):
         return test_progs.parse(stdout, name)
 
 
-def _options(test: Test) -> Kselftest | None:
-    return test.options if isinstance(test.options, Kselftest) else None
+def _options(test: Test) -> Options | None:
+    return test.options if isinstance(test.options, Options) else None
 
 
 # --- building and installing ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a `kind: kselftest` test runs: a program of the kernel tree's own selftests.
+
+    A kselftest test's Test.options, read from its args.
+    """
+
+    filter: str  # test_progs -t: comma-separated test[/subtest] names, '*' globs
+    collection: str = "bpf/test_progs"  # <dir under tools/testing/selftests>/<program>
+    deny: str = ""  # test_progs -d: names to leave out, same syntax
 
 
 @dataclass(frozen=True)
@@ -162,7 +170,7 @@ def guest_dir(collection: str) -> str:
     return f"{GUEST_DIR}/{PurePosixPath(collection).parent}"
 
 
-def guest_command(selftest: Kselftest) -> str:
+def guest_command(selftest: Options) -> str:
     """The guest shell command: the program run from its directory, stderr merged.
 
     test_progs opens its BPF objects relative to the current directory; the

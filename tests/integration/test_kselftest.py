@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, results
+from orchestrator import cli, results, suites
 from orchestrator.git import git
 from orchestrator.results import Stage, Status, Verdict
 from orchestrator.suites import kselftest
@@ -54,12 +54,12 @@ def _tree(root: Path, makefile: str) -> Path:
     return tree
 
 
-def _kernel(tmp_path: Path, makefile: str) -> kselftest.Kernel:
+def _kernel(tmp_path: Path, makefile: str) -> suites.Kernel:
     tree = _tree(tmp_path, makefile)
     vmlinux = tmp_path / "artifacts" / "vmlinux"
     vmlinux.parent.mkdir()
     vmlinux.write_text("no debug info in here\n")
-    return kselftest.Kernel(tree, tmp_path / "out", vmlinux, "tree-config")
+    return suites.Kernel(tree, tmp_path / "out", vmlinux, "tree-config")
 
 
 def test_build_failure_names_the_cause_and_the_log(tmp_path: Path) -> None:

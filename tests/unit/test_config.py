@@ -13,7 +13,6 @@ from orchestrator.matrix import (
     AccelChoice,
     Guest,
     Kconfig,
-    Kselftest,
     Matrix,
     OnMismatch,
     Report,
@@ -23,6 +22,7 @@ from orchestrator.matrix import (
     Variant,
 )
 from orchestrator.matrix import Test as MatrixTest
+from orchestrator.suites.kselftest import Options as Kselftest
 
 
 @pytest.fixture
@@ -449,9 +449,9 @@ def test_kselftest_test(proj: Path) -> None:
     )
     selftest, smoke = matrix.tests
     assert selftest.kind == "kselftest" and selftest.command == ""
-    assert selftest.kselftest == Kselftest(filter="htab*,lru_bug/*", deny="123")
-    assert selftest.kselftest.collection == "bpf/test_progs"
-    assert smoke.kselftest is None
+    assert selftest.options == Kselftest(filter="htab*,lru_bug/*", deny="123")
+    assert selftest.options.collection == "bpf/test_progs"
+    assert smoke.options is None
 
 
 def test_unsafe_file_stem_needs_a_name(proj: Path) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from orchestrator.matrix import Kselftest, Test
+from orchestrator import suites
+from orchestrator.matrix import Test
 from orchestrator.suites import kselftest
+from orchestrator.suites.kselftest import Options as Kselftest
 from orchestrator.vm.run_test import command_for
 
 
@@ -42,7 +44,7 @@ def test_collections_in_order_of_first_use() -> None:
 
 
 def test_make_argv_names_the_variants_kernel() -> None:
-    kernel = kselftest.Kernel(Path("/w/src"), Path("/w/out"), Path("/a/vmlinux"), "abc-def")
+    kernel = suites.Kernel(Path("/w/src"), Path("/w/out"), Path("/a/vmlinux"), "abc-def")
     argv = kselftest.make_argv(kernel, "bpf/test_progs", Path("/c/build"), 2)
     assert argv == [
         "make", "-C", "/w/src/tools/testing/selftests/bpf", "-j2",
@@ -81,6 +83,6 @@ def test_first_error_prefers_the_cause_over_makes_summary() -> None:
 
 
 def test_installed_errors_by_collection() -> None:
-    installed = kselftest.Installed(errors=(("bpf/test_progs", "no BTF"),))
+    installed = suites.Installed(errors=(("bpf/test_progs", "no BTF"),))
     assert installed.error("bpf/test_progs") == "no BTF"
-    assert kselftest.Installed().error("bpf/test_progs") is None
+    assert suites.Installed().error("bpf/test_progs") is None

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator import plan
-from orchestrator.matrix import Kconfig, Kselftest, Matrix, Report, Test, Tree, TreeKind, Variant
+from orchestrator.matrix import Kconfig, Matrix, Report, Test, Tree, TreeKind, Variant
 from orchestrator.plan import BuildState, UnitKind, build_state, unit_id
 from orchestrator.results import Stage
+from orchestrator.suites.kselftest import Options as Kselftest
 
 
 @pytest.fixture()

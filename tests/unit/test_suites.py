@@ -15,9 +15,10 @@ import pytest
 
 from orchestrator import config, suites
 from orchestrator.errors import MatrixError
-from orchestrator.matrix import Kselftest, Test
+from orchestrator.matrix import Test
 from orchestrator.results import TestResult, Verdict
 from orchestrator.suites import kselftest
+from orchestrator.suites.kselftest import Options as Kselftest
 from orchestrator.vm.run_test import command_for, run_test
 from tests.unit.test_run_test import FakeSession
 
@@ -127,7 +128,7 @@ def test_what_each_kind_needs_in_the_guest() -> None:
     smoke = Test(name="smoke", kind="ktap", command="/x")
     perf = Test(name="perf", kind="map_perf", command="/y")
     ks = Test(name="ks", kind="kselftest", options=Kselftest(filter="htab"))
-    built = kselftest.Installed(errors=(("bpf/test_progs", "no BTF"),))
+    built = suites.Installed(errors=(("bpf/test_progs", "no BTF"),))
     assert (
         suites.not_installed(smoke, built, "make failed")
         == "guest programs did not build: make failed"
@@ -136,7 +137,7 @@ def test_what_each_kind_needs_in_the_guest() -> None:
     assert suites.not_installed(smoke, built, None) is None
     # A kselftest test needs its collection, not the guest programs.
     assert suites.not_installed(ks, built, "make failed") == "no BTF"
-    assert suites.not_installed(ks, kselftest.Installed(), "make failed") is None
+    assert suites.not_installed(ks, suites.Installed(), "make failed") is None
     (installer,) = suites.installers([smoke, ks, perf, ks])
     assert installer is suites.get("kselftest").installer
     assert installer.wanted([smoke, ks]) == ("bpf/test_progs",) and installer.needs(smoke) is None
