@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from orchestrator import config, history, preview, results
+from orchestrator import config, history, journal, preview, results
 from orchestrator.assemble import stages_to
 from orchestrator.cache import Cache, default_root
-from orchestrator.errors import Interrupted, OrchestrateError
+from orchestrator.errors import Interrupted, OrchestrateError, UserError
+from orchestrator.journal import Journal
 from orchestrator.kernel import series, source
 from orchestrator.matrix import Matrix
 from orchestrator.perf import History
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestrate",
         description="Test Linux kernel patch series in virtual machines.",
-        epilog="`orchestrate MATRIX` is short for `orchestrate run MATRIX`.",
+        epilog="`orchestrate MATRIX` is short for `orchestrate run MATRIX`; "
+        "--debug anywhere shows a traceback for an unexpected error (exit 3 otherwise).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
@@ -47,7 +49,19 @@ def _parser() -> argparse.ArgumentParser:
         ("plan", "print what a run would do; touches nothing"),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("matrix", type=Path, help="the matrix YAML file")
+        if name == "run":
+            cmd.add_argument(
+                "matrix", type=Path, nargs="?", help="the matrix YAML file (not with --resume)"
+            )
+            cmd.add_argument(
+                "--resume",
+                type=Path,
+                default=None,
+                metavar="RUN_DIR",
+                help="continue a stopped run in its directory: only what it had not done runs",
+            )
+        else:
+            cmd.add_argument("matrix", type=Path, help="the matrix YAML file")
         cmd.add_argument(
             "--cache-dir",
             type=Path,
@@ -109,16 +123,46 @@ def _history_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
     if args and args[0] not in COMMANDS and not args[0].startswith("-"):
         args.insert(0, "run")
     ns = _parser().parse_args(args)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
+    try:
+        code = _command(ns)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # `orchestrate plan X | head`: the reader has gone; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except Exception as exc:
+        if debug:
+            raise
+        # A fault of the tool or the machine (disk full, a bug): one line, exit 3.
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        print(
+            f"orchestrate: error: {type(exc).__name__}{where}: {exc} "
+            "(a fault of orchestrate or this machine; --debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def _command(ns: argparse.Namespace) -> int:
     if ns.command == "report":
         return _report(ns.results, ns.out)
     if ns.command == "history":
         return _history(ns.db, ns.matrix, ns.last)
     try:
+        resume = _resuming(ns) if ns.command == "run" else None
+        if ns.matrix is None:
+            print(
+                "orchestrate: error: run needs a matrix file (or --resume RUN_DIR)", file=sys.stderr
+            )
+            return 2
         matrix = config.load(ns.matrix)
         unknown = sorted(set(ns.only) - {v.name for v in matrix.variants})
         if unknown:
@@ -129,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "plan":
             print(preview.render(preview.make_preview(matrix, cache, patches, tuple(ns.only))))
             return 0
-        return _run(matrix, cache, patches, ns)
+        return _run(matrix, cache, patches, ns, resume)
     except OrchestrateError as exc:
         print(f"orchestrate: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -143,11 +187,27 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
+def _resuming(ns: argparse.Namespace) -> Journal | None:
+    """With --resume: the stopped run's journal, and its matrix, cache and options as defaults."""
+    if ns.resume is None:
+        return None
+    record = journal.read(ns.resume)
+    if ns.only and tuple(ns.only) != record.only:
+        raise UserError(
+            f"--resume: the run was made with --only {' '.join(record.only) or '(all)'}"
+        )
+    ns.matrix = ns.matrix or Path(record.matrix)
+    ns.cache_dir = ns.cache_dir or Path(record.cache)
+    ns.only, ns.until, ns.out = list(record.only), record.until.value, ns.resume
+    return record
+
+
 def _run(
     matrix: Matrix,
     cache: Cache,
     patches: dict[str, tuple[series.Patch, ...]],
     ns: argparse.Namespace,
+    resume: Journal | None = None,
 ) -> int:
     started = datetime.now(UTC)
     if source.cached_base(matrix.tree, cache.root) is None:
@@ -170,7 +230,7 @@ def _run(
     try:
         with progress_for(names, stages_to(options.until)) as progress:
             runner = Runner(matrix, options, progress)
-            run = runner.run(patches)
+            run = runner.run(patches, resume)
     except BaseException:
         # The runner wrote what was done, marked incomplete: make it readable.
         if runner is not None and runner.results_path.is_file():

@@ -3,13 +3,16 @@
 Every external command (git, make, qemu, ssh-keygen, ...) goes through
 :func:`run` with an argv list, a timeout and optionally a log file.  Children
 start in their own session so that a timeout, Ctrl-C or SIGTERM can kill the
-whole process tree, not just the direct child.
+whole process tree, not just the direct child.  Each child also gets a
+parent-death signal (util-linux's setpriv --pdeathsig), so that even a
+`kill -9` of orchestrate takes its direct children (make, QEMU) with it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -58,6 +61,26 @@ class CommandFailed(InfraError):
         super().__init__(f"{result.describe()}\n{detail}" if detail else result.describe())
 
 
+# Prefixed to every child's argv: SIGKILL the child when the thread that
+# started it dies (PR_SET_PDEATHSIG survives the exec).
+_DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")
+
+
+def _launchable(
+    args: tuple[str, ...], env: Mapping[str, str] | None, cwd: StrPath | None
+) -> tuple[str, ...]:
+    """args behind the parent-death wrapper, or InfraError when args[0] cannot run
+    (the wrapper would start and then fail with its own message)."""
+    program = args[0]
+    if os.sep in program:
+        found = os.access(Path(cwd or ".") / program, os.X_OK)
+    else:
+        found = shutil.which(program, path=(env or os.environ).get("PATH", os.defpath)) is not None
+    if not found:
+        raise InfraError(f"{program}: command not found (is it installed?)")
+    return (*_DIE_WITH_PARENT, *args)
+
+
 def run(
     argv: Sequence[StrPath],
     *,
@@ -80,7 +103,7 @@ def run(
     try:
         try:
             child = subprocess.Popen(
-                args,
+                _launchable(args, full_env, cwd),
                 cwd=cwd,
                 env=full_env,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
@@ -197,7 +220,7 @@ def spawn(
     with open(log, "ab") as out:
         try:
             popen = subprocess.Popen(
-                args,
+                _launchable(args, full_env, cwd),
                 cwd=cwd,
                 env=full_env,
                 stdin=subprocess.DEVNULL,

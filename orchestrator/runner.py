@@ -15,18 +15,21 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from orchestrator import aa_control, plan, results, units, verdicts
+from orchestrator import aa_control, journal, plan, results, units, verdicts
 from orchestrator.assemble import RunMeta, UnitResult, run_result, stages_to
 from orchestrator.cache import Cache
+from orchestrator.errors import UserError
 from orchestrator.executor import Executor, SerialExecutor
+from orchestrator.journal import Journal
 from orchestrator.kernel import build, series, source
 from orchestrator.matrix import Matrix
 from orchestrator.plan import STAGE_OF, Unit, UnitKind, unit_id
@@ -77,13 +80,19 @@ class Runner:
     def results_path(self) -> Path:
         return self.options.run_dir / RESULTS
 
-    def run(self, patches: dict[str, tuple[series.Patch, ...]]) -> RunResult:
-        """Every unit of the plan; results.json is written after each one."""
+    def run(
+        self, patches: dict[str, tuple[series.Patch, ...]], resume: Journal | None = None
+    ) -> RunResult:
+        """Every unit of the plan; results.json is written after each one.
+
+        With `resume`, the journal of an interrupted run of the same plan in
+        the same run directory: its units are not run again.
+        """
         opts = self.options
         names = tuple(v.name for v in plan.selected(self.matrix, opts.only))
         self.meta = RunMeta(
             matrix=str(self.matrix.path),
-            started=opts.started or _now(),
+            started=resume.started if resume else opts.started or _now(),
             run_dir=opts.run_dir,
             variants=names,
             baseline=verdicts.choose_baseline(names, self.matrix.report.baseline),
@@ -94,6 +103,8 @@ class Runner:
         with opts.cache.locked():
             repo = source.cache_path(self.matrix.tree, opts.cache.root)
             self.units = list(plan.units(self.matrix, opts.only, opts.until, repo, opts.cache.work))
+            if resume is not None:
+                self._resume(resume)
             try:
                 self._loop()
             except KeyboardInterrupt as exc:
@@ -147,6 +158,14 @@ class Runner:
         unit, start = self.running.pop(future)
         output = future.result()  # the unit's own fault propagates from here
         result = UnitResult(unit.id, output, seconds=time.monotonic() - start)
+        self._absorb(unit, result)
+        self._record(result, unit)
+        if unit.kind is UnitKind.PERF_ROUND and unit.round == plan.perf_rounds(self.matrix.tests):
+            self._end_batch(unit)
+
+    def _absorb(self, unit: Unit, result: UnitResult) -> None:
+        """What later units need to know of a finished one."""
+        output = result.output
         if isinstance(output, units.Built) and not output.build.cached:
             self.built[output.build.artifact_dir] = unit.variant
         if isinstance(output, units.Tested):
@@ -155,9 +174,29 @@ class Runner:
         if isinstance(output, units.Round):
             for sample in output.samples:
                 self.guests[sample.guest.name] = sample.guest
-        self._record(result, unit)
-        if unit.kind is UnitKind.PERF_ROUND and unit.round == plan.perf_rounds(self.matrix.tests):
-            self._end_batch(unit)
+
+    def _resume(self, journal: Journal) -> None:
+        """Take over an interrupted run's plan and finished units."""
+        planned = [(u.id, u.inputs, u.deps) for u in self.units]
+        recorded = [(u.id, u.inputs, u.deps) for u in journal.units[: len(self.units)]]
+        if planned != recorded:
+            changed = next((a[0] for a, b in zip(planned, recorded, strict=False) if a != b), "")
+            raise UserError(
+                f"{self.options.run_dir}: cannot resume: the matrix, its series or its tests "
+                f"changed since that run (first difference: unit {changed or 'count'})"
+            )
+        self.units = list(journal.units)
+        self.batches = list(journal.batches)
+        by_id = {u.id: u for u in self.units}
+        for result in journal.done:
+            if isinstance(result.output, units.GuestReady):
+                # The sockets directory of the stopped run is gone with it.
+                sockets = Path(tempfile.mkdtemp(prefix="orchestrate-"))
+                setup = replace(result.output.setup, sockets=sockets)
+                result = replace(result, output=units.GuestReady(setup))
+            self.done[result.unit] = result
+            self._absorb(by_id[result.unit], result)
+        self._announce(self._assemble("resuming"))
 
     def _record(self, result: UnitResult, unit: Unit) -> None:
         self.done[unit.id] = result
@@ -270,6 +309,17 @@ class Runner:
     def _write(self, incomplete: str) -> RunResult:
         run = self._assemble(incomplete)
         results.write(run, self.results_path)
+        record = Journal(
+            matrix=str(self.matrix.path),
+            cache=str(self.options.cache.root),
+            only=self.options.only,
+            until=self.options.until,
+            started=self.meta.started,
+            units=tuple(self.units),
+            done=tuple(self.done[u.id] for u in self.units if u.id in self.done),
+            batches=tuple(self.batches),
+        )
+        journal.write(record, self.options.run_dir / journal.FILENAME)
         return run
 
     def _announce_start(self, unit: Unit) -> None:

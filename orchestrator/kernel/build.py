@@ -22,6 +22,7 @@ from orchestrator import proc
 
 ARTIFACT_FILES = ("vmlinux", "arch/x86/boot/bzImage", ".config", "System.map")
 DONE = "artifact.json"
+INTERRUPTED = "make-running"  # beside a build dir's out/ while make runs there
 # Fixed so that every variant's make command line is identical (any change
 # of a make variable makes kbuild rebuild everything) and builds reproduce.
 FIXED_MAKE_VARS = (
@@ -105,8 +106,16 @@ def build(
     jobs: int,
     timeout: float,
 ) -> Outcome:
-    """Build the worktree's current checkout with config_text; store the artifacts."""
+    """Build the worktree's current checkout with config_text; store the artifacts.
+
+    A build directory whose last make never finished (the run was killed)
+    is emptied first: what a killed make leaves behind is not trusted.
+    """
+    marker = bdir.out.with_name(INTERRUPTED)
+    if marker.exists():
+        shutil.rmtree(bdir.out, ignore_errors=True)
     bdir.out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("make was running here; if this file is left, it never finished\n")
     dot_config = bdir.out / ".config"
     # Rewriting an identical .config would change its mtime and make kbuild
     # rerun syncconfig; leave it alone when nothing changed.
@@ -122,6 +131,7 @@ def build(
         env=make_env(cache, bdir),
         log=log,
     )
+    marker.unlink()  # make finished, well or not: what it left is consistent
     text = log.read_text(errors="replace")
     warnings = tuple(dict.fromkeys(_WARNING.findall(text)))[:100]
     if not result.ok:

@@ -59,7 +59,9 @@ def cached_base(tree: Tree, cache: Path) -> str | None:
 
 
 def prepare(tree: Tree, cache: Path) -> Source:
+    """The tree in the cache, and its base commit.  Call with the cache locked."""
     repo = cache_path(tree, cache)
+    clear_stale_locks(repo)
     if tree.kind is TreeKind.DEBIAN:
         if cached_base(tree, cache) is None:
             _import_tarball(Path(tree.location), repo)
@@ -68,6 +70,25 @@ def prepare(tree: Tree, cache: Path) -> Source:
     else:
         _borrow(repo, Path(tree.location), tree.ref or "HEAD")
     return Source(repo=repo, base=rev_parse(repo, BASE_REF))
+
+
+def clear_stale_locks(repo: Path) -> list[Path]:
+    """Remove git's lock files left by a git that was killed (index.lock, HEAD.lock, …).
+
+    Only a run holding the cache lock may call this: then no git of ours
+    runs in the cache, and every lock file is a dead one's.  Left alone,
+    each would fail every later run.
+    """
+    if not repo.is_dir():
+        return []
+    found = [
+        *repo.glob("*.lock"),
+        *repo.glob("refs/**/*.lock"),
+        *repo.glob("worktrees/*/*.lock"),
+    ]
+    for lock in found:
+        lock.unlink(missing_ok=True)
+    return found
 
 
 def file_digest(path: Path) -> str:

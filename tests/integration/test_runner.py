@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -29,8 +30,9 @@ from typing import TypeVar
 import psutil
 import pytest
 
-from orchestrator import cli, config, results, suites
+from orchestrator import cli, config, journal, results, suites
 from orchestrator.cache import Cache
+from orchestrator.errors import UserError
 from orchestrator.executor import Executor, SerialExecutor, ThreadExecutor
 from orchestrator.git import git
 from orchestrator.matrix import Test
@@ -399,12 +401,17 @@ def _slow_project(project: Path) -> Path:
     return matrix
 
 
-def test_sigterm_leaves_partial_results_that_render(project: Path, tmp_path: Path) -> None:
+def test_sigterm_leaves_partial_results_that_render_and_resume(
+    project: Path, tmp_path: Path
+) -> None:
     matrix = _slow_project(project)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "orchestrator.cli", "run", str(matrix), "--until", "build",
             "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]  # fmt: skip
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "FAKELINUX_SLOW": "1"}
+    child = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     try:
         assert child.stdout is not None
         for line in child.stdout:  # until the slow variant's make is running
@@ -430,6 +437,39 @@ def test_sigterm_leaves_partial_results_that_render(project: Path, tmp_path: Pat
     assert cli.main(["report", str(out / "results.json")]) == 0
     assert "interrupted (SIGTERM)" in (out / "summary.txt").read_text()
     assert "interrupted (SIGTERM)" in (out / "report.html").read_text()
+
+    # --resume redoes only the interrupted build and what had not started.
+    compiled = _compiled(tmp_path / "cache")
+    apply_log = out / "logs" / "base" / "apply.log"
+    applied_at = apply_log.stat().st_mtime_ns
+    assert cli.main(["run", "--resume", str(out)]) == 0
+    resumed = results.read(out / "results.json")
+    assert resumed.incomplete == "" and resumed.started == run.started
+    assert all([s.status for s in v.stages] == [Status.PASS] * 3 for v in resumed.variants)
+    assert apply_log.stat().st_mtime_ns == applied_at  # base's units were not run again
+    # make was killed in the shared build directory, so it was emptied and
+    # slow built from clean; then tweak's memalloc.c and fork.c back to the base's.
+    assert sorted(compiled) == ["kernel/bpf/hashtab.c", "kernel/bpf/memalloc.c", "kernel/fork.c"]
+    assert sorted(_compiled(tmp_path / "cache")) == [
+        "kernel/bpf/hashtab.c", "kernel/bpf/memalloc.c", "kernel/bpf/memalloc.c",
+        "kernel/fork.c", "kernel/fork.c",
+    ]  # fmt: skip
+
+
+def test_resume_refuses_a_changed_matrix(project: Path, tmp_path: Path) -> None:
+    _run(project, tmp_path, "run1")
+    (project / "kconfigs" / "base.config").write_text("CONFIG_BPF=y\nCONFIG_DEP=y\n")
+    with pytest.raises(UserError, match="cannot resume: the matrix, its series or its tests"):
+        journal.read(tmp_path / "run1")  # readable
+        raise_from_cli(tmp_path / "run1")
+
+
+def raise_from_cli(run_dir: Path) -> None:
+    """cli.main turns UserError into exit 2; call the runner's check directly."""
+    record = journal.read(run_dir)
+    m = config.load(Path(record.matrix))
+    options = Options(cache=Cache(Path(record.cache)), run_dir=run_dir, until=record.until)
+    Runner(m, options, lambda *_: None).run(collect_series(m, ()), record)
 
 
 class Countdown(suites.Suite):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -97,3 +98,23 @@ def test_background_stop_kills_tree(tmp_path: Path) -> None:
     assert child.poll() is not None
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "sleep"]
+
+
+def test_children_die_with_a_killed_orchestrate(tmp_path: Path) -> None:
+    """Even SIGKILL, which no handler sees: the child's parent-death signal fires."""
+    script = "from orchestrator import proc; proc.run(['sleep', '61.5'], timeout=120)"
+    repo = Path(__file__).resolve().parents[2]
+    owner = subprocess.Popen([sys.executable, "-c", script], cwd=repo)
+    try:
+        deadline = time.monotonic() + 20
+        sleeper = None
+        while sleeper is None and time.monotonic() < deadline:
+            kids = psutil.Process(owner.pid).children(recursive=True)
+            sleeper = next((k for k in kids if "61.5" in k.cmdline()), None)
+            time.sleep(0.05)
+        assert sleeper is not None
+        owner.kill()
+        owner.wait()
+        assert psutil.wait_procs([sleeper], timeout=5)[1] == []
+    finally:
+        owner.kill()

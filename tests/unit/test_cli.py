@@ -1,0 +1,45 @@
+"""The command line's own rules: exit codes for faults it did not expect, closed pipes."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import cli, proc
+
+
+def test_an_unexpected_fault_is_one_line_and_exit_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(ns: argparse.Namespace) -> int:
+        raise OSError(28, "No space left on device", "/cache/work/build")
+
+    monkeypatch.setattr(cli, "_command", broken)
+    assert cli.main(["history", "--db", "x.sqlite"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "OSError (/cache/work/build): [Errno 28] No space left on device" in err
+    with pytest.raises(OSError):
+        cli.main(["history", "--db", "x.sqlite", "--debug"])
+
+
+def test_a_closed_pipe_is_a_quiet_exit(tmp_path: Path) -> None:
+    proc.run(["git", "init", "-q", tmp_path], timeout=30).check()
+    matrix = tmp_path / "m.yaml"
+    lines = "".join(f"  - name: v{i}\n" for i in range(3000))  # beyond a pipe buffer
+    matrix.write_text(f"tree: {{path: {tmp_path}}}\nvariants:\n{lines}")
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "plan", str(matrix),
+         "--cache-dir", str(tmp_path / "cache")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.readline()
+    reader.stdout.close()  # as `| head -1` does
+    err = reader.stderr.read().decode()
+    assert reader.wait(60) == 141, err
+    assert err == ""
