@@ -22,7 +22,7 @@ from types import FrameType
 from orchestrator import config, history, journal, preview, results
 from orchestrator.assemble import stages_to
 from orchestrator.cache import Cache, default_root
-from orchestrator.errors import Interrupted, OrchestrateError, UserError
+from orchestrator.errors import InfraError, Interrupted, OrchestrateError, UserError
 from orchestrator.journal import Journal
 from orchestrator.kernel import series, source
 from orchestrator.matrix import Matrix
@@ -214,15 +214,16 @@ def _run(
         print(
             f"preparing the kernel tree {matrix.tree.location} in {cache.root} (once)", flush=True
         )
-    run_dir = ns.out or matrix.report.dir / matrix.name / started.strftime("%Y%m%d-%H%M%S")
-    run_dir = run_dir.resolve()
+    run_dir = (ns.out or _new_run_dir(matrix.report.dir / matrix.name, started)).resolve()
     options = Options(
         cache=cache,
         run_dir=run_dir,
         jobs=ns.jobs,
         only=tuple(ns.only),
         until=Stage(ns.until),
-        started=started.isoformat(timespec="seconds"),
+        # To the millisecond: two runs of a matrix started in the same second
+        # are two runs (the history keys a run by matrix and start).
+        started=started.isoformat(timespec="milliseconds"),
     )
     start = time.monotonic()
     names = [v.name for v in selected(matrix, options.only)]
@@ -247,6 +248,21 @@ def _run(
     for v in run.variants:
         print(f"  {v.name:24} {v.status.value.upper():7} {_summary(v)}")
     return 0 if run.ok else 1
+
+
+def _new_run_dir(parent: Path, started: datetime) -> Path:
+    """A directory of its own for this run, named by its start: made here, so two
+    runs started in the same second get two (the second with a -2 suffix)."""
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = parent / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise InfraError(f"{parent}: no free run directory for {stamp}")
 
 
 def _partial_reports(path: Path, matrix: Matrix) -> None:

@@ -344,7 +344,7 @@ class Runner:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def host() -> dict[str, str]:

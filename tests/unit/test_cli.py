@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,11 @@ def test_a_closed_pipe_is_a_quiet_exit(tmp_path: Path) -> None:
     err = reader.stderr.read().decode()
     assert reader.wait(60) == 141, err
     assert err == ""
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path: Path) -> None:
+    started = datetime(2026, 12, 6, 21, 0, 0, 5000, tzinfo=UTC)
+    first = cli._new_run_dir(tmp_path / "m", started)
+    second = cli._new_run_dir(tmp_path / "m", started)
+    assert (first.name, second.name) == ("20261206-210000", "20261206-210000-2")
+    assert first.is_dir() and second.is_dir()

@@ -76,6 +76,13 @@ def test_record_is_idempotent_per_matrix_and_start(db: Path) -> None:
     assert _count(db, "runs") == 3
 
 
+def test_two_runs_in_the_same_second_are_two_runs(db: Path) -> None:
+    # Runs record their start to the millisecond (cli), so neither row is dropped.
+    first = record(db, perf_run("2026-11-21T10:00:00.125+00:00"), "bpf-reuse")
+    second = record(db, perf_run("2026-11-21T10:00:00.610+00:00"), "bpf-reuse")
+    assert first != second and _count(db, "runs") == 2
+
+
 def test_hostile_names_are_data(db: Path) -> None:
     evil = "x'); DROP TABLE runs; --"
     run = perf_run(DAYS[0], {evil: 1.0, "upstream": 1.0})
