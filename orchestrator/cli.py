@@ -32,8 +32,11 @@ from orchestrator.progress import progress_for
 from orchestrator.report import FILES, write_reports
 from orchestrator.results import RunResult, Stage
 from orchestrator.runner import Options, Runner, collect_series
+from orchestrator.textfmt import for_terminal
 
 COMMANDS = ("run", "plan", "report", "history")
+SUMMARY = 300  # characters of a variant's reasons on its summary line
+ERROR_TEXT = 4000  # characters of an error message (git's stderr is cut at 2000)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
                 help="stop after this stage (build: apply, configure and build only)",
             )
             cmd.add_argument(
+                "--no-sandbox",
+                action="store_true",
+                help="run the tree's make, kconfig and selftest builds unconfined (not advised "
+                "for series from strangers; default: in a bubblewrap sandbox)",
+            )
+            cmd.add_argument(
                 "--out",
                 type=Path,
                 default=None,
@@ -144,8 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A fault of the tool or the machine (disk full, a bug): one line, exit 3.
         where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
         print(
-            f"orchestrate: error: {type(exc).__name__}{where}: {exc} "
-            "(a fault of orchestrate or this machine; --debug shows the traceback)",
+            _shown(f"orchestrate: error: {type(exc).__name__}{where}: {exc}", one_line=True)
+            + " (a fault of orchestrate or this machine; --debug shows the traceback)",
             file=sys.stderr,
         )
         return 3
@@ -175,7 +184,7 @@ def _command(ns: argparse.Namespace) -> int:
             return 0
         return _run(matrix, cache, patches, ns, resume)
     except OrchestrateError as exc:
-        print(f"orchestrate: error: {exc}", file=sys.stderr)
+        print(_shown(f"orchestrate: error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("orchestrate: interrupted; child processes were stopped", file=sys.stderr)
@@ -224,7 +233,14 @@ def _run(
         # To the millisecond: two runs of a matrix started in the same second
         # are two runs (the history keys a run by matrix and start).
         started=started.isoformat(timespec="milliseconds"),
+        sandbox=not ns.no_sandbox,
     )
+    if ns.no_sandbox:
+        print(
+            "orchestrate: warning: --no-sandbox: code from the tree under test (its Makefiles, "
+            "Kconfig, selftests) runs unconfined, as you, with your files and network",
+            file=sys.stderr,
+        )
     start = time.monotonic()
     names = [v.name for v in selected(matrix, options.only)]
     runner = None
@@ -271,13 +287,17 @@ def _partial_reports(path: Path, matrix: Matrix) -> None:
         run = results.read(path)
         write_reports(run, path.parent, matrix.report.formats)
     except (OSError, ValueError) as exc:
-        print(f"orchestrate: warning: {path}: reports not written: {exc}", file=sys.stderr)
+        print(_shown(f"orchestrate: warning: {path}: reports not written: {exc}"), file=sys.stderr)
         return
     print(f"partial results ({run.incomplete}): {path}", file=sys.stderr)
 
 
 def _report(path: Path, out: Path | None) -> int:
-    """Re-render every report format from a results file; nothing runs."""
+    """Re-render every report format from a results file; nothing runs.
+
+    The file may come from anywhere: results.read checks it before anything
+    reads it, and the reports read logs only from inside its directory.
+    """
     try:
         run = results.read(path)
     except FileNotFoundError:
@@ -288,14 +308,13 @@ def _report(path: Path, out: Path | None) -> int:
         return _bad_results(path, f"not JSON: {exc}")
     except OSError as exc:
         return _bad_results(path, exc.strerror or str(exc))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        # from_data trusts the shape of the data: anything else is not a results file.
-        return _bad_results(path, f"not a results file: {type(exc).__name__}: {exc}")
-    if run.schema != results.SCHEMA_VERSION:
-        want = results.SCHEMA_VERSION
-        return _bad_results(path, f"results schema {run.schema}; this version reads {want}")
+    except ValueError as exc:
+        # The checker's ResultsError names the JSON path: variants[2].tests[0].verdict: ...
+        return _bad_results(path, f"not a results file: {exc}")
     try:
-        written = write_reports(run, out or path.parent, FILES, _past(path, run))
+        written = write_reports(
+            run, out or path.parent, FILES, _past(path, run), run_dir=path.parent
+        )
     except OSError as exc:
         return _bad_results(out or path.parent, f"cannot write the reports: {exc}")
     for report in written:
@@ -312,7 +331,7 @@ def _record(db: Path, run: RunResult, matrix_name: str) -> History | None:
         history.record(db, run, matrix_name)
         return history.load_history(db, run, matrix_name)
     except (sqlite3.Error, OSError, history.HistoryError) as exc:
-        print(f"orchestrate: warning: {db}: history not recorded: {exc}", file=sys.stderr)
+        print(_shown(f"orchestrate: warning: {db}: history not recorded: {exc}"), file=sys.stderr)
         return None
 
 
@@ -325,7 +344,7 @@ def _past(results_path: Path, run: RunResult) -> History | None:
     try:
         return history.load_history(db, run)
     except (sqlite3.Error, OSError, history.HistoryError) as exc:
-        print(f"orchestrate: warning: {db}: history not read: {exc}", file=sys.stderr)
+        print(_shown(f"orchestrate: warning: {db}: history not read: {exc}"), file=sys.stderr)
         return None
 
 
@@ -336,7 +355,7 @@ def _history(db: Path | None, matrix_path: Path | None, last: int) -> int:
         try:
             matrix = config.load(matrix_path or Path("matrix.yaml"))
         except OrchestrateError as exc:
-            print(f"orchestrate: error: {exc}", file=sys.stderr)
+            print(_shown(f"orchestrate: error: {exc}"), file=sys.stderr)
             return exc.exit_code
         db, names = matrix.report.dir / history.FILENAME, [matrix.name]
     width = shutil.get_terminal_size((100, 24)).columns
@@ -346,22 +365,32 @@ def _history(db: Path | None, matrix_path: Path | None, last: int) -> int:
             return 2
         trends = [history.trend(db, name, last) for name in names or history.matrices(db)]
     except (sqlite3.Error, OSError, history.HistoryError) as exc:
-        print(f"orchestrate: error: {db}: {exc}", file=sys.stderr)
+        print(_shown(f"orchestrate: error: {db}: {exc}"), file=sys.stderr)
         return 2
     print("\n\n".join(history.format_trend(t, width) for t in trends) or f"{db}: no runs recorded")
     return 0
 
 
 def _bad_results(path: Path, why: str) -> int:
-    print(f"orchestrate: error: {path}: {why}", file=sys.stderr)
+    print(_shown(f"orchestrate: error: {path}: {why}", one_line=True), file=sys.stderr)
     return 2
 
 
 def _summary(variant: results.VariantResult) -> str:
+    """A variant's line in the run's last words: reasons hold patch subjects, compiler output."""
     bad = next((s for s in variant.stages if s.status.bad), None)
     if bad:
-        return f"{bad.stage.value}: {bad.reason}"
-    return "; ".join(f"{s.stage.value}: {s.reason}" for s in variant.stages[-3:] if s.reason)
+        text = f"{bad.stage.value}: {bad.reason}"
+    else:
+        text = "; ".join(f"{s.stage.value}: {s.reason}" for s in variant.stages[-3:] if s.reason)
+    return for_terminal(text, one_line=True, limit=SUMMARY)
+
+
+def _shown(message: str, *, one_line: bool = False) -> str:
+    """An error or a warning as the terminal gets it: it may quote hostile text
+    (a matrix value, a results file, git's stderr), so nothing in it acts and
+    at most ERROR_TEXT characters of it are printed."""
+    return for_terminal(message, one_line=one_line, limit=ERROR_TEXT)
 
 
 if __name__ == "__main__":

@@ -67,10 +67,14 @@ _DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")
 
 
 def _launchable(
-    args: tuple[str, ...], env: Mapping[str, str] | None, cwd: StrPath | None
+    args: tuple[str, ...],
+    env: Mapping[str, str] | None,
+    cwd: StrPath | None,
+    wrap: Sequence[str] = (),
 ) -> tuple[str, ...]:
-    """args behind the parent-death wrapper, or InfraError when args[0] cannot run
-    (the wrapper would start and then fail with its own message)."""
+    """args behind the parent-death wrapper (and `wrap`, a sandbox), or InfraError
+    when args[0] cannot run (the wrappers would start and then fail with their own
+    message)."""
     program = args[0]
     if os.sep in program:
         found = os.access(Path(cwd or ".") / program, os.X_OK)
@@ -78,7 +82,7 @@ def _launchable(
         found = shutil.which(program, path=(env or os.environ).get("PATH", os.defpath)) is not None
     if not found:
         raise InfraError(f"{program}: command not found (is it installed?)")
-    return (*_DIE_WITH_PARENT, *args)
+    return (*_DIE_WITH_PARENT, *wrap, *args)
 
 
 def run(
@@ -89,8 +93,12 @@ def run(
     env: Mapping[str, str] | None = None,
     log: Path | None = None,
     stdin: str | None = None,
+    wrap: Sequence[str] = (),
 ) -> CmdResult:
     """Run argv to completion or until timeout, then kill its process tree.
+
+    ``wrap`` runs it inside another command (a sandbox's prefix); the
+    result still names argv.
 
     With ``log`` the combined stdout+stderr streams to that file (for long,
     chatty commands such as make) and the result's stdout/stderr are empty.
@@ -103,7 +111,7 @@ def run(
     try:
         try:
             child = subprocess.Popen(
-                _launchable(args, full_env, cwd),
+                _launchable(args, full_env, cwd, wrap),
                 cwd=cwd,
                 env=full_env,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from orchestrator import aa_control, journal, plan, results, units, verdicts
+from orchestrator import aa_control, journal, plan, results, sandbox, units, verdicts
 from orchestrator.assemble import RunMeta, UnitResult, run_result, stages_to
 from orchestrator.cache import Cache
 from orchestrator.errors import UserError
@@ -48,6 +48,7 @@ class Options:
     only: tuple[str, ...] = ()
     until: Stage = Stage.TEST  # the last stage to run
     started: str = ""  # ISO time the run started; "" means when Runner.run starts
+    sandbox: bool = True  # code from the tree under test runs confined (sandbox.py)
 
 
 def collect_series(matrix: Matrix, only: tuple[str, ...]) -> dict[str, tuple[series.Patch, ...]]:
@@ -99,7 +100,15 @@ class Runner:
             until=opts.until,
             host=host(),
         )
-        self.ctx = Context(self.matrix, opts.cache, opts.run_dir, patches, opts.jobs, self.progress)
+        confined = sandbox.for_run(
+            cache=opts.cache.root,
+            run_dir=opts.run_dir,
+            reports=self.matrix.report.dir,
+            enabled=opts.sandbox,
+        )
+        self.ctx = Context(
+            self.matrix, opts.cache, opts.run_dir, patches, opts.jobs, self.progress, confined
+        )
         with opts.cache.locked():
             repo = source.cache_path(self.matrix.tree, opts.cache.root)
             self.units = list(plan.units(self.matrix, opts.only, opts.until, repo, opts.cache.work))

@@ -34,6 +34,7 @@ from orchestrator.results import (
     Status,
     TestResult,
 )
+from orchestrator.sandbox import PLAIN, Sandbox
 from orchestrator.suites import Installed, Kernel
 from orchestrator.vm import qemu, testbed
 
@@ -56,6 +57,9 @@ class Context:
     patches: Mapping[str, tuple[series.Patch, ...]]
     jobs: int = 2
     progress: Progress = _quiet
+    # Where code from the tree under test runs (make, kconfig, its selftests):
+    # confined unless the user turned it off.
+    sandbox: Sandbox = PLAIN
 
     def logs(self, variant: str) -> Path:
         path = self.run_dir / "logs" / variant
@@ -211,6 +215,7 @@ def configure(ctx: Context, variant: str, prepared: Prepared, applied: Applied) 
             env=build.make_env(ctx.cache.root, bdir),
             log=log,
             timeout=600,
+            sandbox=ctx.sandbox,
         )
         if configured.error is None:
             ctx.cache.save("kconfig", key, configured)
@@ -254,6 +259,7 @@ def build_kernel(
         arch=ctx.matrix.kconfig.arch,
         jobs=ctx.jobs,
         timeout=ctx.matrix.build_timeout,
+        sandbox=ctx.sandbox,
     )
     info = replace(info, cached=False, first_error=outcome.first_error, warnings=outcome.warnings)
     logs = (str(outcome.log),)
@@ -282,7 +288,13 @@ def install(
             _checkout(prepared, bdir, applied.head)
             ctx.progress(variant, Stage.TEST, None, f"log: {log}")
         done = installer.install(
-            kernel, wanted, ctx.cache.root, log, jobs=ctx.jobs, timeout=ctx.matrix.build_timeout
+            kernel,
+            wanted,
+            ctx.cache.root,
+            log,
+            jobs=ctx.jobs,
+            timeout=ctx.matrix.build_timeout,
+            sandbox=ctx.sandbox,
         )
         files += done.files
         errors += done.errors

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import proc
+from orchestrator.sandbox import Sandbox
 
 ARTIFACT_FILES = ("vmlinux", "arch/x86/boot/bzImage", ".config", "System.map")
 DONE = "artifact.json"
@@ -105,6 +106,7 @@ def build(
     arch: str,
     jobs: int,
     timeout: float,
+    sandbox: Sandbox,
 ) -> Outcome:
     """Build the worktree's current checkout with config_text; store the artifacts.
 
@@ -127,6 +129,7 @@ def build(
     staging.mkdir(parents=True)
     result = proc.run(
         make_argv(bdir, arch, jobs, "bzImage"),
+        wrap=sandbox.prefix(writable=[bdir.out], readable=[bdir.src]),
         timeout=timeout,
         env=make_env(cache, bdir),
         log=log,

@@ -21,6 +21,7 @@ from orchestrator import proc
 from orchestrator.errors import UserError
 from orchestrator.kernel.kconfig_deps import dependency_reason
 from orchestrator.results import KconfigMismatch
+from orchestrator.sandbox import Sandbox
 
 _SET = re.compile(r"(CONFIG_[A-Za-z0-9_]+)=(.*)")
 _UNSET = re.compile(r"# (CONFIG_[A-Za-z0-9_]+) is not set")
@@ -144,8 +145,10 @@ def configure(
     log: Path,
     timeout: float,
     env: Mapping[str, str] | None = None,
+    sandbox: Sandbox,
 ) -> Configured:
-    """make <base>, merge the fragments, make olddefconfig, verify."""
+    """make <base>, merge the fragments, make olddefconfig, verify (the makes
+    run the tree's own Makefiles and Kconfig: in the sandbox, writing builddir)."""
     srctree, builddir = srctree.resolve(), builddir.resolve()
     requested = [(str(path), _read_fragment(path)) for path in fragments]
     builddir.mkdir(parents=True, exist_ok=True)
@@ -153,12 +156,15 @@ def configure(
     make = ["make", "-C", str(srctree), f"O={builddir}", f"ARCH={arch}", *make_args]
     dotconfig = builddir / ".config"
 
-    error = _make([*make, base], log, timeout, env)
+    def run(target: str) -> str | None:
+        return _make([*make, target], log, timeout, env, sandbox, srctree, builddir)
+
+    error = run(base)
     if error is not None:
         return Configured("", "", (), (), log, error)
     merged, notes = merge(parse(dotconfig.read_text(), source=str(dotconfig)), requested)
     dotconfig.write_text(render(merged))
-    error = _make([*make, "olddefconfig"], log, timeout, env)
+    error = run("olddefconfig")
     if error is not None:
         return Configured("", "", (), notes, log, error)
 
@@ -179,12 +185,21 @@ def _read_fragment(path: Path) -> dict[str, str]:
     return parse(text, source=str(path))
 
 
-def _make(argv: list[str], log: Path, timeout: float, env: Mapping[str, str] | None) -> str | None:
+def _make(
+    argv: list[str],
+    log: Path,
+    timeout: float,
+    env: Mapping[str, str] | None,
+    sandbox: Sandbox,
+    srctree: Path,
+    builddir: Path,
+) -> str | None:
     """Run one make into the log; None on success, else the failure's log tail."""
     with log.open("a") as out:
         out.write(f"$ {' '.join(argv)}\n")
         start = out.tell()
-    result = proc.run(argv, timeout=timeout, log=log, env=env)
+    wrap = sandbox.prefix(writable=[builddir], readable=[srctree])
+    result = proc.run(argv, timeout=timeout, log=log, env=env, wrap=wrap)
     if result.ok:
         return None
     with log.open("rb") as out:

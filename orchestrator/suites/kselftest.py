@@ -32,6 +32,7 @@ from orchestrator.errors import InfraError
 from orchestrator.kernel import build
 from orchestrator.matrix import Test
 from orchestrator.results import TestResult
+from orchestrator.sandbox import Sandbox
 from orchestrator.suites import test_progs
 from orchestrator.suites.registry import Arg, Installed, Kernel, Need, Rule, Suite
 from orchestrator.vm import image
@@ -95,8 +96,9 @@ class KselftestInstaller:
         *,
         jobs: int,
         timeout: float,
+        sandbox: Sandbox,
     ) -> Installed:
-        return install(kernel, wanted, cache, log, jobs=jobs, timeout=timeout)
+        return install(kernel, wanted, cache, log, jobs=jobs, timeout=timeout, sandbox=sandbox)
 
 
 class KselftestSuite(Suite):
@@ -207,7 +209,14 @@ def make_argv(kernel: Kernel, collection: str, output: Path, jobs: int) -> list[
 
 
 def build_one(
-    kernel: Kernel, collection: str, cache: Path, log: Path, *, jobs: int, timeout: float
+    kernel: Kernel,
+    collection: str,
+    cache: Path,
+    log: Path,
+    *,
+    jobs: int,
+    timeout: float,
+    sandbox: Sandbox,
 ) -> Built:
     """Build the collection's program for kernel (or reuse the cached build)."""
     found = cached(cache, kernel, collection, log)
@@ -219,7 +228,14 @@ def build_one(
     log.parent.mkdir(parents=True, exist_ok=True)
     _link_urandom_read(kernel, collection, output)
     try:
-        result = proc.run(make_argv(kernel, collection, output, jobs), timeout=timeout, log=log)
+        # The selftests' Makefile is the tree's code: it writes its OUTPUT and
+        # its own source directory, and reads the kernel it builds against.
+        wrap = sandbox.prefix(
+            writable=[root, kernel.src / SELFTESTS / PurePosixPath(collection).parent],
+            readable=[kernel.src, kernel.out, kernel.vmlinux.parent],
+        )
+        argv = make_argv(kernel, collection, output, jobs)
+        result = proc.run(argv, timeout=timeout, log=log, wrap=wrap)
     except InfraError as exc:  # make itself is missing
         return Built(collection, None, str(exc), log)
     if not result.ok:
@@ -257,19 +273,28 @@ def _installed(path: Path) -> bool:
 
 
 def install(
-    kernel: Kernel, wanted: Iterable[str], cache: Path, log: Path, *, jobs: int, timeout: float
+    kernel: Kernel,
+    wanted: Iterable[str],
+    cache: Path,
+    log: Path,
+    *,
+    jobs: int,
+    timeout: float,
+    sandbox: Sandbox,
 ) -> Installed:
     """Every wanted collection built for kernel, as files for the guest or errors."""
     files: list[tuple[str, Path]] = []
     errors: list[tuple[str, str]] = []
     for collection in wanted:
-        built = build_one(kernel, collection, cache, log, jobs=jobs, timeout=timeout)
+        built = build_one(
+            kernel, collection, cache, log, jobs=jobs, timeout=timeout, sandbox=sandbox
+        )
         if built.error is not None:
             errors.append((collection, built.error))
             continue
         program = built.out / PurePosixPath(collection).name if built.out else None
         try:
-            libraries = image.shared_libraries(program) if program else ()
+            libraries = image.shared_libraries(program, sandbox) if program else ()
         except InfraError as exc:  # ldd: a library the program needs is not on the host
             errors.append((collection, f"{collection}: {exc}"))
             continue

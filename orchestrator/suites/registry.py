@@ -24,6 +24,7 @@ from typing import Protocol
 
 from orchestrator.matrix import Test
 from orchestrator.results import TestResult
+from orchestrator.sandbox import Sandbox
 from orchestrator.suites import ktap
 
 # --- how a kind's matrix entry is checked ----------------------------------------------------
@@ -129,8 +130,11 @@ class Installer(Protocol):
         *,
         jobs: int,
         timeout: float,
+        sandbox: Sandbox,
     ) -> Installed:
-        """Every wanted unit built for kernel (or taken from the cache), as files or errors."""
+        """Every wanted unit built for kernel (or taken from the cache), as files or errors.
+
+        What it runs from the tree (make, and ldd on what was built) runs in sandbox."""
         ...
 
 

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 
 from orchestrator import proc
 from orchestrator.errors import InfraError, UserError
+from orchestrator.sandbox import PLAIN, Sandbox
 
 # Bump when the archive layout or encoding changes in a way the content hash
 # would not see; it is hashed together with the archive bytes.
@@ -268,9 +269,13 @@ def parse_ldd(output: str) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def shared_libraries(binary: Path) -> tuple[str, ...]:
-    """What binary needs at run time; empty for a static binary."""
-    result = proc.run(["ldd", binary], timeout=TOOL_TIMEOUT)
+def shared_libraries(binary: Path, sandbox: Sandbox = PLAIN) -> tuple[str, ...]:
+    """What binary needs at run time; empty for a static binary.
+
+    ldd may run the binary's own code: one built from a tree under test is
+    inspected in the sandbox (the host's own dropbear needs none)."""
+    wrap = sandbox.prefix(readable=[binary.parent])
+    result = proc.run(["ldd", binary], timeout=TOOL_TIMEOUT, wrap=wrap)
     if "not a dynamic executable" in result.stdout + result.stderr:
         return ()
     return parse_ldd(result.check().stdout)

@@ -20,6 +20,7 @@ import pytest
 from orchestrator import cli, results, suites
 from orchestrator.git import git
 from orchestrator.results import Stage, Status, Verdict
+from orchestrator.sandbox import Sandbox
 from orchestrator.suites import kselftest
 from orchestrator.vm import guest
 
@@ -66,7 +67,7 @@ def test_build_failure_names_the_cause_and_the_log(tmp_path: Path) -> None:
     kernel = _kernel(tmp_path, FAILING)
     log = tmp_path / "logs" / "kselftest.log"
     installed = kselftest.install(
-        kernel, ["bpf/test_progs"], tmp_path / "cache", log, jobs=1, timeout=60
+        kernel, ["bpf/test_progs"], tmp_path / "cache", log, jobs=1, timeout=60, sandbox=Sandbox()
     )
     assert installed.files == ()
     reason = installed.error("bpf/test_progs")
@@ -80,7 +81,9 @@ def test_build_failure_names_the_cause_and_the_log(tmp_path: Path) -> None:
 def test_build_installs_the_program_its_objects_and_libraries_once(tmp_path: Path) -> None:
     kernel = _kernel(tmp_path, BUILDING)
     cache, log = tmp_path / "cache", tmp_path / "kselftest.log"
-    installed = kselftest.install(kernel, ["bpf/test_progs"], cache, log, jobs=1, timeout=60)
+    installed = kselftest.install(
+        kernel, ["bpf/test_progs"], cache, log, jobs=1, timeout=60, sandbox=Sandbox()
+    )
     assert installed.errors == ()
     files = dict(installed.files)
     assert {p for p in files if p.startswith("/opt/")} == {
@@ -88,7 +91,9 @@ def test_build_installs_the_program_its_objects_and_libraries_once(tmp_path: Pat
     }  # fmt: skip
     assert files["/opt/kselftests/bpf/test_progs"].stat().st_mode & 0o100
     assert any("libc.so" in p for p in files)  # what /bin/true links against
-    again = kselftest.install(kernel, ["bpf/test_progs"], cache, log, jobs=1, timeout=60)
+    again = kselftest.install(
+        kernel, ["bpf/test_progs"], cache, log, jobs=1, timeout=60, sandbox=Sandbox()
+    )
     assert again == installed
     runs = kselftest.cache_dir(cache, kernel.key, "bpf/test_progs") / "build" / "runs"
     assert runs.read_text() == "built\n"  # make ran once

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -509,3 +510,54 @@ def test_a_new_kind_is_a_class_and_a_registration(
     assert [s.status for s in base.stages] == [Status.PASS] * 5
     stdout = Path(launch.logs[0]).read_text()
     assert stdout == "T-10\nliftoff\n"
+
+
+def test_a_hostile_makefile_is_contained_and_the_variant_still_built(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A series whose Makefile writes outside the build, reads ~/.ssh and opens a socket."""
+    home, outside = tmp_path / "home", tmp_path / "outside"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_test").write_text("SECRET KEY\n")
+    outside.mkdir()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    port = listener.getsockname()[1]
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("OUTSIDE", str(outside))
+    monkeypatch.setenv("LISTENER", str(port))
+    evil = (
+        "O ?= .\n"
+        "EVIL := $(shell echo pwned > $(OUTSIDE)/pwned; echo pwned > $(HOME)/pwned; "
+        "cat $(HOME)/.ssh/id_test > $(O)/stolen; "
+        "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $(LISTENER)), 2)' "
+        "&& echo connected > $(O)/net)"
+    )
+    tree = Path(config.load(project / "matrix.yaml").tree.location)
+    _commit_patch(tree, project / "patches" / "evil", "Makefile", "O ?= .", evil, "evil")
+    matrix = project / "evil.yaml"
+    matrix.write_text(
+        (project / "matrix.yaml").read_text().split("variants:\n")[0]
+        + "variants:\n  - name: evil\n    series: patches/evil\n"
+    )
+    m = config.load(matrix)
+    options = Options(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run", until=Stage.BUILD)
+    run = Runner(m, options, lambda *_: None).run(collect_series(m, ()))
+    (variant,) = run.variants
+    assert [s.status for s in variant.stages] == [Status.PASS] * 3  # it still got its verdict
+    assert not (outside / "pwned").exists() and not (home / "pwned").exists()
+    built = list((tmp_path / "cache" / "work" / "build").glob("*/out"))
+    assert built and all("SECRET" not in p.read_text() for b in built for p in b.glob("stolen"))
+    assert not any((b / "net").exists() for b in built)
+    with pytest.raises(TimeoutError):
+        listener.accept()
+    listener.close()
+    # Without the sandbox the same series does all three (so the test can fail).
+    plain = Options(
+        cache=Cache(tmp_path / "cache2"), run_dir=tmp_path / "run2", until=Stage.BUILD,
+        sandbox=False,
+    )  # fmt: skip
+    Runner(m, plain, lambda *_: None).run(collect_series(m, ()))
+    assert (outside / "pwned").exists() and (home / "pwned").exists()
+    leaked = list((tmp_path / "cache2" / "work" / "build").glob("*/out/stolen"))
+    assert leaked and "SECRET" in leaked[0].read_text()

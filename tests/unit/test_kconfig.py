@@ -13,6 +13,7 @@ from orchestrator.errors import UserError
 from orchestrator.git import git
 from orchestrator.kernel import kconfig, kconfig_deps
 from orchestrator.results import KconfigMismatch
+from orchestrator.sandbox import PLAIN
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -370,6 +371,7 @@ def run_configure(
         srctree,
         tmp_path / "build",
         arch="x86_64",
+        sandbox=PLAIN,
         base=base,
         fragments=paths,
         make_args=["CC=fakecc"],
@@ -432,6 +434,7 @@ def test_a_missing_fragment_is_a_user_error(srctree: Path, tmp_path: Path) -> No
             srctree,
             tmp_path / "build",
             arch="x86_64",
+            sandbox=PLAIN,
             base="tinyconfig",
             fragments=[tmp_path / "missing.config"],
             make_args=[],
@@ -467,6 +470,7 @@ def test_shipped_fragments_stick_on_linux_6_1(tmp_path: Path) -> None:
         tmp_path / "linux-source-6.1",
         tmp_path / "build",
         arch="x86_64",
+        sandbox=PLAIN,
         base="tinyconfig",
         fragments=[REPO / "kconfigs/base.config", REPO / "kconfigs/bpf.config"],
         make_args=[],
