@@ -54,7 +54,7 @@ TOP_KEYS = ("name", "tree", "kconfig", "build", "guest", "tests", "perf", "repor
 TREE_KEYS = ("debian", "git", "path", "ref")
 KCONFIG_KEYS = ("base", "arch", "fragments", "on_mismatch")
 GUEST_KEYS = ("cpus", "memory", "accel", "boot_timeout", "cmdline", "selftests")
-TEST_KEYS = ("name", "kind", "command", "timeout", "repeats", "args")
+TEST_KEYS = ("name", "kind", "command", "timeout", "repeats", "args", "about")
 PERF_KEYS = ("aa_control", "max_reruns")
 REPORT_KEYS = ("dir", "formats", "baseline")
 VARIANT_KEYS = ("name", "series", "reverts", "kconfig", "expect")
@@ -64,6 +64,9 @@ ON_MISMATCH = tuple(m.value for m in OnMismatch)
 ACCELS = tuple(a.value for a in AccelChoice)
 FORMATS = ("json", "junit", "html", "text")
 OUTCOMES = ("pass", "fail", "skip", "timeout", "kernel-hang", "boot-fail")
+# A test's `about:` texts are shown next to its subtests: a short sentence each.
+ABOUT_TEXT = 200
+ABOUT_KEY = 128
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SAFE_CHAR = re.compile(r"[A-Za-z0-9._-]")
@@ -293,7 +296,35 @@ def _test(cur: Node, seen: dict[str, int]) -> Test:
         repeats=repeats,
         args=args,
         options=suite.options(values),
+        about=get(fields, "about", lambda n: _about(n, name), ()),
     )
+
+
+def _about(cur: Node, test: str) -> tuple[tuple[str, str], ...]:
+    """What each subtest shows: subtest name -> one short line of text.
+
+    Which subtests a test reports is known only once it has run, so a key
+    naming none of them is not an error here (it is simply never shown).
+    """
+    pairs: list[tuple[str, str]] = []
+    for key, child in entries(cur):
+        if not key.strip() or len(key) > ABOUT_KEY:
+            raise child.error(f"a subtest name must be 1-{ABOUT_KEY} characters, got {key!r}")
+        if key.startswith(test + "."):
+            raise child.error(
+                f"{key!r}: name the subtest as the test reports it, without the test's "
+                f"name (write {key[len(test) + 1 :]!r})"
+            )
+        text = string(child, "a short sentence", raw_numbers=True).strip()
+        if not text or "\n" in text:
+            raise child.error("must be one line of text, not empty")
+        if len(text) > ABOUT_TEXT:
+            raise child.error(
+                f"is {len(text)} characters long; at most {ABOUT_TEXT} (a short sentence: "
+                "it is shown next to the subtest)"
+            )
+        pairs.append((key, text))
+    return tuple(pairs)
 
 
 def _obey(

@@ -89,6 +89,9 @@ class Test:
     # The kind's own reading of args (a frozen record, e.g. suites.kselftest.Options), for
     # kinds that read them; None for the others.
     options: Hashable | None = None
+    # What each subtest shows, in a short sentence for the reports: (subtest name as
+    # the test reports it, without the test's name; text), in the matrix's order.
+    about: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

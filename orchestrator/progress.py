@@ -2,7 +2,10 @@
 line per stage change otherwise (CI logs).
 
 Both implement the pipeline's Progress callback:
-(variant, stage, status or None when starting, detail).
+(variant, stage, status or None when starting, detail).  A detail can hold
+hostile text (a patch subject, a compiler's or a test's last words), so
+what reaches the terminal goes through textfmt.for_terminal: one line each,
+bounded, with nothing in it that a terminal would act on.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.results import Stage, Status
+from orchestrator.textfmt import for_terminal
+
+DETAIL = 500  # characters of a detail shown on a progress line
 
 STYLE = {
     Status.PASS: "green",
@@ -36,7 +42,8 @@ class PlainProgress:
     def __call__(self, variant: str, stage: Stage, status: Status | None, detail: str) -> None:
         state = "..." if status is None else status.value.upper()
         suffix = f" - {detail}" if detail else ""
-        print(f"[{variant}] {stage.value}: {state}{suffix}", file=self.out, flush=True)
+        line = f"[{variant}] {stage.value}: {state}{suffix}"
+        print(for_terminal(line, one_line=True, limit=DETAIL), file=self.out, flush=True)
 
 
 class LiveProgress:
@@ -62,7 +69,8 @@ class LiveProgress:
         for stage in self.stages:
             table.add_column(stage.value)
         for variant in self.variants:
-            table.add_row(variant, *(self._cell(variant, s) for s in self.stages))
+            name = Text(for_terminal(variant, one_line=True, limit=64))  # Text: no markup
+            table.add_row(name, *(self._cell(variant, s) for s in self.stages))
         return table
 
     def _cell(self, variant: str, stage: Stage) -> Text:
@@ -74,7 +82,8 @@ class LiveProgress:
         running = Text(f"{time.monotonic() - started:4.0f}s", style="yellow")
         log = self.log.get((variant, stage))
         if log is not None:
-            running.append(" " + _last_line(log)[-40:], style="dim")
+            # make's last line: a compiler's or a test's words, shown, never acted on.
+            running.append(" " + for_terminal(_last_line(log)[-40:], one_line=True), style="dim")
         return running
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from orchestrator import results_check
+
 # 2: a test's repeat, perf round and warm-up are fields (were a name@N suffix);
 # the run says when it is incomplete.  Older files are refused with a message.
 SCHEMA_VERSION = 2
@@ -106,6 +108,7 @@ class SplatKind(enum.StrEnum):
     UBSAN = "ubsan"
     KCSAN = "kcsan"
     OOM = "oom"  # the OOM killer ran
+    KMEMLEAK = "kmemleak"  # "kmemleak: N new suspected memory leaks"
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,10 @@ class Splat:
     timestamp: float | None  # guest seconds since boot, from the printk prefix
     trace: tuple[str, ...] = ()  # call trace lines
     test: str | None = None  # the test that was running, from the kmsg markers
+    # How many times the kernel printed this report (same kind, title, trace
+    # and test): repeats are counted, not kept (vm/console.py).  Files written
+    # before the field existed read as 1.
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,9 @@ class TestResult:
     duration: float = 0.0
     reason: str = ""
     expected: str = ""  # the verdict the matrix declares for this test, if any
+    # What the subtest shows, from its test's `about:` in the matrix ("" if nothing is
+    # said).  New in schema 2 without a bump: from_data leaves it "" in older files.
+    about: str = ""
     logs: tuple[str, ...] = ()
     splats: tuple[Splat, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
@@ -246,13 +256,22 @@ class SchemaError(ValueError):
 
 
 def read(path: Path) -> RunResult:
-    data = json.loads(path.read_text())
+    """A results file, checked before it is decoded: it may come from anywhere.
+
+    Anything that is not a results file of this schema is a ValueError
+    (results_check.ResultsError names the JSON path); OSError,
+    UnicodeDecodeError and json.JSONDecodeError pass through.
+    """
+    data = results_check.load(path)
     schema = data.get("schema") if isinstance(data, dict) else None
     if schema != SCHEMA_VERSION:
+        number = isinstance(schema, int) and not isinstance(schema, bool) and abs(schema) < 10**6
+        shown = str(schema) if number else results_check.describe(schema)
         raise SchemaError(
-            f"results schema {schema}; this version reads {SCHEMA_VERSION} "
+            f"results schema {shown}; this version reads {SCHEMA_VERSION} "
             "(files from before orchestrate 0.2 keep the reports written with them)"
         )
+    results_check.check(RunResult, data)
     return from_data(RunResult, data)
 
 

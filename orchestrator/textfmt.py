@@ -10,20 +10,72 @@ import math
 import re
 import textwrap
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from orchestrator.stats import Comparison
+if TYPE_CHECKING:  # textfmt stays light: the terminal and YAML readers use it too
+    from orchestrator.stats import Comparison
 
 MAIL_WIDTH = 72  # a line of a mailing-list reply
 _MAX_COL = 20  # a wider column header or cell wraps
 
 # C0 controls (but tab and newline), DEL and C1 controls: terminal escapes
 # and NULs from consoles, which no report should pass on raw.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+# Bidirectional formatting (embeddings, overrides, isolates, marks): they
+# reorder what is shown, so a patch subject or a test name could read as
+# something else ("Trojan Source").  Shown as <U+202E>.
+BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+# Lone surrogates (JSON can carry them; no encoder can write them).
+_SURROGATE = "\ud800-\udfff"
+_HIDDEN = re.compile(f"[{_CONTROL}{BIDI}{_SURROGATE}]")
+# On a terminal a carriage return rewrites the line it is on, too.
+_TERMINAL = re.compile(f"[{_CONTROL}\r{BIDI}{_SURROGATE}]")
+_TERMINAL_LINE = re.compile(f"[{_CONTROL}\r\n{BIDI}{_SURROGATE}]")
+
+
+def _shown(m: re.Match[str]) -> str:
+    code = ord(m[0])
+    if code < 0xA0:
+        return f"\\x{code:02x}"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"\\u{code:04x}"
+    return f"<U+{code:04X}>"
 
 
 def printable(text: str) -> str:
-    """Text with control characters shown as \\xNN, so they read and do not act."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    """Text whose invisible characters are shown, so they read and do not act.
+
+    Controls (but tab and newline) as \\xNN, bidirectional formatting as
+    <U+202E>, lone surrogates as \\udNNN.
+    """
+    return _HIDDEN.sub(_shown, text)
+
+
+def for_terminal(text: str, *, one_line: bool = False, limit: int | None = None) -> str:
+    """Hostile text as a terminal may print it: nothing in it acts.
+
+    As printable, and carriage returns too; with one_line, newlines too (a
+    progress or summary line stays one line, so no text can forge another).
+    With limit, at most that many characters of it (see clip).
+    """
+    if limit is not None:
+        text = clip(text, limit)
+    return (_TERMINAL_LINE if one_line else _TERMINAL).sub(_shown, text)
+
+
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters of text, saying how long it was: "aaaa… (5000 characters)"."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+def quote(text: str, limit: int = 200) -> str:
+    """A value quoted for a message, at most `limit` characters of it: 'aaaa…' (5000 characters)."""
+    if len(text) <= limit:
+        return repr(text)
+    shown = repr(text[:limit])
+    return f"{shown[:-1]}…{shown[-1]} ({len(text)} characters)"
 
 
 def fmt_ratio(c: Comparison) -> str:

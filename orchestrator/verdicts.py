@@ -49,14 +49,32 @@ def meets(verdict: Verdict, expected: str) -> bool:
     return verdict.value == expected
 
 
-def with_expectations(result: TestResult, expect: Mapping[str, str], key: str = "") -> TestResult:
-    """Attach the matrix's declared outcome to the test and its subtests."""
+def with_expectations(
+    result: TestResult,
+    expect: Mapping[str, str],
+    key: str = "",
+    about: Mapping[str, str] | None = None,
+) -> TestResult:
+    """Attach the matrix's declared outcome to the test and its subtests.
+
+    `expect` is keyed by test or test.subtest (the variant's `expect:`); `about`
+    by the subtest's name within its test (the test's `about:`), and says what
+    that subtest shows.
+    """
     key = key or result.name
+    about = about or {}
     subs = tuple(
-        with_expectations(sub, expect, key + sub.name[len(result.name) :])
+        with_expectations(sub, expect, key + sub.name[len(result.name) :], about)
         for sub in result.subtests
     )
-    return dataclasses.replace(result, expected=expect.get(key, ""), subtests=subs)
+    # A test name has no dot: what follows the first one is the subtest's own name.
+    _test, dot, subtest = key.partition(".")
+    return dataclasses.replace(
+        result,
+        expected=expect.get(key, ""),
+        about=about.get(subtest, "") if dot else result.about,
+        subtests=subs,
+    )
 
 
 def judge_tests(tests: tuple[TestResult, ...]) -> StageResult:

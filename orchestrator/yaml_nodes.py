@@ -5,11 +5,17 @@ nodes, never loaded into Python objects wholesale, so that every problem
 can be reported as file:line plus a key path such as
 ``variants[2].series[0]``.  Scalars are converted with the safe resolver's
 rules (strings, ints, floats, booleans, null) and nothing else.
+
+A matrix may come from elsewhere (a colleague, a bug report), and its
+values are echoed in errors: the file is read up to MAX_BYTES, nesting
+deeper than MAX_DEPTH is an error at its line (never a RecursionError), and
+a message quotes at most QUOTE characters of a value ("… (N characters)").
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +24,17 @@ from typing import TypeVar
 import yaml
 
 from orchestrator.errors import MatrixError
+from orchestrator.textfmt import clip, quote
 
 Scalar = str | int | float | bool | None
 T = TypeVar("T")
+
+MAX_BYTES = 10 * 1024 * 1024  # a matrix file; the default one is a few kB
+MAX_DEPTH = 100  # lists and mappings inside each other; a matrix needs about 6
+QUOTE = 200  # characters of a value quoted in a message
+_KEY = QUOTE  # characters of a key shown in a key path
+_MESSAGE = 2000  # characters of a whole message
+_LONG_WORD = re.compile(rf"\S{{{QUOTE + 1},}}")
 
 _TAG = "tag:yaml.org,2002:"
 _SAFE = yaml.constructor.SafeConstructor()
@@ -48,6 +62,7 @@ class Node:
     base: Path  # the matrix file's directory, resolved
 
     def join(self, key: str) -> str:
+        key = clip(key, _KEY)
         return f"{self.key_path}.{key}" if self.key_path else key
 
     def child(self, key: str, key_node: yaml.Node, node: yaml.Node) -> Node:
@@ -57,10 +72,27 @@ class Node:
         return Node(node, f"{self.key_path}[{index}]", line_of(node), self.file, self.base)
 
     def error(self, message: str) -> MatrixError:
-        return MatrixError(self.file, self.line, self.key_path or "<document>", message)
+        return MatrixError(self.file, self.line, self.key_path or "<document>", bounded(message))
 
     def missing(self, key: str, message: str = "is required") -> MatrixError:
-        return MatrixError(self.file, self.line, self.join(key), message)
+        return MatrixError(self.file, self.line, self.join(key), bounded(message))
+
+
+def bounded(message: str) -> str:
+    """A message of at most about _MESSAGE characters, whatever value it quotes.
+
+    The readers here quote values with textfmt.quote; this bounds what a
+    caller built itself: a word longer than QUOTE (a value without spaces)
+    is cut to QUOTE characters, then the message, keeping its end (the rule
+    that was broken).
+    """
+    if len(message) <= _MESSAGE:
+        return message
+    message = _LONG_WORD.sub(lambda m: clip(m[0], QUOTE), message)
+    if len(message) <= _MESSAGE:
+        return message
+    head, tail = message[: _MESSAGE // 2], message[-_MESSAGE // 4 :]
+    return f"{head} … ({len(message) - len(head) - len(tail)} characters) … {tail}"
 
 
 def line_of(node: yaml.Node) -> int:
@@ -74,27 +106,84 @@ def document(path: Path) -> Node:
 
 
 def read_text(path: Path) -> str:
+    """The matrix file's text: UTF-8, at most MAX_BYTES (MatrixError otherwise)."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            limit = f"{MAX_BYTES // 2**20} MiB"
+            raise MatrixError(path, 0, "<file>", f"larger than {limit}: not a matrix file")
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise MatrixError(path, 0, "<file>", f"cannot read the matrix file: {reason}") from None
 
 
+class _TooDeep(Exception):
+    def __init__(self, mark: yaml.Mark, key_path: str) -> None:
+        super().__init__(key_path)
+        self.mark = mark
+        self.key_path = key_path
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader's composer, which recurses once per level, with a
+    nesting limit: it knows the key path of the node it composes."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._parts: list[str] = []
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # index: the item's number in a sequence; in a mapping the key node (for its
+        # value) or None (for the key itself).  The stubs say int.
+        if parent is None:
+            part = ""
+        elif isinstance(index, int):
+            part = f"[{index}]"
+        elif isinstance(index, yaml.ScalarNode):
+            part = "." + clip(str(index.value), _KEY)
+        else:
+            part = ".<key>"  # a mapping's key, or the value of a key that is no scalar
+        nested = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
+        self._parts.append(part)
+        self._depth += nested
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _TooDeep(mark, self._key_path())
+            return super().compose_node(parent, index)
+        finally:
+            self._parts.pop()
+            self._depth -= nested
+
+    def _key_path(self) -> str:
+        path = "".join(self._parts).lstrip(".")
+        return path if len(path) <= 200 else f"{path[:120]}…{path[-60:]}"
+
+
 def compose(path: Path, text: str) -> yaml.Node:
     """The text's single YAML document as nodes (MatrixError on a syntax error)."""
+    loader = _Loader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = loader.get_single_node()
+    except _TooDeep as e:
+        message = f"nested too deeply (limit {MAX_DEPTH})"
+        raise MatrixError(path, e.mark.line + 1, e.key_path or "<document>", message) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         message = e.problem or "invalid YAML"
         if e.context and e.context_mark:
             message = f"{e.context} at line {e.context_mark.line + 1}, {message}"
-        raise MatrixError(path, mark.line + 1 if mark else 0, "<yaml>", message) from None
+        line = mark.line + 1 if mark else 0
+        raise MatrixError(path, line, "<yaml>", bounded(message)) from None
     except yaml.reader.ReaderError as e:  # a character YAML does not allow
         line = text.count("\n", 0, e.position) + 1
         message = f"unacceptable character #x{e.character:04x}: {e.reason}"
         raise MatrixError(path, line, "<yaml>", message) from None
+    finally:
+        loader.dispose()
     if root is None:
         raise MatrixError(path, 1, "<document>", "the file is empty; a matrix needs variants:")
     return root
@@ -110,17 +199,20 @@ def describe(node: yaml.Node) -> str:
     if isinstance(node, yaml.MappingNode):
         return "a mapping"
     if not isinstance(node, yaml.ScalarNode) or node.tag not in _SCALARS:
-        return f"a value tagged {node.tag}"
-    value = _SCALARS[node.tag](node)
+        return f"a value tagged {clip(str(node.tag), QUOTE)}"
+    try:
+        value = _SCALARS[node.tag](node)
+    except ValueError:  # Python reads no integer of more than 4300 digits
+        return f"a number of {len(node.value)} characters"
     if value is None:
         return "null" if node.value else "an empty value"
     if isinstance(value, bool):
-        return f"a boolean {node.value}"
+        return f"a boolean {clip(node.value, QUOTE)}"
     if isinstance(value, int):
-        return f"an integer {node.value}"
+        return f"an integer {clip(node.value, QUOTE)}"
     if isinstance(value, float):
-        return f"a number {node.value}"
-    return f"a string {value!r}"
+        return f"a number {clip(node.value, QUOTE)}"
+    return f"a string {quote(value, QUOTE)}"
 
 
 def wrong(cur: Node, expected: str) -> MatrixError:
@@ -130,7 +222,10 @@ def wrong(cur: Node, expected: str) -> MatrixError:
 def scalar(cur: Node, expected: str) -> Scalar:
     node = cur.node
     if isinstance(node, yaml.ScalarNode) and node.tag in _SCALARS:
-        return _SCALARS[node.tag](node)
+        try:
+            return _SCALARS[node.tag](node)
+        except ValueError:  # an integer of more than 4300 digits
+            raise wrong(cur, expected) from None
     raise wrong(cur, expected)
 
 
@@ -141,7 +236,8 @@ def string(cur: Node, what: str = "a string", *, raw_numbers: bool = False) -> s
         return value
     if raw_numbers and isinstance(value, int | float) and not isinstance(value, bool):
         return str(cur.node.value)
-    hint = f" (quote it if you meant the text '{cur.node.value}')" if value is not None else ""
+    text = clip(str(cur.node.value), QUOTE)
+    hint = f" (quote it if you meant the text '{text}')" if value is not None else ""
     raise cur.error(f"expected {what}, got {describe(cur.node)}{hint}")
 
 
@@ -174,13 +270,13 @@ def seconds(cur: Node) -> float:
 def choice(cur: Node, choices: tuple[str, ...]) -> str:
     value = string(cur, "one of " + ", ".join(choices))
     if value not in choices:
-        raise cur.error(f"must be one of {', '.join(choices)}; got {value!r}")
+        raise cur.error(f"must be one of {', '.join(choices)}; got {quote(value, QUOTE)}")
     return value
 
 
 def claim(cur: Node, name: str, seen: dict[str, int], what: str) -> None:
     if name in seen:
-        raise cur.error(f"duplicate {what} name {name!r} (first at line {seen[name]})")
+        raise cur.error(f"duplicate {what} name {quote(name, QUOTE)} (first at line {seen[name]})")
     seen[name] = cur.line
 
 
@@ -197,7 +293,7 @@ def entries(cur: Node) -> list[tuple[str, Node]]:
         key = str(key_node.value)
         child = cur.child(key, key_node, value_node)
         if key in first:
-            raise child.error(f"duplicate key {key!r} (first at line {first[key]})")
+            raise child.error(f"duplicate key {quote(key, QUOTE)} (first at line {first[key]})")
         first[key] = child.line
         entries.append((key, child))
     return entries
@@ -207,7 +303,8 @@ def mapping(cur: Node, allowed: Collection[str], required: Collection[str] = ())
     fields = dict(entries(cur))
     for key, child in fields.items():
         if key not in allowed:
-            raise child.error(f"unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+            allowed_keys = ", ".join(allowed)
+            raise child.error(f"unknown key {quote(key, QUOTE)}; allowed keys: {allowed_keys}")
     for key in required:
         if key not in fields:
             raise cur.missing(key)
@@ -238,16 +335,23 @@ def local_path(cur: Node, kind: str, *, outside_ok: bool = False) -> Path:
     try:
         path = (cur.base / text).resolve()
     except (OSError, ValueError, RuntimeError) as e:
-        raise cur.error(f"not a usable path {text!r}: {e}") from None
+        why = e.strerror if isinstance(e, OSError) and e.strerror else clip(str(e), QUOTE)
+        raise cur.error(f"not a usable path {quote(text, QUOTE)}: {why}") from None
+    shown = clip(str(path), QUOTE)
     if not Path(text).is_absolute() and not outside_ok and not path.is_relative_to(cur.base):
         raise cur.error(
-            f"{text!r} escapes the matrix directory {cur.base} (it resolves to {path}); "
-            "write an absolute path if you mean it"
+            f"{quote(text, QUOTE)} escapes the matrix directory {cur.base} (it resolves to "
+            f"{shown}); write an absolute path if you mean it"
         )
-    if kind and not path.exists():
-        raise cur.error(f"no such {kind}: {path}")
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as e:  # a name too long, a NUL
+        why = e.strerror if isinstance(e, OSError) and e.strerror else clip(str(e), QUOTE)
+        raise cur.error(f"not a usable path {quote(text, QUOTE)}: {why}") from None
+    if kind and not exists:
+        raise cur.error(f"no such {kind}: {shown}")
     if (kind == "file" and not path.is_file()) or (kind == "directory" and not path.is_dir()):
-        raise cur.error(f"not a {kind}: {path}")
+        raise cur.error(f"not a {kind}: {shown}")
     return path
 
 

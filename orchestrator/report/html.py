@@ -22,6 +22,7 @@ from orchestrator.report.common import (
     LOG_BYTES,
     LOG_LINES,
     Excerpt,
+    LogDirs,
     console_for,
     plural,
     read_tail,
@@ -71,8 +72,15 @@ def _finalize(value: object) -> object:
     return value
 
 
-def render(run: RunResult, *, budget: int = LOG_BUDGET, history: History | None = None) -> str:
-    logs = Logs(budget)
+def render(
+    run: RunResult,
+    *,
+    budget: int = LOG_BUDGET,
+    history: History | None = None,
+    log_dirs: LogDirs | None = None,
+) -> str:
+    """The page; logs are read only from inside `log_dirs` when given (common.read_tail)."""
+    logs = Logs(budget, log_dirs)
     summaries = perf(run)  # the statistics, once for the whole page
     template = _environment().get_template("report.html.j2")
     return template.render(
@@ -112,16 +120,17 @@ class Logs:
     shown in full once; later mentions link to it.
     """
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, within: LogDirs | None = None) -> None:
         self.left = budget
         self.total = budget
+        self.within = within  # the run directory: no log is read from elsewhere
         self.seen: dict[tuple[str, int], LogView] = {}
 
     def tail(self, path: str, lines: int = LOG_LINES) -> LogView:
         key = (path, lines)
         if key in self.seen:
             return dataclasses.replace(self.seen[key], repeat=True)
-        excerpt = read_tail(path, lines, LOG_BYTES)
+        excerpt = read_tail(path, lines, LOG_BYTES, within=self.within)
         # What the page will carry: escaping can make hostile text 5x larger.
         size = len(str(markupsafe.escape(excerpt.text)).encode())
         if size > self.left:
@@ -224,6 +233,7 @@ class TestView:
     logs: list[LogView] = field(default_factory=list)
     console: LogView | None = None
     splats: list[Splat] = field(default_factory=list)
+    about: str = ""  # what the subtest shows (the matrix's `about:`)
 
 
 @dataclass(frozen=True)
@@ -348,7 +358,7 @@ def _test_view(
     )
     console = None
     if outcome in (Outcome.CRASH, Outcome.KERNEL_HANG):
-        path = console_for(v, label)
+        path = console_for(v, label, within=logs.within)
         console = logs.tail(path, CONSOLE_LINES) if path else None
     return TestView(
         name=label,
@@ -361,6 +371,7 @@ def _test_view(
         logs=[logs.tail(p) for p in test.logs],
         console=console,
         splats=list(test.splats),
+        about=test.about,
     )
 
 

@@ -44,7 +44,7 @@ from junitparser import (
 )
 
 from orchestrator.perf import MetricSummary, batch_note, perf
-from orchestrator.report.common import console_for, read_tail, reproduce
+from orchestrator.report.common import LogDirs, console_for, read_tail, reproduce
 from orchestrator.results import (
     PatchOutcome,
     RunResult,
@@ -82,8 +82,9 @@ def clean(text: str) -> str:
     return _NOT_XML.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
-def render(run: RunResult) -> str:
-    xml = build(run)
+def render(run: RunResult, log_dirs: LogDirs | None = None) -> str:
+    """The XML; logs are read only from inside `log_dirs` when given (common.read_tail)."""
+    xml = build(run, log_dirs)
     # Re-parsed with the standard library so the output is the same whether
     # junitparser runs on lxml or ElementTree, and indented for people.
     root = ET.fromstring(xml.tostring())  # type: ignore[no-untyped-call]
@@ -94,17 +95,22 @@ def render(run: RunResult) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"
 
 
-def build(run: RunResult) -> JUnitXml:
+def build(run: RunResult, log_dirs: LogDirs | None = None) -> JUnitXml:
     incomplete = f" (incomplete: {run.incomplete})" if run.incomplete else ""
     xml = JUnitXml(clean(f"orchestrate {run.matrix}{incomplete}"))
     summaries = perf(run)
     for variant in run.variants:
-        xml.add_testsuite(_suite(run, variant, summaries))
+        xml.add_testsuite(_suite(run, variant, summaries, log_dirs))
     xml.update_statistics()  # type: ignore[no-untyped-call]
     return xml
 
 
-def _suite(run: RunResult, variant: VariantResult, summaries: list[MetricSummary]) -> TestSuite:
+def _suite(
+    run: RunResult,
+    variant: VariantResult,
+    summaries: list[MetricSummary],
+    within: LogDirs | None,
+) -> TestSuite:
     suite = TestSuite(clean(variant.name))
     suite.timestamp = clean(run.started)
     if run.host.get("hostname"):
@@ -114,10 +120,10 @@ def _suite(run: RunResult, variant: VariantResult, summaries: list[MetricSummary
         props += _batch_properties(run)
     for name, value in props:
         suite.add_property(clean(name), clean(value))
-    cases = [_stage_case(variant, s) for s in variant.stages if s.stage in STAGE_COLUMNS]
+    cases = [_stage_case(variant, s, within) for s in variant.stages if s.stage in STAGE_COLUMNS]
     not_run = boot_failed(variant)
     cases += [
-        _test_case(variant, t, label, _batch_tag(top), not_run)
+        _test_case(variant, t, label, _batch_tag(top), not_run, within)
         for top in variant.tests
         for label, t in labelled(top)
     ]
@@ -187,20 +193,20 @@ def _value(value: object) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def _stage_case(variant: VariantResult, stage: StageResult) -> TestCase:
+def _stage_case(variant: VariantResult, stage: StageResult, within: LogDirs | None) -> TestCase:
     case = TestCase(f"stage:{stage.stage.value}", clean(variant.name), round(stage.duration, 3))
     outcome = stage_outcome(stage)
     if stage.status is Status.SKIPPED:
         case.result = [Skipped(clean(stage.reason) or "not run")]
     elif outcome.bad:
         case.result = [Error(clean(stage.reason) or outcome.word, outcome.word)]
-    details = _stage_details(variant, stage)
+    details = _stage_details(variant, stage, within)
     if details:
         case.system_out = clean(details)
     return case
 
 
-def _stage_details(variant: VariantResult, stage: StageResult) -> str:
+def _stage_details(variant: VariantResult, stage: StageResult, within: LogDirs | None) -> str:
     lines = [stage.reason] if stage.reason else []
     if stage.stage is Stage.APPLY:
         for p in variant.patches:
@@ -219,16 +225,19 @@ def _stage_details(variant: VariantResult, stage: StageResult) -> str:
             lines.append(f"first error: {b.first_error}")
         lines += b.warnings[:20]
     elif stage.stage is Stage.BOOT and variant.boot is not None:
-        lines += _boot_details(variant, stage)
+        lines += _boot_details(variant, stage, within)
     return "\n".join(lines)
 
 
-def _boot_details(variant: VariantResult, stage: StageResult) -> list[str]:
+def _boot_details(variant: VariantResult, stage: StageResult, within: LogDirs | None) -> list[str]:
     assert variant.boot is not None
     boot = variant.boot
     lines = [f"accelerator: {boot.accel} ({boot.accel_reason})", f"ready in {boot.seconds:g}s"]
     if stage.status.bad:
-        tail = boot.console_tail or read_tail(boot.console_log, _LOG_LINES, _LOG_BYTES).text
+        tail = (
+            boot.console_tail
+            or read_tail(boot.console_log, _LOG_LINES, _LOG_BYTES, within=within).text
+        )
         lines += [f"console ({boot.console_log}):", tail]
     return lines
 
@@ -248,7 +257,12 @@ def _incomplete_case(run: RunResult, variant: VariantResult) -> TestCase:
 
 
 def _test_case(
-    variant: VariantResult, test: TestResult, label: str, tag: str, not_run: bool
+    variant: VariantResult,
+    test: TestResult,
+    label: str,
+    tag: str,
+    not_run: bool,
+    within: LogDirs | None,
 ) -> TestCase:
     """A test or subtest as a case named after its run (`label`: map_perf@3.lookup)."""
     case = TestCase(clean(label + tag), clean(variant.name), round(test.duration, 3))
@@ -265,7 +279,7 @@ def _test_case(
         for name, value in props:
             block.add_property(Property(clean(name), clean(value)))
         case.append(block)  # type: ignore[no-untyped-call]
-    out, err = _test_output(variant, test, label, outcome)
+    out, err = _test_output(variant, test, label, outcome, within)
     if out:
         case.system_out = clean(out)
     if err:
@@ -290,7 +304,11 @@ def _result(test: TestResult, outcome: Outcome) -> Failure | Error | Skipped | N
 
 
 def _test_output(
-    variant: VariantResult, test: TestResult, label: str, outcome: Outcome
+    variant: VariantResult,
+    test: TestResult,
+    label: str,
+    outcome: Outcome,
+    within: LogDirs | None,
 ) -> tuple[str, str]:
     out: list[str] = []
     if outcome is Outcome.XFAIL:
@@ -301,11 +319,11 @@ def _test_output(
     err = ""
     if outcome.bad or outcome is Outcome.XFAIL:
         if outcome in (Outcome.CRASH, Outcome.KERNEL_HANG):
-            path = console_for(variant, label)
-            console = read_tail(path, _CONSOLE_LINES, _LOG_BYTES) if path else None
+            path = console_for(variant, label, within=within)
+            console = read_tail(path, _CONSOLE_LINES, _LOG_BYTES, within=within) if path else None
             if console is not None and console.text:
                 out.append(f"console ({console.path}, {console.note}):\n{console.text}")
-        logs = [read_tail(p, _LOG_LINES, _LOG_BYTES) for p in test.logs]
+        logs = [read_tail(p, _LOG_LINES, _LOG_BYTES, within=within) for p in test.logs]
         out += [f"{x.path} ({x.note}):\n{x.text}" for x in logs[:1] if x.text]
         err = "\n".join(f"{x.path} ({x.note}):\n{x.text}" for x in logs[1:] if x.text)
     return "\n".join(out), err
@@ -313,7 +331,9 @@ def _test_output(
 
 def _splat_text(splat: Splat) -> str:
     when = f" at {splat.timestamp:.6f}s" if splat.timestamp is not None else ""
-    return "\n".join([f"{splat.kind}{when}: {splat.title}", *(f"  {t}" for t in splat.trace)])
+    times = f" \u00d7{splat.count}" if splat.count > 1 else ""  # printed that many times
+    head = f"{splat.kind}{times}{when}: {splat.title}"
+    return "\n".join([head, *(f"  {t}" for t in splat.trace)])
 
 
 def _colon(text: str) -> str:

@@ -1,9 +1,9 @@
 """A plain-text summary for a mailing-list reply: every line fits 72 columns.
 
 Run header, the verdict table (variants by stages and tests, in words),
-what changed since the previous run (with history), what went wrong where,
-perf comparisons with the baseline (regressions first), then the metrics
-per variant.
+what the subtests show (the matrix's `about:`), what changed since the
+previous run (with history), what went wrong where, perf comparisons with
+the baseline (regressions first), then the metrics per variant.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from orchestrator.verdicts import (
     own_outcome,
     stage_outcome,
     verdict_table,
+    walk,
 )
 
 WIDTH = MAIL_WIDTH
@@ -47,6 +48,7 @@ def render(run: RunResult, history: History | None = None) -> str:
     sections = [
         _header(run),
         _verdicts(run),
+        _about(run),
         _changes(history),
         _failures(run),
         _expected(run),
@@ -117,6 +119,21 @@ def _verdicts(run: RunResult) -> str:
         stages = [_word(c, detail=False) for c in row.stages]
         rows.append([row.variant.name, *stages, *(_word(c, detail=True) for c in row.tests)])
     return "\n".join([*_title("Verdicts"), *grid(header, rows)])
+
+
+def _about(run: RunResult) -> str:
+    """What each subtest shows, once per subtest, in the order the tests ran."""
+    seen: dict[str, str] = {}
+    for v in run.variants:
+        for t in walk(v.tests):
+            if t.about and t.name not in seen:
+                seen[t.name] = t.about
+    if not seen:
+        return ""
+    lines = _title("What the subtests show")
+    for name, about in seen.items():
+        lines += wrap(f"{name}: {about}", "", "  ")
+    return "\n".join(lines)
 
 
 def _word(cell: Cell | None, *, detail: bool) -> str:
@@ -205,8 +222,11 @@ def _test_failure(test: TestResult, not_run: bool) -> list[str]:
         if outcome is Outcome.UNEXPECTED_PASS:
             why = f"expected {t.expected}, but it passed"
         lines += wrap(f"{name}: {outcome.word}" + (f" - {why}" if why else ""), "  ", "    ")
+        if t.about:
+            lines += wrap(f"({t.about})", "    ", "     ")
         for s in t.splats[:1]:
-            lines += wrap(f"{s.kind}: {s.title}", "    ", "      ")
+            times = f" \u00d7{s.count}" if s.count > 1 else ""  # printed that many times
+            lines += wrap(f"{s.kind}{times}: {s.title}", "    ", "      ")
     return lines
 
 

@@ -46,6 +46,9 @@ class GuestSession:
 
     def kmsg(self, text: str) -> None:
         """Write a marker and wait until the console shows it (best effort)."""
+        # Asked before it is written, so that it is looked for in every line
+        # that comes, however many the guest prints before the next call.
+        self.machine.console.seen(text)
         with contextlib.suppress(SshError):
             self.ssh.kmsg(text)
         deadline = time.monotonic() + MARKER_WAIT
@@ -58,8 +61,9 @@ class GuestSession:
         return self.machine.alive()
 
     def splats(self) -> list[Splat]:
-        self.machine.console.poll()
+        """Every splat so far (counted and capped: console.SplatTally)."""
         if not self.machine.alive():
+            # Final: flush() first waits for its last words (Machine.settle).
             self.machine.console.flush()
         return self.machine.console.all()
 
@@ -75,7 +79,8 @@ def boot(spec: VmSpec, keys: Keys, boot_timeout: float) -> Iterator[tuple[GuestS
         console_ready = machine.boot_seconds or 0.0
         left = max(1.0, boot_timeout - (time.monotonic() - start))
         try:
-            ssh = SshTransport.connect(port=spec.ssh_port, keys=keys, timeout=left)
+            # machine.spec: QEMU may have been started again on another port.
+            ssh = SshTransport.connect(port=machine.spec.ssh_port, keys=keys, timeout=left)
         except SshError as exc:
             raise BootFailed(
                 f"console ready but no SSH login: {exc}", machine.console.tail()

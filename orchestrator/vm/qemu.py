@@ -7,11 +7,22 @@ starts it through :mod:`orchestrator.proc`, waits for the guest's ready
 marker on the serial console, and always tears the VM down: QMP ``quit``,
 then the process-tree kill.  It never waits for the guest to power off: a
 wedged guest does not (see DESIGN.md, "The guest").
+
+QEMU writes the serial console into a FIFO (:func:`console.pipe_path`) that
+the Machine's :class:`~orchestrator.vm.console.ConsoleCapture` reads into the
+console log, capped (first 2 MiB, last 6 MiB), and into the watcher: a guest
+printing without end cannot fill the disk or the memory.
+
+The SSH port is picked free (:func:`free_port`) and QEMU binds it a moment
+later; when another process took it in between, QEMU exits with "Could not
+set up host forwarding rule" and the Machine starts it again on a new port
+(:data:`PORT_ATTEMPTS` times in all) instead of reporting a BOOT-FAIL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import io
 import json
@@ -27,7 +38,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from orchestrator import proc
-from orchestrator.vm.console import ConsoleWatcher
+from orchestrator.vm.console import ConsoleCapture, ConsoleWatcher, pipe_path
 
 
 class Accel(enum.StrEnum):
@@ -47,6 +58,11 @@ MAX_SOCKET_PATH = 107
 POLL_INTERVAL = 0.02
 QMP_TIMEOUT = 2.0
 QUIT_GRACE = 2.0
+# Seconds to wait, once QEMU has exited, for the last console bytes to be read.
+CONSOLE_SETTLE = 1.0
+# QEMU 7.2's message when the host forward's port is taken (slirp's bind failed).
+PORT_TAKEN = "Could not set up host forwarding rule"
+PORT_ATTEMPTS = 3  # QEMU starts, each on a new port, while the port was taken
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 KVM_DEVICE = Path("/dev/kvm")
 
@@ -143,15 +159,21 @@ def argv(spec: VmSpec, arch: ArchSpec = X86_64) -> list[str]:
         *("-smp", str(spec.cpus), "-m", str(spec.memory_mb)),
         *("-kernel", str(spec.kernel), "-initrd", str(spec.initrd)),
         *("-append", kernel_cmdline(spec, arch)),
-        # The console goes to a file, never to stdio (-nographic would fight
-        # over stdio, and QEMU's own messages go to its log).
-        *("-chardev", f"file,id=console,path={spec.console_log}"),
+        # The console goes to a FIFO that the Machine reads into the console
+        # log (capped), never to stdio (-nographic would fight over stdio, and
+        # QEMU's own messages go to its log).  QEMU opens it as a file.
+        *("-chardev", f"file,id=console,path={console_pipe(spec)}"),
         *("-serial", "chardev:console"),
         *("-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"),
         # The guest's sshd, reachable from this host only.
         *("-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"),
         *("-device", f"{arch.net_device},netdev=net0"),
     ]
+
+
+def console_pipe(spec: VmSpec) -> Path:
+    """The FIFO QEMU writes the serial console into (read into spec.console_log)."""
+    return pipe_path(spec.console_log)
 
 
 def free_port() -> int:
@@ -250,7 +272,9 @@ class Machine:
 
     ``with Machine(spec, boot_timeout=60) as vm:`` returns once the console
     shows the ready marker, or raises BootFailed; the VM is gone after the
-    block on every exit path, KeyboardInterrupt included.
+    block on every exit path, KeyboardInterrupt included.  When QEMU could
+    not bind the SSH port, ``with`` starts it again on a new one: ``vm.spec``
+    is the spec that booted (its ``ssh_port`` may differ from the one given).
     """
 
     def __init__(
@@ -268,21 +292,31 @@ class Machine:
         self.boot_seconds: float | None = None
         self.qemu_log = spec.console_log.with_name(spec.console_log.name + ".qemu.log")
         # Shared with the caller, who polls it for splats while tests run.
-        self.console = ConsoleWatcher(spec.console_log)
+        self.console = ConsoleWatcher(settle=self.settle)
+        self.port_retries = 0  # starts again because the SSH port was taken
+        self._capture: ConsoleCapture | None = None
         self._process: proc.Background | None = None
+        self._log_start = 0  # where this start's messages begin in qemu_log
 
     @property
     def console_log(self) -> Path:
         return self.spec.console_log
 
     def __enter__(self) -> Machine:
-        try:
-            self.start()
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        while True:
+            try:
+                self.start()
+                self.wait_ready()
+            except BootFailed:
+                self.stop()
+                if self.port_retries + 1 >= PORT_ATTEMPTS or not self._port_taken():
+                    raise
+                self._new_port()
+            except BaseException:
+                self.stop()
+                raise
+            else:
+                return self
 
     def __exit__(
         self,
@@ -296,10 +330,41 @@ class Machine:
         if self._process is not None:
             raise RuntimeError("this Machine was already started")
         self.spec.console_log.parent.mkdir(parents=True, exist_ok=True)
-        # A stale console or socket from an earlier boot would fake progress.
-        self.spec.console_log.unlink(missing_ok=True)
+        # A stale socket from an earlier boot would fake progress; the
+        # capture starts the console log afresh.
         self.spec.qmp_socket.unlink(missing_ok=True)
-        self._process = proc.spawn(argv(self.spec, self.arch), log=self.qemu_log)
+        # Looked for from the first byte on (seen() watches what comes after
+        # its first call, and the last lines before it).
+        self.console.seen(PANIC_MARKER)
+        self._capture = ConsoleCapture(self.spec.console_log, self.console)
+        self._capture.start()
+        try:
+            self._log_start = self.qemu_log.stat().st_size
+        except FileNotFoundError:
+            self._log_start = 0
+        try:
+            self._process = proc.spawn(argv(self.spec, self.arch), log=self.qemu_log)
+        except BaseException:
+            self._capture.stop()
+            raise
+
+    def _port_taken(self) -> bool:
+        """Whether QEMU, in this start, could not bind the SSH port (another process had)."""
+        try:
+            with self.qemu_log.open("rb") as log:
+                log.seek(self._log_start)
+                said = log.read(1 << 16)
+        except FileNotFoundError:
+            return False
+        return PORT_TAKEN.encode() in said
+
+    def _new_port(self) -> None:
+        """Get ready to start again, on another port, with a fresh console."""
+        self.port_retries += 1
+        self.spec = dataclasses.replace(self.spec, ssh_port=free_port())
+        self.console = ConsoleWatcher(settle=self.settle)
+        self._capture = None
+        self._process = None
 
     def wait_ready(self) -> float:
         """Seconds from QEMU start to the ready marker, or raise BootFailed."""
@@ -311,7 +376,8 @@ class Machine:
                 return self.boot_seconds
             status = process.poll()
             if status is not None:
-                # The last words may have reached the file after the check above.
+                # The last words may have been read after the check above.
+                self.settle()
                 if self.console.seen(self.ready_marker):
                     continue
                 raise self._exited(status)
@@ -334,6 +400,23 @@ class Machine:
                 tail,
             )
         return BootFailed(f"QEMU exited with status {status} before the ready marker", tail)
+
+    def settle(self, timeout: float = CONSOLE_SETTLE) -> None:
+        """When the console is final, wait until all of it was read (console.flush calls it).
+
+        It is final once QEMU has exited, and nearly so once the guest has
+        panicked: with panic=-1 QEMU exits a few ms later, so wait for that.
+        """
+        process, capture = self._process, self._capture
+        if process is None or capture is None:
+            return
+        deadline = time.monotonic() + timeout
+        if process.poll() is None:
+            if not self.console.seen(PANIC_MARKER):
+                return  # a live guest: its console goes on
+            process.wait(timeout)
+        if process.poll() is not None:
+            capture.settle(max(0.0, deadline - time.monotonic()))
 
     def _require(self) -> proc.Background:
         if self._process is None:
@@ -368,8 +451,12 @@ class Machine:
                 process.wait(QUIT_GRACE)
         finally:
             # Also on a second Ctrl-C during the grace above.
-            process.stop()
-            self.spec.qmp_socket.unlink(missing_ok=True)
+            try:
+                process.stop()
+                self.spec.qmp_socket.unlink(missing_ok=True)
+            finally:
+                if self._capture is not None:
+                    self._capture.stop()
 
 
 # --- choosing the accelerator ------------------------------------------------

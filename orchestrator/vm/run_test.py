@@ -11,6 +11,10 @@ rules, in order:
   KTAP, or test_progs' own format for a kselftest test); a non-zero exit or a
   kernel splat during the test fails an otherwise passing test.
 
+A test's splats are counted and capped (console.merge): identical reports
+are one splat with a count, and a test keeps its first 20 distinct splats
+and the first of each kind, the rest counted per kind in a summary splat.
+
 The guest command and the parser come from the kind's suite; nothing here
 knows the kinds.
 """
@@ -25,6 +29,7 @@ from typing import Protocol
 from orchestrator import suites
 from orchestrator.matrix import Test
 from orchestrator.results import Splat, SplatKind, TestResult, Verdict
+from orchestrator.vm import console
 
 # Splats that end the guest: a dead guest with one of these is a CRASH.
 CRASH_KINDS = frozenset({SplatKind.PANIC, SplatKind.OOPS, SplatKind.GPF, SplatKind.BUG})
@@ -32,7 +37,7 @@ CRASH_KINDS = frozenset({SplatKind.PANIC, SplatKind.OOPS, SplatKind.GPF, SplatKi
 FAILING_KINDS = CRASH_KINDS | {
     SplatKind.WARNING, SplatKind.SOFT_LOCKUP, SplatKind.HARD_LOCKUP, SplatKind.RCU_STALL,
     SplatKind.HUNG_TASK, SplatKind.KASAN, SplatKind.KFENCE, SplatKind.UBSAN, SplatKind.KCSAN,
-    SplatKind.OOM,
+    SplatKind.OOM, SplatKind.KMEMLEAK,
 }  # fmt: skip
 
 
@@ -85,8 +90,9 @@ def run_test(session: Session, test: Test, logs: Path, *, label: str = "") -> Te
     answering = session.alive() and session.ping()
     if answering:
         session.kmsg(marker.end)
-    splats = [s for s in session.splats() if s.test in (name, None) or not answering]
-    mine = tuple(s for s in splats if s.test == name or (not answering and s.test is None))
+    mine = console.merge(
+        s for s in session.splats() if s.test == name or (not answering and s.test is None)
+    )
     logs_ = (str(stdout), str(stderr))
     base = TestResult(test.name, Verdict.ERROR, result.duration, logs=logs_, splats=mine)
     if not answering:

@@ -12,6 +12,13 @@ travel over exec channels: ``cat > file`` with stdin, and ``cat file``.
 
 Commands are strings that the guest's shell runs: callers pass fixed
 commands and quote every argument with :func:`shlex.quote`.
+
+Output is bounded, whatever the guest prints: a test's stdout and stderr
+files keep their first and last :data:`OUTPUT_HEAD` / :data:`OUTPUT_TAIL`
+bytes (with a line saying how much was dropped between them), and the
+output of the transport's own commands (ping, kill, dmesg, ...) is kept in
+memory the same way, up to :data:`CAPTURE_LIMIT` bytes each.  Files copied
+with :meth:`SshTransport.get` are copied whole: they are what was asked for.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import BinaryIO, Protocol
 
 import paramiko
 
+from orchestrator.vm.console import CappedLog, MiB
 from orchestrator.vm.image import Keys
 
 USER = "root"
@@ -47,6 +55,14 @@ SELECT_INTERVAL = 0.05
 DRAIN_GRACE = 0.5
 # Guest directory for the pid files of run()'s commands (init mounts a tmpfs).
 JOB_DIR = "/run"
+# A test's stdout and stderr on disk: the first and last bytes of each
+# (KTAP results are at the start and the end), compacted every OUTPUT_SLACK.
+OUTPUT_HEAD = 1 * MiB
+OUTPUT_TAIL = 1 * MiB
+OUTPUT_SLACK = 1 * MiB
+# In memory, each stream of the transport's own commands (dmesg is the largest:
+# the kernel's log buffer, 128 KiB by default).
+CAPTURE_LIMIT = 2 * MiB
 
 _paramiko_log = logging.getLogger(PARAMIKO_LOG)
 _paramiko_log.propagate = False
@@ -70,6 +86,13 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.exit_status == 0 and not self.timed_out
+
+
+class _Sink(Protocol):
+    """Where a command's output goes: a file, or a CappedLog."""
+
+    def write(self, data: bytes, /) -> object: ...
+    def flush(self) -> object: ...
 
 
 class Transport(Protocol):
@@ -230,8 +253,8 @@ class SshTransport:
         command: str,
         *,
         timeout: float,
-        out: BinaryIO,
-        err: BinaryIO,
+        out: _Sink,
+        err: _Sink,
         stdin: BinaryIO | None = None,
     ) -> ExecResult:
         """Run command, streaming its output into out and err as it arrives."""
@@ -273,11 +296,13 @@ class SshTransport:
         a timed-out command and all its children can be killed as a group.
         Closing the channel alone would leave them running.  A guest that
         stops answering gives timed_out too (ping() tells the two apart); a
-        lost connection raises SshError.
+        lost connection raises SshError.  The output files are capped: see
+        the module's docstring.
         """
         pidfile = f"{JOB_DIR}/orchestrate-job-{next(self._jobs)}.pid"
         wrapped = job_command(command, pidfile)
-        with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        limits = {"head": OUTPUT_HEAD, "tail": OUTPUT_TAIL, "slack": OUTPUT_SLACK}
+        with CappedLog.open(stdout, **limits) as out, CappedLog.open(stderr, **limits) as err:
             result = self._exec(wrapped, timeout=timeout, out=out, err=err)
         if result.timed_out and kill_on_timeout:
             self._kill(f"$(cat {pidfile})", timeout=min(timeout, 5.0))
@@ -286,9 +311,10 @@ class SshTransport:
     def _capture(
         self, command: str, *, timeout: float, stdin: BinaryIO | None = None
     ) -> tuple[ExecResult, bytes, bytes]:
-        out, err = io.BytesIO(), io.BytesIO()
+        half = CAPTURE_LIMIT // 2
+        out, err = (CappedLog(io.BytesIO(), head=half, tail=half) for _ in range(2))
         result = self._exec(command, timeout=timeout, out=out, err=err, stdin=stdin)
-        return result, out.getvalue(), err.getvalue()
+        return result, _value(out), _value(err)
 
     def _check(self, command: str, *, timeout: float, stdin: BinaryIO | None = None) -> bytes:
         result, out, err = self._capture(command, timeout=timeout, stdin=stdin)
@@ -360,6 +386,12 @@ class SshTransport:
         return self._check("dmesg", timeout=timeout).decode(errors="replace")
 
 
+def _value(log: CappedLog) -> bytes:
+    log.finish()
+    assert isinstance(log.stream, io.BytesIO)
+    return log.stream.getvalue()
+
+
 def _send(channel: paramiko.Channel, data: BinaryIO, deadline: float) -> None:
     """Feed data to the command's stdin, then close it (EOF)."""
     while chunk := data.read(READ_SIZE):
@@ -372,7 +404,7 @@ def _send(channel: paramiko.Channel, data: BinaryIO, deadline: float) -> None:
     channel.shutdown_write()
 
 
-def _drain(channel: paramiko.Channel, out: BinaryIO, err: BinaryIO) -> bool:
+def _drain(channel: paramiko.Channel, out: _Sink, err: _Sink) -> bool:
     """Copy one chunk of each stream that has data; whether there was any.
 
     One chunk, not all: with output arriving as fast as it is read, the
@@ -388,7 +420,7 @@ def _drain(channel: paramiko.Channel, out: BinaryIO, err: BinaryIO) -> bool:
     return got
 
 
-def _pump(channel: paramiko.Channel, out: BinaryIO, err: BinaryIO, deadline: float) -> bool:
+def _pump(channel: paramiko.Channel, out: _Sink, err: _Sink, deadline: float) -> bool:
     """Stream output until the command ends; False when deadline passed first."""
     exited: float | None = None
     while True:

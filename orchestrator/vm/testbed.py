@@ -166,7 +166,7 @@ class VariantRun:
             return pending.result(Verdict.ERROR, error)
         result = run_test.run_test(session, test, self.logs / "tests", label=pending.label)
         result = pending.identify(result)
-        return verdicts.with_expectations(result, dict(self.variant.expect))
+        return verdicts.with_expectations(result, dict(self.variant.expect), about=dict(test.about))
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,18 @@ struct {
 	__uint(value_size, 16);
 } fills SEC(".maps");
 
+/*
+ * scratch[slot]: where churn thread `slot` builds a full value (HR_CHURN_FULL)
+ * before inserting it; one slot per churn thread, so no two program runs
+ * build in the same place at once (user space sets size and entries).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 16);
+} scratch SEC(".maps");
+
 const volatile struct hr_cfg cfg = { .nwords = 1 };
 struct hr_stats stats;
 
@@ -126,12 +138,36 @@ int hr_write(struct __sk_buff *skb)
 }
 
 /*
+ * A full, valid value of key in scratch[slot]: every word hr_word() of one
+ * fresh sequence number, what an insert of HR_CHURN_FULL stores.
+ */
+static __always_inline void *full_value(__u32 slot, __u32 key)
+{
+	__u32 i, n = cfg.nwords;
+	struct hr_value *v;
+	__u64 word;
+
+	v = bpf_map_lookup_elem(&scratch, &slot);
+	if (!v)
+		return NULL;
+	word = hr_word(hr_seq(__sync_fetch_and_add(&stats.next_seq, 1)));
+	v->key = key;
+	for (i = 0; i < HR_MAX_WORDS && i < n; i++)
+		v->words[i] = word;
+	return v;
+}
+
+/*
  * Churn: delete a key and insert one with a plain update (no BPF_F_LOCK, so a
  * new element: the one just freed on this CPU, if the allocator reuses it).
  * hr_pkt.key2 == key: delete and re-insert key, then (HR_CHURN_WRITE) write
  * it under its lock at once, while a reader that held the old element may
  * still be copying it.  key2 != key: whichever of the two is in the map is
- * deleted and the other inserted, so a reused element changes keys.
+ * deleted and the other inserted, so a reused element changes keys.  The
+ * insert stores fills[key] (zeros), or with HR_CHURN_FULL a full value of
+ * a fresh sequence number: the update copies it into the new element
+ * without taking the element's lock, which is right for an element nobody
+ * can see yet, and wrong for one a reader still holds.
  */
 SEC("tc")
 int hr_churn(struct __sk_buff *skb)
@@ -152,7 +188,10 @@ int hr_churn(struct __sk_buff *skb)
 		if (!bpf_map_delete_elem(&vals, &del))
 			__sync_fetch_and_add(&stats.churn_deletes, 1);
 	}
-	fill = bpf_map_lookup_elem(&fills, &add);
+	if (p->flags & HR_CHURN_FULL)
+		fill = full_value(p->slot, add);
+	else
+		fill = bpf_map_lookup_elem(&fills, &add);
 	if (!fill)
 		return TC_ACT_OK;
 	if (bpf_map_update_elem(&vals, &add, fill, BPF_ANY))

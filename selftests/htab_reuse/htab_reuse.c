@@ -2,7 +2,8 @@
 /*
  * htab_reuse: stress element reuse in a BPF_F_NO_PREALLOC hash map whose
  * value is { struct bpf_spin_lock lock; __u32 key; __u64 words[N]; } and look
- * for the two problems of "bpf: Handle reuse in bpf memory alloc".  The BPF
+ * for the two problems of "bpf: Handle reuse in bpf memory alloc" (problem 2
+ * twice: for another key, and for the same key under BPF_F_LOCK).  The BPF
  * programs (htab_reuse.bpf.c, tc programs run with BPF_PROG_TEST_RUN from
  * threads pinned to CPUs) and the map (created here, with BTF built here so
  * that the kernel sees the bpf_spin_lock) are set up afresh for each subtest.
@@ -18,10 +19,11 @@
  *   reader or writer holds it, two lock holders overlap: a locked read (the
  *   reader's, or the check every writer makes under the lock before it
  *   writes) sees words of two different locked writes.  Only that counts.
- *   The unlocked fill racing a locked read is no bug (it happens on a fixed
- *   kernel): it leaves zero words, or words torn byte by byte, and such
- *   words are never taken for a sequence number (see hr_word()); reads that
- *   show them are merely counted (fill_mixes).
+ *   The unlocked fill racing a locked read is not problem 1 (it happens on
+ *   kernels that never touch the lock: it is problem 2, which
+ *   same_key_reuse shows): it leaves zero words, or words torn byte by
+ *   byte, and such words are never taken for a sequence number (see
+ *   hr_word()); reads that show them are merely counted (fill_mixes).
  *
  * lookup_identity (problem 2)
  *   Reader threads run hr_lookup: a plain lookup, then the value's embedded
@@ -31,8 +33,26 @@
  *   different key.  A reader that sees another key held an element that was
  *   freed and reused under it.
  *
+ * same_key_reuse (problem 2 as a BPF_F_LOCK user sees it)
+ *   As lock_integrity (locked writers, BPF_F_LOCK readers, churn deleting
+ *   and re-inserting one key), except that every re-insert stores a full,
+ *   valid value: every word is hr_word() of one fresh sequence number, as a
+ *   locked write's.  So every value ever written is one number throughout,
+ *   and a locked read of a live element, or of a deleted one that nobody
+ *   reused, returns one number throughout (the insert copies its value
+ *   before the element can be found).  When the allocator hands the element
+ *   a reader is still copying under its lock to the re-insert of the same
+ *   key, the insert copies its value in without that lock: the read returns
+ *   words of two writes of the key (or a word torn between them), a value no
+ *   single update wrote.  Any such read fails the subtest, whatever the
+ *   kernel does to the lock; a locked BPF writer that finds two numbers
+ *   under the lock fails it too.  One key by default, so every reuse the
+ *   readers can meet is a reuse for the same key.
+ *
  * --churn=syscall does the churn with bpf(2) delete + update calls from user
  * space instead (slower, and without the immediate locked write).
+ *
+ * --test=NAME runs one subtest only (the others are not in the plan).
  *
  * Prints KTAP; exits 0 once the KTAP is printed (the verdicts are in it).
  */
@@ -64,8 +84,15 @@
 #define POLL_NS 1000000ULL
 #define JOIN_GRACE_S 5
 
-enum test_id { LOCK_INTEGRITY, LOOKUP_IDENTITY, NR_TESTS };
-static const char *const test_names[NR_TESTS] = { "lock_integrity", "lookup_identity" };
+enum test_id { LOCK_INTEGRITY, LOOKUP_IDENTITY, SAME_KEY_REUSE, NR_TESTS };
+static const char *const test_names[NR_TESTS] = { "lock_integrity", "lookup_identity",
+						  "same_key_reuse" };
+
+/* The subtests whose readers use BPF_F_LOCK and whose writers write under the lock. */
+static bool locked(enum test_id test)
+{
+	return test == LOCK_INTEGRITY || test == SAME_KEY_REUSE;
+}
 
 struct options {
 	double duration;
@@ -83,13 +110,14 @@ struct detection {
 	pthread_mutex_t lock;
 	bool found;
 	double seconds;
-	char what[200];
+	char what[256];
 };
 
 struct run {
 	const struct options *opt;
 	enum test_id test;
 	int map_fd, fills_fd;
+	unsigned int nchurn; /* churn threads: scratch slots */
 	int write_fd, churn_fd, lookup_fd; /* program fds */
 	volatile struct hr_stats *stats;
 	unsigned int nwords, nkeys;
@@ -99,6 +127,7 @@ struct run {
 	struct detection det;
 	/* counters of the user-space threads */
 	atomic_ullong locked_reads, read_misses, fill_mixes, churn_ops, churn_errors;
+	atomic_ullong torn_reads; /* same_key_reuse: reads of no single write */
 	atomic_int run_errors;
 };
 
@@ -136,6 +165,10 @@ static void check_bpf(struct run *r)
 		detect(r, "torn locked value: seq %llu and seq %llu (key %llu, seen by a locked BPF writer)",
 		       (unsigned long long)r->stats->torn_a, (unsigned long long)r->stats->torn_b,
 		       (unsigned long long)r->stats->torn_key);
+	if (r->test == SAME_KEY_REUSE && r->stats->torn)
+		detect(r, "locked BPF write of key %llu found two writes of it under the lock: seq %llu and seq %llu",
+		       (unsigned long long)r->stats->torn_key, (unsigned long long)r->stats->torn_a,
+		       (unsigned long long)r->stats->torn_b);
 	if (r->test == LOOKUP_IDENTITY && r->stats->mismatches)
 		detect(r, "lookup of key %llu returned the element of key %llu",
 		       (unsigned long long)r->stats->mm_expected,
@@ -166,6 +199,11 @@ static void packet_for(struct worker *w, unsigned int n, struct hr_pkt *p)
 		/* delete and re-insert one key, then write it under its lock */
 		p->key = p->key2 = (w->index + n) % r->nkeys;
 		p->flags = HR_CHURN_WRITE;
+	} else if (r->test == SAME_KEY_REUSE) {
+		/* delete and re-insert one key with a full value of its own */
+		p->key = p->key2 = (w->index + n) % r->nkeys;
+		p->flags = HR_CHURN_FULL;
+		p->slot = w->index;
 	} else {
 		/* keys 2i and 2i+1 belong to churn thread i; one of them is in the map */
 		p->key = 2 * w->index;
@@ -193,6 +231,42 @@ static void test_run_loop(struct worker *w, int prog_fd)
 	}
 }
 
+/*
+ * same_key_reuse: every value written is one sequence number throughout, so
+ * a locked read is sound only if its words are one valid word repeated.
+ * Two numbers (or a word that is no valid word: one torn between two
+ * writes, or a zero) mean the read returned no single write of key.  Detects
+ * and returns true for such a read.
+ */
+static bool same_key_torn(struct run *r, __u32 key, const __u64 *words)
+{
+	unsigned int i, n = 0, first = 0;
+	__u32 a = 0, b;
+
+	for (i = 0; i < r->nwords && !a; i++)
+		a = hr_word_seq(words[i]); /* the first valid word's number */
+	for (i = 0; i < r->nwords; i++) {
+		if (a && words[i] == hr_word(a))
+			continue;
+		if (!n++)
+			first = i;
+	}
+	if (!n)
+		return false;
+	atomic_fetch_add_explicit(&r->torn_reads, 1, memory_order_relaxed);
+	b = hr_word_seq(words[first]);
+	if (b)
+		detect(r, "BPF_F_LOCK read of key %u returned two writes of it: seq %u and seq %u (word %u; %u of %u words not seq %u)",
+		       key, a, b, first, n, r->nwords, a);
+	else if (a)
+		detect(r, "BPF_F_LOCK read of key %u returned seq %u and word %u = %#llx, torn or zero (%u of %u words not seq %u)",
+		       key, a, first, (unsigned long long)words[first], n, r->nwords, a);
+	else
+		detect(r, "BPF_F_LOCK read of key %u returned no valid word (word 0 = %#llx)", key,
+		       (unsigned long long)words[0]);
+	return true;
+}
+
 /* Locked reads from user space: BPF_F_LOCK copies the value under its lock. */
 static void locked_read_loop(struct worker *w)
 {
@@ -218,6 +292,11 @@ static void locked_read_loop(struct worker *w)
 			continue;
 		}
 		atomic_fetch_add_explicit(&r->locked_reads, 1, memory_order_relaxed);
+		if (r->test == SAME_KEY_REUSE) {
+			if (same_key_torn(r, key, words))
+				break;
+			continue;
+		}
 		/* Two different valid words: two locked writes in one locked read.
 		 * Zero or torn words are the insert's unlocked fill: a race that
 		 * is not a bug. */
@@ -243,6 +322,23 @@ static void locked_read_loop(struct worker *w)
 	free(buf);
 }
 
+/* A fresh sequence number from the counter the BPF programs use. */
+static __u32 next_seq(struct run *r)
+{
+	return hr_seq(__atomic_fetch_add(&r->stats->next_seq, 1, __ATOMIC_RELAXED));
+}
+
+/* value = key and every word hr_word() of one fresh sequence number. */
+static void full_value(struct run *r, __u32 key, unsigned char *value)
+{
+	__u64 word = hr_word(next_seq(r)), *words = (__u64 *)(value + 8);
+	unsigned int i;
+
+	memcpy(value + 4, &key, sizeof(key));
+	for (i = 0; i < r->nwords; i++)
+		words[i] = word;
+}
+
 /* --churn=syscall: hr_churn's work done with two system calls per element. */
 static void syscall_churn_loop(struct worker *w)
 {
@@ -265,7 +361,10 @@ static void syscall_churn_loop(struct worker *w)
 			add = p.key;
 			bpf_map_delete_elem(r->map_fd, &del);
 		}
-		*fill_key = add;
+		if (p.flags & HR_CHURN_FULL)
+			full_value(r, add, fill);
+		else
+			*fill_key = add;
 		if (bpf_map_update_elem(r->map_fd, &add, fill, BPF_ANY))
 			atomic_fetch_add_explicit(&r->churn_errors, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&r->churn_ops, 1, memory_order_relaxed);
@@ -288,7 +387,7 @@ static void *worker_main(void *arg)
 			test_run_loop(w, r->churn_fd);
 		break;
 	case READ:
-		if (r->test == LOCK_INTEGRITY)
+		if (locked(r->test))
 			locked_read_loop(w);
 		else
 			test_run_loop(w, r->lookup_fd);
@@ -367,7 +466,7 @@ static void teardown(struct setup *s)
 static int setup(struct run *r, struct setup *s)
 {
 	__u32 key_id, value_id;
-	struct bpf_map *map, *fills, *rodata, *bss;
+	struct bpf_map *map, *fills, *scratch, *rodata, *bss;
 	struct hr_cfg *cfg;
 	char path[PATH_MAX];
 	size_t size;
@@ -405,15 +504,18 @@ static int setup(struct run *r, struct setup *s)
 	}
 	map = bpf_object__find_map_by_name(s->obj, "vals");
 	fills = bpf_object__find_map_by_name(s->obj, "fills");
+	scratch = bpf_object__find_map_by_name(s->obj, "scratch");
 	rodata = internal_map(s->obj, ".rodata");
 	bss = internal_map(s->obj, ".bss");
-	if (!map || !fills || !rodata || !bss) {
-		diag("%s lacks the map vals, fills, .rodata or .bss", path);
+	if (!map || !fills || !scratch || !rodata || !bss) {
+		diag("%s lacks the map vals, fills, scratch, .rodata or .bss", path);
 		return -1;
 	}
 	if (bpf_map__set_max_entries(fills, r->nkeys) ||
-	    bpf_map__set_value_size(fills, r->opt->value_size)) {
-		diag("sizing the map fills failed");
+	    bpf_map__set_value_size(fills, r->opt->value_size) ||
+	    bpf_map__set_max_entries(scratch, r->nchurn ? r->nchurn : 1) ||
+	    bpf_map__set_value_size(scratch, r->opt->value_size)) {
+		diag("sizing the maps fills and scratch failed");
 		return -1;
 	}
 	err = bpf_map__reuse_fd(map, s->map_fd);
@@ -459,7 +561,8 @@ static int setup(struct run *r, struct setup *s)
 
 /*
  * fills[k] = the fill pattern of key k (key k, words all 0); the keys in the
- * map to begin with (lookup_identity: key 2i of each churn pair).
+ * map to begin with (lookup_identity: key 2i of each churn pair), with that
+ * fill, or (same_key_reuse) with a full value of a fresh sequence number.
  */
 static int populate(struct run *r)
 {
@@ -472,11 +575,14 @@ static int populate(struct run *r)
 	for (k = 0; k < r->nkeys && !err; k++) {
 		__u32 key = k;
 
+		memset(fill, 0, r->opt->value_size);
 		memcpy(fill + 4, &key, sizeof(key));
 		if (bpf_map_update_elem(r->fills_fd, &key, fill, BPF_ANY))
 			err = -errno;
-		else if ((r->test == LOCK_INTEGRITY || k % 2 == 0) &&
-			 bpf_map_update_elem(r->map_fd, &key, fill, BPF_ANY))
+		if (r->test == SAME_KEY_REUSE)
+			full_value(r, key, fill);
+		if (!err && (r->test != LOOKUP_IDENTITY || k % 2 == 0) &&
+		    bpf_map_update_elem(r->map_fd, &key, fill, BPF_ANY))
 			err = -errno;
 	}
 	if (err)
@@ -522,8 +628,9 @@ static bool run_test(const struct options *opt, enum test_id test, int number)
 	r->nwords = (opt->value_size - 8) / 8;
 	count[CHURN] = opt->churners >= 0 ? opt->churners : opt->threads;
 	count[READ] = opt->readers >= 0 ? opt->readers : opt->threads;
-	count[WRITE] = test != LOCK_INTEGRITY ? 0 : opt->writers >= 0 ? opt->writers : opt->threads;
-	if (test == LOCK_INTEGRITY)
+	count[WRITE] = !locked(test) ? 0 : opt->writers >= 0 ? opt->writers : opt->threads;
+	r->nchurn = count[CHURN];
+	if (locked(test))
 		r->nkeys = opt->keys ? opt->keys : 1;
 	else
 		r->nkeys = 2 * (count[CHURN] ? count[CHURN] : 1); /* a pair per churn thread */
@@ -573,10 +680,13 @@ static bool run_test(const struct options *opt, enum test_id test, int number)
 
 	/* The verdict goes out before the join: a wedged kernel may keep threads. */
 	printf("# metric: run_seconds %.3f\n", elapsed);
-	if (test == LOCK_INTEGRITY) {
+	if (locked(test)) {
 		printf("# metric: locked_reads %llu\n", (unsigned long long)r->locked_reads);
 		printf("# metric: read_misses %llu\n", (unsigned long long)r->read_misses);
-		printf("# metric: fill_mixes %llu\n", (unsigned long long)r->fill_mixes);
+		if (test == LOCK_INTEGRITY)
+			printf("# metric: fill_mixes %llu\n", (unsigned long long)r->fill_mixes);
+		else
+			printf("# metric: torn_reads %llu\n", (unsigned long long)r->torn_reads);
 		printf("# metric: locked_writes %llu\n", (unsigned long long)r->stats->writes);
 		printf("# metric: write_misses %llu\n", (unsigned long long)r->stats->write_misses);
 	} else {
@@ -618,14 +728,15 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: htab_reuse [--duration=S] [--value-size=B] [--threads=N]\n"
-		"                  [--test=lock_integrity|lookup_identity|all] [--keys=K]\n"
-		"                  [--repeat=R] [--churn=bpf|syscall]\n"
+		"                  [--test=lock_integrity|lookup_identity|same_key_reuse|all]\n"
+		"                  [--keys=K] [--repeat=R] [--churn=bpf|syscall]\n"
 		"                  [--churners=N] [--readers=N] [--writers=N]\n"
 		"  --duration=S    seconds per subtest, or until the bug shows (default 10)\n"
 		"  --value-size=B  map value size in bytes, 16..%d (default 4096)\n"
 		"  --threads=N     threads per role (churn, reader, writer; default: online CPUs)\n"
 		"  --churners=N, --readers=N, --writers=N   override --threads for one role\n"
-		"  --keys=K        keys of lock_integrity (default 1)\n"
+		"  --test=NAME     run only this subtest (default: all)\n"
+		"  --keys=K        keys of lock_integrity and same_key_reuse (default 1)\n"
 		"  --repeat=R      BPF program runs per BPF_PROG_TEST_RUN call (default 8)\n"
 		"  --churn=MODE    bpf: delete + insert in one BPF program run (default);\n"
 		"                  syscall: with two bpf(2) calls from user space\n"
@@ -714,7 +825,9 @@ static int parse_args(int argc, char **argv, struct options *opt)
 		case 'T':
 			for (i = 0; i < NR_TESTS; i++)
 				opt->run[i] = !strcmp(optarg, "all") || !strcmp(optarg, test_names[i]);
-			if (!opt->run[0] && !opt->run[1]) {
+			for (i = 0; i < NR_TESTS && !opt->run[i]; i++)
+				;
+			if (i == NR_TESTS) {
 				fprintf(stderr, "htab_reuse: unknown --test: %s\n", optarg);
 				return -1;
 			}

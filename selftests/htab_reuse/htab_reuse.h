@@ -16,16 +16,25 @@ struct hr_pkt {
 	__u32 key;
 	__u32 key2;  /* hr_churn: the other key of the pair, or key */
 	__u32 flags; /* hr_churn: HR_CHURN_* */
+	__u32 slot;  /* hr_churn with HR_CHURN_FULL: the churn thread's scratch slot */
 };
 
 #define HR_CHURN_WRITE 1 /* a locked write right after the re-insert */
+/*
+ * The re-insert stores a full, valid value (every word hr_word() of one
+ * fresh sequence number, built in scratch[slot]) instead of the zero fill.
+ */
+#define HR_CHURN_FULL 2
 
 /*
- * A word of a locked write: its sequence number (1..2^32-1) in the low half,
- * the complement in the high half.  The insert's unlocked fill writes zeros,
- * possibly byte by byte (rep movsb): a word it tears has some bytes zeroed,
- * which never gives a valid word of another sequence number (a zeroed low
- * byte would need an 0xff high byte, which the fill cannot write).
+ * A word of a locked write (and of a full insert): its sequence number
+ * (1..2^32-1) in the low half, the complement in the high half.  The
+ * insert's unlocked fill writes zeros, possibly byte by byte (rep movsb): a
+ * word it tears has some bytes zeroed, which never gives a valid word of
+ * another sequence number (a zeroed low byte would need an 0xff high byte,
+ * which the fill cannot write).  A full insert's copy torn byte by byte, in
+ * address order, over the word of another write leaves a word that is
+ * either invalid or the whole word of one of the two writes.
  */
 static inline __u32 hr_seq(__u64 counter)
 {

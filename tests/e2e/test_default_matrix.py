@@ -61,6 +61,12 @@ def test_quick_matrix_builds_boots_tests_and_reports(e2e_cache: Path, tmp_path: 
     assert all(t is not None and t.verdict is Verdict.FAIL for t in lookups.values()), lookups
     lock = _sub(by["upstream"].tests, "htab_reuse.lock_integrity")
     assert lock is not None and lock.verdict is Verdict.PASS
+    # ... but problem 2 shows through BPF_F_LOCK on the stock tree (issue #14), and the
+    # reports say which problem each subtest shows (the matrix's about:).
+    for name in ("upstream", "gfp-zero"):
+        same = _sub(by[name].tests, "htab_reuse.same_key_reuse")
+        assert same is not None and same.verdict is Verdict.FAIL, (name, same)
+        assert same.about.startswith("problem 2") and lock.about.startswith("problem 1")
     pre_htab = next(t for t in by["pre-fix"].tests if t.name == "htab_reuse")
     assert pre_htab.verdict in (Verdict.FAIL, Verdict.KERNEL_HANG, Verdict.CRASH), pre_htab
     # The reports were written next to results.json.

@@ -93,7 +93,9 @@ def test_boot_ssh_files_and_kmsg_markers(
     spec = make_spec()
     with (
         Machine(spec, boot_timeout=BOOT_TIMEOUT) as vm,
-        ssh.SshTransport.connect(port=spec.ssh_port, keys=guest_image[0], timeout=SSH_TIMEOUT) as g,
+        ssh.SshTransport.connect(
+            port=vm.spec.ssh_port, keys=guest_image[0], timeout=SSH_TIMEOUT
+        ) as g,
     ):
         assert vm.alive() and vm.boot_seconds is not None
         out, err = tmp_path / "out", tmp_path / "err"
@@ -137,8 +139,10 @@ def test_timed_out_command_is_killed_and_the_guest_answers(
     spec = make_spec()
     out, err = tmp_path / "out", tmp_path / "err"
     with (
-        Machine(spec, boot_timeout=BOOT_TIMEOUT),
-        ssh.SshTransport.connect(port=spec.ssh_port, keys=guest_image[0], timeout=SSH_TIMEOUT) as g,
+        Machine(spec, boot_timeout=BOOT_TIMEOUT) as vm,
+        ssh.SshTransport.connect(
+            port=vm.spec.ssh_port, keys=guest_image[0], timeout=SSH_TIMEOUT
+        ) as g,
     ):
         # A child in the background and one in the foreground: both must go.
         result = g.run("echo started; sleep 301 & sleep 302", timeout=2, stdout=out, stderr=err)
@@ -159,7 +163,9 @@ def test_crashed_guest_is_dead_at_once(
     out, err = tmp_path / "out", tmp_path / "err"
     with (
         Machine(spec, boot_timeout=BOOT_TIMEOUT) as vm,
-        ssh.SshTransport.connect(port=spec.ssh_port, keys=guest_image[0], timeout=SSH_TIMEOUT) as g,
+        ssh.SshTransport.connect(
+            port=vm.spec.ssh_port, keys=guest_image[0], timeout=SSH_TIMEOUT
+        ) as g,
     ):
         g.kmsg("orchestrate: begin test crash")
         result = g.run("echo c > /proc/sysrq-trigger", timeout=30, stdout=out, stderr=err)
@@ -179,7 +185,9 @@ def test_frozen_guest_fails_ping_and_times_out_commands_quickly(
     out, err = tmp_path / "out", tmp_path / "err"
     with (
         Machine(spec, boot_timeout=BOOT_TIMEOUT) as vm,
-        ssh.SshTransport.connect(port=spec.ssh_port, keys=guest_image[0], timeout=SSH_TIMEOUT) as g,
+        ssh.SshTransport.connect(
+            port=vm.spec.ssh_port, keys=guest_image[0], timeout=SSH_TIMEOUT
+        ) as g,
     ):
         vm.qmp("stop")  # every vCPU halts: the guest looks wedged
         start = time.monotonic()

@@ -416,6 +416,29 @@ BAD: list[tuple[str, str, int, str, str]] = [
      1, "<document>", "expected a mapping, got a string 'hello'"),
     ("two-documents", V + "---\n" + V,
      3, "<yaml>", "expected a single document"),
+    ("about-list", "tests:\n  - name: t\n    kind: ktap\n    command: x\n    about: [a]\n" + V,
+     5, "tests[0].about", "expected a mapping, got a list"),
+    ("about-not-text", "tests:\n  - name: t\n    kind: ktap\n    command: x\n"
+     "    about: {a: {b: c}}\n" + V,
+     5, "tests[0].about.a", "expected a short sentence, got a mapping"),
+    ("about-bool", "tests:\n  - name: t\n    kind: ktap\n    command: x\n"
+     "    about: {a: yes}\n" + V,
+     5, "tests[0].about.a", "got a boolean yes (quote it if you meant the text 'yes')"),
+    ("about-empty", "tests:\n  - name: t\n    kind: ktap\n    command: x\n"
+     "    about:\n      a: '  '\n" + V,
+     6, "tests[0].about.a", "one line of text, not empty"),
+    ("about-two-lines", "tests:\n  - name: t\n    kind: ktap\n    command: x\n"
+     "    about:\n      a: |\n        one\n        two\n" + V,
+     6, "tests[0].about.a", "one line of text"),
+    ("about-too-long", "tests:\n  - name: t\n    kind: ktap\n    command: x\n"
+     "    about:\n      a: " + "w" * 201 + "\n" + V,
+     6, "tests[0].about.a", "is 201 characters long; at most 200"),
+    ("about-key-with-test-name", "tests:\n  - name: t\n    kind: ktap\n    command: x\n"
+     "    about:\n      t.lock: problem 1\n" + V,
+     6, "tests[0].about.t.lock", "without the test's name (write 'lock')"),
+    ("about-key-too-long", "tests:\n  - name: t\n    kind: ktap\n    command: x\n"
+     "    about:\n      " + "k" * 129 + ": x\n" + V,
+     6, "tests[0].about." + "k" * 129, "a subtest name must be 1-128 characters"),
 ]  # fmt: skip
 
 
@@ -452,6 +475,48 @@ def test_kselftest_test(proj: Path) -> None:
     assert selftest.options == Kselftest(filter="htab*,lru_bug/*", deny="123")
     assert selftest.options.collection == "bpf/test_progs"
     assert smoke.options is None
+
+
+def test_about_says_what_subtests_show(proj: Path) -> None:
+    matrix = load(
+        proj,
+        """
+        tests:
+          - name: htab_reuse
+            kind: ktap
+            command: /opt/selftests/htab_reuse
+            about:
+              lock_integrity: "problem 1: a reused element's lock is reset under its reader"
+              lookup_identity: "  problem 2: another key's element  "
+              nested.sub: 42
+              never_reported: not checked before the run
+          - {name: smoke, kind: ktap, command: /bin/true}
+        variants: [{name: a}]
+        """,
+    )
+    htab, smoke = matrix.tests
+    assert htab.about == (
+        ("lock_integrity", "problem 1: a reused element's lock is reset under its reader"),
+        ("lookup_identity", "problem 2: another key's element"),
+        ("nested.sub", "42"),
+        ("never_reported", "not checked before the run"),
+    )
+    assert smoke.about == ()
+    assert hash(htab)  # the matrix's records stay hashable
+
+
+def test_the_default_matrices_say_what_htab_reuse_subtests_show() -> None:
+    root = Path(__file__).resolve().parents[2]
+    if not (config.DEBIAN_SOURCE_DIR / "linux-source-6.1.tar.xz").is_file():
+        pytest.skip("the default matrices name Debian's linux-source-6.1")
+    for name in ("matrix.yaml", "matrix-quick.yaml"):
+        matrix = config.load(root / name)
+        htab = next(t for t in matrix.tests if t.name == "htab_reuse")
+        about = dict(htab.about)
+        assert set(about) == {"lock_integrity", "lookup_identity", "same_key_reuse"}, name
+        assert about["lock_integrity"].startswith("problem 1")
+        assert about["lookup_identity"].startswith("problem 2")
+        assert about["same_key_reuse"].startswith("problem 2")
 
 
 def test_unsafe_file_stem_needs_a_name(proj: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import random
 from pathlib import Path
 
@@ -9,7 +11,18 @@ import pytest
 
 from orchestrator import results
 from orchestrator.results import Splat, SplatKind
-from orchestrator.vm.console import TRACE_LIMIT, ConsoleWatcher, scan
+from orchestrator.vm import console
+from orchestrator.vm.console import (
+    MAX_LINE,
+    SPLATS_PER_TEST,
+    TAIL_LINES,
+    TRACE_LIMIT,
+    CappedLog,
+    ConsoleCapture,
+    ConsoleWatcher,
+    SplatTally,
+    scan,
+)
 
 DATA = Path(__file__).parent / "data" / "console"
 FIXTURES = sorted(DATA.glob("*.log"))
@@ -222,6 +235,11 @@ def test_line_endings_do_not_matter(path: Path) -> None:
     [
         ("Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b", "panic"),
         ("Kernel panic - not syncing: Hard LOCKUP", "panic"),
+        # A panic whatever it names: the guest is gone (CRASH, not KERNEL-HANG).
+        ("Kernel panic - not syncing: Watchdog detected hard LOCKUP on cpu 1", "panic"),
+        ("Kernel panic - not syncing: softlockup: hung tasks", "panic"),
+        ("kmemleak: 3 new suspected memory leaks (see /sys/kernel/debug/kmemleak)", "kmemleak"),
+        ("kmemleak: 1 new suspected memory leak (see /sys/kernel/debug/kmemleak)", "kmemleak"),
         ("Oops: 0002 [#1] PREEMPT SMP NOPTI", "oops"),
         ("BUG: unable to handle page fault for address: ffffffffffffffe8", "oops"),
         ("general protection fault: 0000 [#1] SMP", "gpf"),
@@ -495,3 +513,191 @@ def test_splat_kinds_are_words_in_the_results_json() -> None:
     assert data["kind"] == "panic" and type(data["kind"]) is str
     assert results.from_data(Splat, data) == splat
     assert results.from_data(Splat, data).kind is SplatKind.PANIC
+
+
+# --- bounds: counting splats ----------------------------------------------------
+
+
+def warn(n: int, line: int = 10) -> str:
+    """A WARN() report as 6.1 prints it, from a source line of choice."""
+    return (
+        f"[   {n}.000000] WARNING: CPU: 1 PID: {100 + n} at kernel/bpf/x.c:{line} f+0x1/0x2\n"
+        "[   1.000000] Call Trace:\n[   1.000000]  <TASK>\n"
+        "[   1.000000]  f+0x1/0x2\n[   1.000000]  </TASK>\n"
+    )
+
+
+def test_identical_reports_are_one_splat_with_a_count() -> None:
+    text = "orchestrate: begin test t\n" + warn(1) * 1000
+    (splat,) = scan(text)
+    assert (splat.kind, splat.count, splat.test) == (SplatKind.WARNING, 1000, "t")
+    assert splat.timestamp == 1.0  # the first one's
+    # A different trace, title or test is another splat.
+    other = text + warn(1).replace("f+0x1", "g+0x1") + "orchestrate: begin test u\n" + warn(1)
+    assert [s.count for s in scan(other)] == [1000, 1, 1]
+
+
+def test_a_test_keeps_its_first_distinct_splats_and_counts_the_rest() -> None:
+    storm = "".join(warn(1, line) for line in range(30)) * 3
+    text = f"orchestrate: begin test t\n{storm}[   9.000000] Kernel panic - not syncing: boom\n"
+    splats = scan(text)
+    warnings, (summary, panic) = splats[:SPLATS_PER_TEST], splats[SPLATS_PER_TEST:]
+    assert all(s.kind == "warning" and s.count == 3 for s in warnings)
+    assert all(f"x.c:{i} " in s.title for i, s in enumerate(warnings))  # the first 20
+    assert summary.kind == "warning" and summary.count == 10 * 3 and console.is_summary(summary)
+    assert summary.title.startswith("orchestrate: further warning reports, not kept")
+    assert summary.test == "t" and summary.trace == ()
+    # The first splat of a kind is kept whatever came before: the panic shows.
+    assert panic.kind == "panic" and panic.title == "Kernel panic - not syncing: boom"
+
+
+def test_the_tally_is_bounded_whatever_the_test_names() -> None:
+    tally = SplatTally(per_test=2, total=5)
+    for i in range(1000):
+        tally.add(Splat(SplatKind.BUG, f"BUG: {i}", None, (), test=f"t{i}"))
+    assert len(tally) <= 2 * 5 + len(SplatKind)
+    assert sum(s.count for s in tally.splats()) == 1000
+
+
+def test_merge_caps_one_tests_splats_and_adds_counts() -> None:
+    splats = [Splat(SplatKind.WARNING, f"WARNING: {i % 25}", None, (), "t", 2) for i in range(50)]
+    merged = console.merge(splats, limit=20)
+    assert len(merged) == 21 and [s.count for s in merged[:20]] == [4] * 20
+    assert console.is_summary(merged[20]) and merged[20].count == 5 * 4
+    # Merging again changes nothing: summaries add up with summaries.
+    assert console.merge(merged + merged, limit=20) == tuple(
+        dataclasses.replace(s, count=2 * s.count) for s in merged
+    )
+
+
+def test_kmemleak_is_reported_at_once() -> None:
+    watcher = ConsoleWatcher()
+    watcher.feed(b"[  600.100000] kmemleak: 2 new suspected memory leaks (see /sys/k)\n")
+    (splat,) = watcher.poll()  # one line: no trace to wait for
+    assert splat.kind is SplatKind.KMEMLEAK and splat.timestamp == 600.1
+
+
+# --- bounds: the watcher ----------------------------------------------------------
+
+
+def test_a_huge_unterminated_line_is_bounded_and_markers_in_it_are_found() -> None:
+    watcher = ConsoleWatcher()
+    assert not watcher.seen("ORCHESTRATE-READY")
+    chunk = b"x" * 65536
+    for _ in range(512):  # 32 MiB without a newline
+        watcher.feed(chunk)
+        assert not watcher.seen("ORCHESTRATE-READY")
+    assert watcher._partial_len <= 2 * MAX_LINE
+    watcher.feed(b"ORCHESTRATE-RE")
+    assert not watcher.seen("ORCHESTRATE-READY")
+    watcher.feed(b"ADY")  # split across two reads, still no newline
+    assert watcher.seen("ORCHESTRATE-READY")
+    assert len(watcher.tail(1)) <= 2 * MAX_LINE
+
+
+def test_a_printk_record_after_a_huge_partial_line_is_still_a_splat() -> None:
+    junk = "y" * (10 * MAX_LINE)
+    (splat,) = scan(f"{junk}[   3.000000] BUG: after junk\n")
+    assert (splat.title, splat.timestamp) == ("BUG: after junk", 3.0)
+
+
+def test_markers_are_found_after_a_flood_of_lines() -> None:
+    watcher = ConsoleWatcher()
+    watcher.feed(b"orchestrate: begin test early\n")
+    assert not watcher.seen("orchestrate: end test early")  # looked for from now on
+    watcher.feed(b"spam\n" * (10 * TAIL_LINES) + b"orchestrate: end test early\n")
+    watcher.feed(b"spam\n" * (10 * TAIL_LINES))
+    assert watcher.seen("orchestrate: end test early")
+    # Asked only after it scrolled out of the kept lines: not seen (bounded memory).
+    assert not watcher.seen("orchestrate: begin test early")
+    assert len(watcher.tail(10**6).splitlines()) == TAIL_LINES
+
+
+def test_titles_and_trace_lines_are_cut() -> None:
+    long = "z" * (MAX_LINE - 100)
+    (splat,) = scan(f"BUG: {long}\nCall Trace:\n a{long}+0x1/0x2\n")
+    assert len(splat.title) == console.FIELD_LIMIT
+    assert len(splat.trace[0]) == console.FIELD_LIMIT
+
+
+# --- bounds: the capped log -----------------------------------------------------
+
+
+def split_capped(data: bytes) -> tuple[bytes, int, bytes]:
+    head, _, rest = data.partition(b"[orchestrate: ")
+    number, _, tail = rest.partition(b" bytes dropped here]\n")
+    return head, int(number), tail
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_capped_log_keeps_head_and_tail_and_counts_the_rest(seed: int) -> None:
+    rng = random.Random(seed)
+    lines = [f"line {i} {'x' * rng.randint(0, 60)}\n".encode() for i in range(5000)]
+    data = b"".join(lines)
+    log = CappedLog(io.BytesIO(), head=2000, tail=3000, slack=rng.choice([64, 500, 4000]))
+    start = 0
+    while start < len(data):
+        end = start + rng.randint(1, 3000)
+        log.write(data[start:end])
+        start = end
+        assert len(log.stream.getvalue()) <= 2000 + 3000 + log.slack + 64  # type: ignore[attr-defined]
+    log.finish()
+    head, dropped, tail = split_capped(log.stream.getvalue())  # type: ignore[attr-defined]
+    assert (log.written, log.dropped) == (len(data), dropped)
+    assert len(head) + dropped + len(tail) == len(data)
+    assert data.startswith(head) and data.endswith(tail)
+    # Cut at lines: the head ends one, the tail starts one.
+    assert head.endswith(b"\n") and tail.startswith(b"line ")
+    assert 2000 - console._ALIGN <= len(head) <= 2000 and 3000 - 100 <= len(tail) <= 3000
+
+
+def test_capped_log_small_enough_is_untouched(tmp_path: Path) -> None:
+    with CappedLog.open(tmp_path / "log", head=10, tail=10) as log:
+        log.write(b"0123456789abcdefghij" + b"k" * 60)
+    assert (tmp_path / "log").read_bytes() == b"0123456789abcdefghij" + b"k" * 60
+    with CappedLog.open(tmp_path / "log", head=10, tail=10) as log:
+        log.write(b"0123456789" + b"-" * 1000 + b"abcdefghij")
+    assert (tmp_path / "log").read_bytes() == (
+        b"0123456789\n[orchestrate: 1000 bytes dropped here]\nabcdefghij"
+    )
+
+
+# --- bounds: the console capture (QEMU's FIFO) ------------------------------------
+
+
+def test_capture_reads_the_fifo_into_a_capped_log_and_the_watcher(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    watcher = ConsoleWatcher()
+    capture = ConsoleCapture(log, watcher, head=64 * 1024, tail=256 * 1024, slack=128 * 1024)
+    pipe = capture.start()
+    assert pipe == console.pipe_path(log) and pipe.is_fifo()
+    assert not capture.wait_closed(0.2)  # no writer yet: nothing to report
+    spam = b"[    1.000000] spam spam spam\r\n" * 1000
+    with open(pipe, "ab") as qemu:  # as QEMU's file chardev opens it
+        qemu.write(b"[    0.100000] Linux version 6.1\r\n")
+        for _ in range(100):  # ~3 MiB, a splat in the middle
+            qemu.write(spam)
+        qemu.write(b"orchestrate: begin test t\n" + warn(5).encode() * 3)
+        for _ in range(100):
+            qemu.write(spam)
+        qemu.write(b"ORCHESTRATE-READY\r\n")
+    assert capture.wait_closed(10)
+    capture.stop()
+    assert not pipe.exists()
+    (splat,) = watcher.all()
+    assert (splat.kind, splat.count, splat.test) == ("warning", 3, "t")
+    assert watcher.seen("ORCHESTRATE-READY")
+    data = log.read_bytes()
+    head, dropped, tail = split_capped(data)
+    assert len(data) <= (64 + 256) * 1024 + 64
+    assert head.startswith(b"[    0.100000] Linux version 6.1")
+    assert tail.endswith(b"ORCHESTRATE-READY\r\n")
+    assert len(head) + dropped + len(tail) == watcher.received == capture.written
+
+
+def test_capture_stop_without_a_writer(tmp_path: Path) -> None:
+    capture = ConsoleCapture(tmp_path / "console.log", ConsoleWatcher())
+    pipe = capture.start()
+    capture.stop()
+    capture.stop()  # idempotent
+    assert not pipe.exists() and (tmp_path / "console.log").read_bytes() == b""

@@ -4,6 +4,7 @@ and the accelerator probe's cache.  No real QEMU here: see tests/e2e/test_guest.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import socket
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from orchestrator.vm import qemu
+from orchestrator.vm import console, qemu
 from orchestrator.vm.qemu import BootFailed, Machine, QmpError, VmSpec
 
 
@@ -58,7 +59,7 @@ def golden(accel_args: list[str], extra: str = "") -> list[str]:
         "-smp", "2", "-m", "512",
         "-kernel", "/k/vmlinux", "-initrd", "/k/initrd",
         "-append", CMDLINE + extra,
-        "-chardev", "file,id=console,path=/d/console.log",
+        "-chardev", "file,id=console,path=/d/console.log.pipe",
         "-serial", "chardev:console",
         "-qmp", "unix:/d/qmp.sock,server=on,wait=off",
         "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:10022-:22",
@@ -89,7 +90,7 @@ def test_argv_extra_cmdline_comes_last_and_no_shell_is_involved() -> None:
 def test_argv_paths_with_spaces_stay_one_element(tmp_path: Path) -> None:
     spec = make_spec(tmp_path / "my dir")
     args = qemu.argv(spec)
-    assert f"file,id=console,path={tmp_path}/my dir/console.log" in args
+    assert f"file,id=console,path={tmp_path}/my dir/console.log.pipe" in args
 
 
 def test_spec_takes_a_plain_word_as_its_accel() -> None:
@@ -192,7 +193,11 @@ def test_qmp_without_server_or_greeting_fails_fast(fake_qmp: FakeQmp, short_dir:
 
 # Parses the real argv, writes the console, serves QMP quit, then does what
 # the test says: "ready" (marker, run until quit), "panic" (exit like a
-# panicked guest), "silent" (nothing, forever), "refuse" (QEMU's own error).
+# panicked guest), "silent" (nothing, forever), "refuse" (QEMU's own error),
+# "late-panic" (ready, then a panic once the file "panic-now" exists, QEMU
+# still running), "port-taken" (QEMU's hostfwd error while the file
+# "port-taken" holds a number > 0, which it counts down; then ready),
+# "flood" (ready, then FAKE_QEMU_FLOOD MiB of console with a WARN inside).
 FAKE_QEMU = textwrap.dedent(
     """\
     import json, os, socket, sys, time
@@ -200,23 +205,52 @@ FAKE_QEMU = textwrap.dedent(
     mode = os.environ["FAKE_QEMU_MODE"]
     console = args[args.index("-chardev") + 1].split("path=", 1)[1]
     qmp = args[args.index("-qmp") + 1][len("unix:"):].split(",")[0]
+    here = os.path.dirname(qmp)
     if mode == "refuse":
         print("fake-qemu: Error loading uncompressed kernel without PVH ELF Note",
               file=sys.stderr)
         sys.exit(1)
+    if mode == "port-taken":
+        taken = os.path.join(here, "port-taken")
+        left = int(open(taken).read())
+        if left > 0:
+            open(taken, "w").write(str(left - 1))
+            netdev = args[args.index("-netdev") + 1]
+            rule = netdev.split("hostfwd=", 1)[1]
+            print(f"qemu: -netdev {netdev}: Could not set up host forwarding rule '{rule}'",
+                  file=sys.stderr)
+            sys.exit(1)
     server = socket.socket(socket.AF_UNIX)
     server.bind(qmp)
     server.listen(1)
-    with open(console, "a") as out:
-        out.write("Linux version 6.1\\r\\n")
+    out = open(console, "a")
+    out.write("Linux version 6.1\\r\\n")
+    out.flush()
+    time.sleep(0.2)
+    if mode in ("ready", "late-panic", "port-taken", "flood"):
+        out.write("orchestrate: init start\\r\\nORCHESTRATE-READY\\r\\n")
         out.flush()
-        time.sleep(0.2)
-        if mode == "ready":
-            out.write("orchestrate: init start\\r\\nORCHESTRATE-READY\\r\\n")
-        elif mode == "panic":
-            out.write("[    1.500000] Kernel panic - not syncing: Attempted to kill init!\\r\\n")
-            out.flush()
+    elif mode == "panic":
+        out.write("[    1.500000] Kernel panic - not syncing: Attempted to kill init!\\r\\n")
+        out.flush()
+        sys.exit(0)
+    if mode == "late-panic":
+        while not os.path.exists(os.path.join(here, "panic-now")):
+            time.sleep(0.02)
+        out.write("[    9.000000] Kernel panic - not syncing: Fatal exception\\r\\n")
+        out.flush()
+        if os.environ.get("FAKE_QEMU_EXIT"):  # like panic=-1: exit, the trace last
+            out.write("[    9.000001] Call Trace:\\r\\n[    9.000001]  <TASK>\\r\\n")
+            out.write("[    9.000001]  panic+0x1/0x2\\r\\n[    9.000001]  </TASK>\\r\\n")
             sys.exit(0)
+    if mode == "flood":
+        spam = "[    2.000000] spam spam spam spam spam spam spam spam spam spam\\r\\n" * 16384
+        for i in range(int(os.environ["FAKE_QEMU_FLOOD"])):
+            if i == 3:
+                out.write("[    3.000000] WARNING: CPU: 0 PID: 1 at a.c:1 f+0x1/0x2\\r\\n\\r\\n")
+            out.write(spam)
+        out.write("[    4.000000] flood done\\r\\n")
+        out.flush()
     while True:
         conn, _ = server.accept()
         stream = conn.makefile("rwb")
@@ -280,13 +314,16 @@ def test_machine_ready_then_quit(
 def test_machine_is_not_alive_after_a_panic_even_while_qemu_runs(
     fake_arch: qemu.ArchSpec, fake_mode: Callable[[str], None], short_dir: Path
 ) -> None:
-    fake_mode("ready")
+    fake_mode("late-panic")
     with Machine(make_spec(short_dir), boot_timeout=20, arch=fake_arch) as vm:
         assert vm.alive()
-        with open(vm.console_log, "a") as console:
-            console.write("[    9.000000] Kernel panic - not syncing: Fatal exception\r\n")
+        (short_dir / "panic-now").touch()
+        deadline = time.monotonic() + 10
+        while vm.alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert not vm.alive()
         assert fake_children() != []
+    assert "Fatal exception" in vm.console_log.read_text()
 
 
 def test_machine_panic_is_boot_failed_with_the_panic_line(
@@ -410,3 +447,86 @@ def test_corrupt_cache_is_ignored(host: Path) -> None:
     assert probe(host, boot)[0] == "kvm"
     assert boot.calls == 1
     assert json.loads((host / "cache" / "accel.json").read_text())["boot_id"] == "boot-1"
+
+
+# --- the console through the FIFO, and the port race ---------------------------
+
+
+def test_machine_console_log_is_capped_and_watched_whole(
+    fake_arch: qemu.ArchSpec,
+    fake_mode: Callable[[str], None],
+    short_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_mode("flood")
+    monkeypatch.setenv("FAKE_QEMU_FLOOD", "24")  # MiB
+    with Machine(make_spec(short_dir), boot_timeout=20, arch=fake_arch) as vm:
+        deadline = time.monotonic() + 60
+        while not vm.console.seen("flood done") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert vm.console.seen("flood done")
+        # The WARN printed 3 MiB in is reported, though the log dropped it.
+        (warning,) = vm.console.all()
+        assert warning.title == "WARNING: CPU: 0 PID: 1 at a.c:1 f+0x1/0x2"
+    log = vm.console_log.read_bytes()
+    limit = console.CONSOLE_HEAD + console.CONSOLE_TAIL + 64
+    assert len(log) <= limit < 24 * 1024 * 1024
+    assert log.startswith(b"Linux version 6.1\r\n")
+    assert b" bytes dropped here]\n" in log and b"WARNING" not in log
+    assert log.endswith(b"[    4.000000] flood done\r\n")
+    assert not console.pipe_path(vm.console_log).exists()
+
+
+def test_machine_starts_again_on_a_new_port_when_its_port_was_taken(
+    fake_arch: qemu.ArchSpec, fake_mode: Callable[[str], None], short_dir: Path
+) -> None:
+    fake_mode("port-taken")
+    (short_dir / "port-taken").write_text("2")
+    spec = make_spec(short_dir)
+    with Machine(spec, boot_timeout=20, arch=fake_arch) as vm:
+        assert vm.port_retries == 2 and vm.alive()
+        assert vm.spec.ssh_port != spec.ssh_port
+        assert vm.spec == dataclasses.replace(spec, ssh_port=vm.spec.ssh_port)
+        assert "ORCHESTRATE-READY" in vm.console_tail()
+    assert fake_children() == []
+
+
+def test_machine_gives_up_when_the_port_stays_taken(
+    fake_arch: qemu.ArchSpec, fake_mode: Callable[[str], None], short_dir: Path
+) -> None:
+    fake_mode("port-taken")
+    (short_dir / "port-taken").write_text("99")
+    machine = Machine(make_spec(short_dir), boot_timeout=20, arch=fake_arch)
+    with pytest.raises(BootFailed, match="Could not set up host forwarding rule"):
+        machine.__enter__()
+    assert machine.port_retries == qemu.PORT_ATTEMPTS - 1
+    assert (short_dir / "port-taken").read_text() == str(99 - qemu.PORT_ATTEMPTS)
+
+
+def test_other_boot_failures_are_not_retried(
+    fake_arch: qemu.ArchSpec, fake_mode: Callable[[str], None], short_dir: Path
+) -> None:
+    fake_mode("panic")
+    machine = Machine(make_spec(short_dir), boot_timeout=20, arch=fake_arch)
+    with pytest.raises(BootFailed, match="Attempted to kill init"):
+        machine.__enter__()
+    assert machine.port_retries == 0
+
+
+def test_a_flush_after_the_guest_died_has_its_last_words(
+    fake_arch: qemu.ArchSpec,
+    fake_mode: Callable[[str], None],
+    short_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_mode("late-panic")
+    monkeypatch.setenv("FAKE_QEMU_EXIT", "1")
+    with Machine(make_spec(short_dir), boot_timeout=20, arch=fake_arch) as vm:
+        (short_dir / "panic-now").touch()
+        deadline = time.monotonic() + 10
+        while vm.alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        vm.console.flush()  # at once: it waits for what QEMU wrote to be read
+        (panic,) = vm.console.all()
+        assert panic.title == "Kernel panic - not syncing: Fatal exception"
+        assert panic.trace == ("<TASK>", "panic+0x1/0x2", "</TASK>")

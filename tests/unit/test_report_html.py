@@ -10,20 +10,23 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from orchestrator.perf import summarize
 from orchestrator.report import charts, html
-from orchestrator.report.common import LOG_BYTES
+from orchestrator.report.common import LOG_BYTES, OUTSIDE, log_dirs
 from orchestrator.results import BootInfo, RunResult, Status, TestResult, VariantResult, Verdict
 from tests.unit.test_report_junit import (
     HOSTILE,
     INTERRUPTED,
     JINJA,
     SCRIPT,
+    SECRET,
     _build,
     _stages,
     all_pass,
     partial_run,
+    pointing_out,
     real_run,
     sample_run,
 )
@@ -264,3 +267,45 @@ def test_templates_ship_with_the_package() -> None:
     assert template.is_file()
     pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     assert '"report/templates/*.j2"' in pyproject
+
+
+def _with_about(run: RunResult) -> RunResult:
+    """pre-fix's htab_reuse subtests say what they show (one of them in markup)."""
+    pre = run.variants[1]
+    htab = next(t for t in pre.tests if t.name == "htab_reuse")
+    update, lock = htab.subtests
+    subs = (
+        dataclasses.replace(update, about="problem 2: another key's element"),
+        dataclasses.replace(lock, about=f"problem 1: {SCRIPT} lock reset"),
+    )
+    tests = tuple(dataclasses.replace(t, subtests=subs) if t is htab else t for t in pre.tests)
+    return dataclasses.replace(
+        run, variants=(run.variants[0], dataclasses.replace(pre, tests=tests), *run.variants[2:])
+    )
+
+
+def test_about_is_shown_next_to_its_subtest(sample: RunResult) -> None:
+    page = html.render(_with_about(sample))
+    rows = re.findall(r'<td class="name mono">(.*?)</td>', page)
+    assert 'htab_reuse.update<div class="about">problem 2: another key&#39;s element</div>' in rows
+    lock = next(r for r in rows if r.startswith("htab_reuse.lock"))
+    assert "problem 1: &lt;script&gt;alert(1)&lt;/script&gt; lock reset" in lock
+    assert "<script" not in page.lower()
+    # A subtest without an about, and every test of a run without any, get no line.
+    assert "htab_reuse<" not in "".join(r for r in rows if "about" in r)
+    assert 'class="about"' not in html.render(sample)
+
+
+def test_logs_outside_the_run_directory_are_not_read(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run = pointing_out(run_dir, tmp_path / "id_ed25519")
+    page = html.render(run, log_dirs=log_dirs(run_dir))
+    assert SECRET not in page
+    for name in ("id_ed25519", "link.log"):
+        assert f"{name} — {escape(OUTSIDE)}" in page
+    assert "ok 1 smoke" in page  # the log inside, named relative to the run directory
+
+
+def test_bidi_controls_are_shown_not_applied(tmp_path: Path) -> None:
+    page = html.render(pointing_out(tmp_path / "run", tmp_path / "id"))
+    assert "\u202e" not in page and "exit 1: &lt;U+202E&gt;gnp.exe" in page

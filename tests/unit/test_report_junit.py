@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +17,11 @@ from typing import Any
 
 import pytest
 import xmlschema
+from markupsafe import escape
 
-from orchestrator import results
-from orchestrator.report import junit
+from orchestrator import cli, results
+from orchestrator.report import FILES, junit
+from orchestrator.report.common import OUTSIDE, log_dirs, read_tail
 from orchestrator.results import (
     BootInfo,
     BuildInfo,
@@ -439,3 +442,109 @@ def test_real_fixture_points_nowhere() -> None:
     for variant in data["variants"]:
         for stage in variant["stages"]:
             assert all(p.startswith("/nonexistent/") for p in stage["logs"])
+
+
+# --- logs: only from inside the run directory ----------------------------------------
+
+
+SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----"
+
+
+def pointing_out(run_dir: Path, secret: Path) -> RunResult:
+    """The sample run in run_dir, its failing test's logs and a console naming files outside.
+
+    gfp-zero's failing test names the secret itself, a link to it inside the
+    run directory, and its real log by a path relative to the run directory;
+    a console-9.log links out to a console that shows crashy's begin marker.
+    Its reason carries a right-to-left override.
+    """
+    secret.write_text(f"{SECRET}\n")
+    run = sample_run(run_dir / "logs")
+    (run_dir / "logs" / "link.log").symlink_to(secret)
+    console = secret.with_name("console.log")
+    console.write_text(f"orchestrate: begin test crashy\n{SECRET} console\n")
+    (run_dir / "logs" / "console-9.log").symlink_to(console)
+    logs = (str(secret), str(run_dir / "logs" / "link.log"), "logs/stdout.log")
+    gfp = run.variants[2]
+    tests = tuple(
+        dataclasses.replace(t, logs=logs, reason="exit 1: \u202egnp.exe")
+        if t.name == HOSTILE
+        else t
+        for t in gfp.tests
+    )
+    variants = list(run.variants)
+    variants[2] = dataclasses.replace(gfp, tests=tests)
+    return dataclasses.replace(run, variants=tuple(variants))
+
+
+def test_logs_outside_the_run_directory_are_not_read(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run = pointing_out(run_dir, tmp_path / "id_ed25519")
+    xml = junit.render(run, log_dirs=log_dirs(run_dir))
+    assert SECRET not in xml
+    failed = _cases(xml)[("gfp-zero", HOSTILE)]
+    assert "ok 1 smoke" in (failed.findtext("system-err") or "")  # inside, by a relative path
+    crash = _cases(xml)[("gfp-zero", "crashy")].findtext("system-out") or ""
+    assert f"console ({run_dir / 'logs' / 'console-1.log'}, " in crash  # -9 links out
+    assert SECRET in junit.render(run)  # a renderer called without the rule reads what it is told
+
+
+def test_read_tail_opens_nothing_outside_and_no_fifo(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "logs").mkdir(parents=True)
+    os.mkfifo(run_dir / "logs" / "fifo.log")  # opening it for reading would wait for a writer
+    within = log_dirs(run_dir)
+    assert read_tail(str(run_dir / "logs" / "fifo.log"), within=within).missing == (
+        "unreadable: not a regular file"
+    )
+    for path in ("/etc/passwd", "/dev/zero", "../../etc/passwd", str(run_dir) + "/../x"):
+        assert read_tail(path, within=within).missing == OUTSIDE
+    # Nor elsewhere in the run directory: results.json saved in a home directory
+    # must not open ~/.ssh to it.
+    (run_dir / ".ssh").mkdir()
+    (run_dir / ".ssh" / "id_ed25519").write_text(SECRET)
+    for path in (".ssh/id_ed25519", str(run_dir / ".ssh" / "id_ed25519"), "logs/../.ssh/x"):
+        assert read_tail(path, within=within).missing == OUTSIDE
+    assert read_tail("a\x00b", within=within).missing.startswith("unreadable")
+    assert read_tail("\ud800", within=within).missing.startswith("unreadable")
+
+
+def test_report_reads_logs_only_beside_the_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    source = run_dir / "results.json"
+    run = pointing_out(run_dir, tmp_path / "id_ed25519")
+    # The reproduce command quotes the matrix path for a shell: it is shown all the same.
+    results.write(dataclasses.replace(run, matrix="/m/\x1b]0;owned\x07.yaml"), source)
+    out = tmp_path / "elsewhere"  # the rule follows the results, not where reports go
+    assert cli.main(["report", str(source), "--out", str(out)]) == 0
+    for name in FILES.values():
+        text = (out / name).read_text()
+        assert SECRET not in text and "\u202e" not in text and "\x1b" not in text, name
+        assert ("<U+202E>" if name.endswith(".txt") else "&lt;U+202E&gt;") in text, name
+    page = (out / "report.html").read_text()
+    for name in ("id_ed25519", "link.log"):
+        assert f"{name} — {escape(OUTSIDE)}" in page
+    assert "ok 1 smoke" in page
+
+
+def _counted(run: RunResult, count: int) -> RunResult:
+    """The run with the crashy test's panic printed `count` times."""
+    variants = []
+    for v in run.variants:
+        tests = tuple(
+            dataclasses.replace(
+                t, splats=tuple(dataclasses.replace(s, count=count) for s in t.splats)
+            )
+            for t in v.tests
+        )
+        variants.append(dataclasses.replace(v, tests=tests))
+    return dataclasses.replace(run, variants=tuple(variants))
+
+
+def test_a_counted_splat_says_how_many_times(tmp_path: Path) -> None:
+    crash = _cases(junit.render(_counted(sample_run(tmp_path), 3)))[("gfp-zero", "crashy")]
+    assert "panic \u00d73 at 12.500000s: Kernel panic" in (crash.findtext("system-out") or "")
+    once = _cases(junit.render(sample_run(tmp_path)))[("gfp-zero", "crashy")]
+    assert "\u00d7" not in (once.findtext("system-out") or "")

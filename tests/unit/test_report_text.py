@@ -14,6 +14,7 @@ from orchestrator.report import FILES, write_reports
 from orchestrator.report import text as summary
 from orchestrator.report.common import read_tail
 from orchestrator.results import RunResult, TestResult, Verdict
+from tests.unit.test_report_html import _with_about
 from tests.unit.test_report_junit import (
     HOSTILE,
     INTERRUPTED,
@@ -224,3 +225,35 @@ def test_report_command_rejects_bad_results(
     assert err.startswith(f"orchestrate: error: {path}: ") and message in err
     assert "Traceback" not in err
     assert not (tmp_path / "report.html").exists()
+
+
+def test_about_says_what_each_subtest_shows(sample: RunResult) -> None:
+    run = _with_about(sample)
+    text = summary.render(run)
+    assert all(len(line) <= 72 for line in text.splitlines())
+    section = text[text.index("What the subtests show\n") : text.index("Failures\n")]
+    flat = " ".join(section.split())
+    assert "htab_reuse.update: problem 2: another key's element" in flat
+    assert "htab_reuse.lock: problem 1: <script>alert(1)</script> lock reset" in flat
+    assert text.index("Verdicts") < text.index("What the subtests show")
+    assert "What the subtests show" not in summary.render(sample)
+
+
+def test_a_failing_subtest_says_what_it_shows(sample: RunResult) -> None:
+    pre = sample.variants[1]
+    htab = next(t for t in pre.tests if t.name == "htab_reuse")
+    lock = dataclasses.replace(htab.subtests[1], expected="", about="problem 1: lock reset")
+    htab = dataclasses.replace(htab, subtests=(htab.subtests[0], lock))
+    tests = tuple(htab if t.name == "htab_reuse" else t for t in pre.tests)
+    pre = dataclasses.replace(pre, tests=tests)
+    run = dataclasses.replace(sample, variants=(sample.variants[0], pre, *sample.variants[2:]))
+    failures = summary.render(run).split("Failures\n")[1]
+    assert "  htab_reuse.lock: FAIL - stale value seen\n    (problem 1: lock reset)\n" in failures
+
+
+def test_a_counted_splat_says_how_many_times(sample: RunResult) -> None:
+    from tests.unit.test_report_junit import _counted
+
+    flat = " ".join(summary.render(_counted(sample, 250)).split())
+    assert "panic \u00d7250: Kernel panic - not syncing: <script>" in flat
+    assert "\u00d7" not in summary.render(sample)

@@ -143,3 +143,40 @@ def test_out_of_memory_is_named(tmp_path: Path) -> None:
     result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.KERNEL_HANG
     assert "out of memory" in result.reason and oom in result.splats
+
+
+def test_kmemleak_fails_a_passing_test(tmp_path: Path) -> None:
+    leak = Splat(SplatKind.KMEMLEAK, "kmemleak: 2 new suspected memory leaks", 7.0, test="smoke")
+    result = run_test(FakeSession(console_splats=[leak]), TEST, tmp_path)
+    assert result.verdict is Verdict.FAIL
+    assert result.reason == "kernel kmemleak: kmemleak: 2 new suspected memory leaks"
+
+
+def test_a_hard_lockup_panic_is_a_crash(tmp_path: Path) -> None:
+    panic = Splat(
+        SplatKind.PANIC,
+        "Kernel panic - not syncing: Watchdog detected hard LOCKUP on cpu 1",
+        30.0,
+        test="smoke",
+    )
+    session = FakeSession(output="", exit_status=None, answers=False, console_splats=[panic])
+    result = run_test(session, TEST, tmp_path)
+    assert result.verdict is Verdict.CRASH and result.reason == panic.title
+
+
+def test_a_storm_of_splats_is_counted_and_capped(tmp_path: Path) -> None:
+    def warn(line: int, count: int = 1) -> Splat:
+        title = f"WARNING: CPU: 0 PID: 1 at kernel/bpf/x.c:{line} f+0x1/0x2"
+        return Splat(SplatKind.WARNING, title, 1.0, ("f+0x1/0x2",), "smoke", count)
+
+    storm = [warn(i % 100, 200) for i in range(1000)]  # 100 distinct, 200 000 reports
+    panic = Splat(SplatKind.PANIC, "Kernel panic - not syncing: boom", 9.0, test="smoke")
+    session = FakeSession(output="", answers=False, console_splats=[*storm, panic])
+    result = run_test(session, TEST, tmp_path)
+    assert result.verdict is Verdict.CRASH and result.reason == panic.title
+    kept, (summary, last) = result.splats[:20], result.splats[20:]
+    assert kept == tuple(warn(i, 2000) for i in range(20))
+    assert (summary.kind, summary.count, summary.test) == ("warning", 80 * 2000, "smoke")
+    assert summary.title.startswith("orchestrate: further warning reports, not kept")
+    assert last == panic
+    assert sum(s.count for s in result.splats) == 200_001

@@ -20,6 +20,7 @@ import pytest
 
 from orchestrator import proc
 from orchestrator.vm import image, ssh
+from orchestrator.vm.console import CappedLog
 from orchestrator.vm.ssh import ExecResult, SshError, SshTransport
 
 
@@ -268,3 +269,57 @@ def test_pump_stops_after_the_grace_when_output_goes_on_after_exit() -> None:
     done, _, _, took = pump(channel, 10)
     assert done
     assert took < 2 * ssh.DRAIN_GRACE + 0.5
+
+
+# --- bounded output -------------------------------------------------------------
+
+
+def test_pump_into_capped_logs_keeps_the_head_and_the_tail() -> None:
+    lines = [b"%06d\n" % i for i in range(20000)]
+    channel = FakeChannel([(line, b"e") for line in lines], exits=True, eof=True)
+    out = CappedLog(io.BytesIO(), head=700, tail=700, slack=300)
+    err = CappedLog(io.BytesIO(), head=10, tail=10)
+    assert ssh._pump(channel, out, err, time.monotonic() + 30)  # type: ignore[arg-type]
+    channel.close()
+    out.finish()
+    data = out.stream.getvalue()  # type: ignore[attr-defined]
+    assert data.startswith(b"000000\n") and data.endswith(b"019999\n")
+    assert b"[orchestrate: %d bytes dropped here]\n" % out.dropped in data
+    assert len(data) <= 700 + 700 + 64 and out.written == 7 * 20000
+    assert err.written == 20000
+
+
+class Flood:
+    """Stands in for _exec: the guest command prints `size` bytes to each stream."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, command: str, *, timeout: float, out: ssh._Sink, err: ssh._Sink,
+                 stdin: object = None) -> ExecResult:  # fmt: skip
+        block = b"".join(b"%07d\n" % i for i in range(8192))
+        for _ in range(self.size // len(block)):
+            out.write(block)
+            err.write(block)
+        return ExecResult(0, False, 0.1)
+
+
+def test_a_tests_output_files_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    transport = SshTransport(None)  # type: ignore[arg-type]
+    monkeypatch.setattr(transport, "_exec", Flood(20 * 1024 * 1024))
+    out, err = tmp_path / "t.stdout", tmp_path / "t.stderr"
+    assert transport.run("flood", timeout=10, stdout=out, stderr=err).ok
+    for path in (out, err):
+        data = path.read_bytes()
+        assert len(data) <= ssh.OUTPUT_HEAD + ssh.OUTPUT_TAIL + 64
+        assert data.startswith(b"0000000\n") and data.endswith(b"0008191\n")
+        assert b" bytes dropped here]\n" in data
+
+
+def test_the_transports_own_commands_keep_bounded_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    transport = SshTransport(None)  # type: ignore[arg-type]
+    monkeypatch.setattr(transport, "_exec", Flood(8 * 1024 * 1024))
+    result, out, err = transport._capture("dmesg", timeout=10)
+    assert result.ok
+    assert len(out) <= ssh.CAPTURE_LIMIT + 64 and len(err) <= ssh.CAPTURE_LIMIT + 64
+    assert out.endswith(b"0008191\n")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from orchestrator.results import Verdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.results import TestResult, Verdict
 
 
 def test_perf_rounds_interleave_and_skip_functional_tests() -> None:
@@ -33,3 +38,25 @@ def test_a_run_carries_its_identity_as_fields() -> None:
     result = pending.result(Verdict.ERROR, "not run")
     assert (result.name, result.round, result.batch, result.repeat) == ("map_perf", 4, 2, 0)
     assert result.label == "map_perf@4" and not result.warmup
+
+
+def test_a_tests_result_carries_its_expectations_and_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.matrix import Test, Variant
+    from orchestrator.vm import run_test
+    from orchestrator.vm.testbed import GuestSetup, Pending, VariantRun
+
+    def fake_run(session: Any, test: Test, logs: Path, *, label: str) -> TestResult:
+        subs = (TestResult("htab_reuse.a", Verdict.FAIL), TestResult("htab_reuse.b", Verdict.PASS))
+        return TestResult(test.name, Verdict.FAIL, subtests=subs)
+
+    monkeypatch.setattr(run_test, "run_test", fake_run)
+    test = Test(name="htab_reuse", kind="ktap", command="/x", about=(("a", "problem 2"),))
+    variant = Variant("v", expect=(("htab_reuse.a", "fail"),))
+    setup = GuestSetup(tmp_path / "initrd", None, tmp_path, None)  # type: ignore[arg-type]
+    run = VariantRun(None, variant, setup, tmp_path, tmp_path, None)  # type: ignore[arg-type]
+    result = run._test(None, Pending(test))  # type: ignore[arg-type]
+    a, b = result.subtests
+    assert (a.expected, a.about) == ("fail", "problem 2")
+    assert (b.expected, b.about) == ("", "")

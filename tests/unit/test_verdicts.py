@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import verdicts
+from orchestrator import results, verdicts
 from orchestrator.results import (
     RunResult,
     Stage,
@@ -67,6 +67,48 @@ def test_a_miss_names_the_run_it_was() -> None:
 
 def test_no_tests() -> None:
     assert judge_tests(()).status is Status.PASS
+
+
+def _htab() -> TestResult:
+    nest = TestResult(
+        "htab_reuse.nest", Verdict.PASS, subtests=(sub("htab_reuse.nest.deep", Verdict.PASS),)
+    )
+    return TestResult(
+        "htab_reuse",
+        Verdict.FAIL,
+        subtests=(
+            sub("htab_reuse.lock", Verdict.FAIL),
+            nest,
+            sub("htab_reuse.other", Verdict.PASS),
+        ),
+        repeat=2,
+    )
+
+
+def test_about_goes_to_the_subtests_it_names() -> None:
+    about = {"lock": "problem 1", "nest.deep": "deeper", "htab_reuse": "names no subtest"}
+    out = verdicts.with_expectations(_htab(), {"htab_reuse.lock": "fail"}, about=about)
+    lock, nest, other = out.subtests
+    assert (lock.about, lock.expected) == ("problem 1", "fail")
+    assert (nest.about, nest.subtests[0].about) == ("", "deeper")
+    assert other.about == "" and out.about == ""  # the test itself is no subtest
+    # Expectations work as before, with or without an about.
+    plain = verdicts.with_expectations(_htab(), {"htab_reuse.lock": "fail"})
+    assert plain.subtests[0].expected == "fail"
+    assert all(t.about == "" for t in verdicts.walk((plain,)))
+    assert judge_tests((out,)).status is Status.PASS
+
+
+def test_about_is_kept_in_results_and_optional_in_old_files() -> None:
+    about = {"lock": "problem 1: <b>lock</b>"}
+    test = verdicts.with_expectations(_htab(), {}, about=about)
+    data = results.to_data(test)
+    assert data["subtests"][0]["about"] == "problem 1: <b>lock</b>"
+    assert results.from_data(TestResult, data) == test
+    for t in (data, *data["subtests"]):  # a schema 2 file written before `about`
+        del t["about"]
+    assert results.from_data(TestResult, data).subtests[0].about == ""
+    assert results.SCHEMA_VERSION == 2
 
 
 # --- the baseline -------------------------------------------------------------------
