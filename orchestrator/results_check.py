@@ -80,7 +80,7 @@ def _check(tp: Any, value: Any, where: str, depth: int) -> None:
             raise TypeError(f"results_check: unsupported type {tp}")  # a bug, not the file's
         tp, origin = inner[0], typing.get_origin(inner[0])
     if origin in (tuple, list):
-        items = _container(value, list, tp, where, depth)
+        items = _container(value, list, where, depth)
         args = typing.get_args(tp)
         if origin is list or (len(args) == 2 and args[1] is Ellipsis):
             args = (args[0],) * len(items)
@@ -92,11 +92,11 @@ def _check(tp: Any, value: Any, where: str, depth: int) -> None:
         key_type, inner_type = typing.get_args(tp)
         if key_type is not str:
             raise TypeError(f"results_check: unsupported type {tp}")
-        for key, item in _container(value, dict, tp, where, depth).items():
+        for key, item in _container(value, dict, where, depth).items():
             _string(key, f"{where}[{quote(key, 40)}]")
             _check(inner_type, item, f"{where}[{quote(key, 40)}]", depth + 1)
     elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        fields = _container(value, dict, tp, where, depth)
+        fields = _container(value, dict, where, depth)
         hints = _hints(tp)
         for f in dataclasses.fields(tp):
             at = f"{where}.{f.name}" if where else f.name
@@ -120,14 +120,14 @@ def _check(tp: Any, value: Any, where: str, depth: int) -> None:
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ResultsError(where, f"expected a number, got {describe(value)}")
-        if not (math.isfinite(value) and abs(value) <= MAX_INT):
+        if not (abs(value) <= MAX_INT and math.isfinite(value)):  # a NaN compares False
             within = f"a finite number of at most {float(MAX_INT):.2g}"
             raise ResultsError(where, f"expected {within}, got {describe(value)}")
     else:
         raise TypeError(f"results_check: unsupported type {tp}")  # a bug, not the file's
 
 
-def _container(value: Any, kind: type, tp: Any, where: str, depth: int) -> Any:
+def _container(value: Any, kind: type, where: str, depth: int) -> Any:
     if not isinstance(value, kind):
         what = "a list" if kind is list else "an object"
         raise ResultsError(where, f"expected {what}, got {describe(value)}")

@@ -245,8 +245,9 @@ def build_kernel(
         shared = builder if state is BuildState.SHARED else None
         info = replace(info, shared_with=shared, warnings=build.cached_warnings(artifacts))
         reason = f"same tree as {shared}: built once" if shared else "cached: nothing compiled"
-        logs = (str(artifacts / "build.log"),)
-        return Built(StageResult(Stage.BUILD, Status.PASS, reason, logs=logs), info)
+        log = ctx.logs(variant) / "build.log"
+        _cached_log(artifacts / "build.log", log, f"built by {shared}" if shared else "built")
+        return Built(StageResult(Stage.BUILD, Status.PASS, reason, logs=(str(log),)), info)
     spec = ctx.matrix.variant(variant)
     bdir = plan.build_dir_for(ctx.matrix, spec, prepared.repo, ctx.cache.work)
     _checkout(prepared, bdir, applied.head)
@@ -262,7 +263,10 @@ def build_kernel(
         sandbox=ctx.sandbox,
     )
     info = replace(info, cached=False, first_error=outcome.first_error, warnings=outcome.warnings)
-    logs = (str(outcome.log),)
+    # The run directory keeps its own copy: reports read logs from there only.
+    log = ctx.logs(variant) / "build.log"
+    shutil.copyfile(outcome.log, log)
+    logs = (str(log),)
     if not outcome.ok:
         stage = StageResult(Stage.BUILD, Status.FAIL, outcome.first_error or "", logs=logs)
         return Built(stage, info)
@@ -415,12 +419,14 @@ def _checkout(prepared: Prepared, bdir: build.BuildDir, commit: str) -> None:
 
 
 def _cached_log(kept: Path, log: Path, what: str) -> None:
-    """This run's copy of the log of the run that did the work."""
+    """This run's copy of the log of the run that did the work ("configured",
+    "built", or "built by <variant>" earlier in this run)."""
     try:
         text = kept.read_text(errors="replace")
     except OSError:
-        text = "(that run's log is no longer in the cache)\n"
-    log.write_text(f"# cached: {what} by an earlier run; its log follows\n{text}")
+        text = "(that log is no longer in the cache)\n"
+    who = what if " by " in what else f"{what} by an earlier run"
+    log.write_text(f"# cached: {who}; its log follows\n{text}")
 
 
 def _has_commit(repo: Path, commit: str | None) -> bool:

@@ -252,11 +252,12 @@ def sparkline(points: tuple[tuple[str, float], ...]) -> Spark | None:
 
 def nice_ticks(lo: float, hi: float, count: int = 4) -> list[float]:
     """Round axis ticks (steps of 1, 2 or 5 times a power of ten) covering lo..hi."""
-    if hi <= lo:
-        hi = lo + 1.0
+    if not hi - lo > abs(lo) * 1e-9:  # no span, or one lost in the rounding of tiny values
+        hi = lo + max(abs(lo), 1.0)
     raw = (hi - lo) / count
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
     first = math.floor(lo / step) * step
     n = math.ceil((hi - first) / step - 1e-9)
-    return [float(round(first + i * step, 12)) for i in range(n + 1)]
+    # Twelve significant digits: float noise away, tiny scales kept.
+    return [float(f"{first + i * step:.12g}") for i in range(n + 1)]

@@ -55,6 +55,7 @@ from orchestrator.results import (
     TestResult,
     VariantResult,
 )
+from orchestrator.textfmt import printable
 from orchestrator.verdicts import (
     STAGE_COLUMNS,
     Outcome,
@@ -79,7 +80,7 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 def clean(text: str) -> str:
     """Text as XML can carry it: impossible characters become visible \\xNN escapes."""
-    return _NOT_XML.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m[0]):02x}", printable(text))
 
 
 def render(run: RunResult, log_dirs: LogDirs | None = None) -> str:

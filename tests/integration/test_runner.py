@@ -192,6 +192,10 @@ def test_unchanged_matrix_compiles_nothing(project: Path, tmp_path: Path) -> Non
     for v in run.variants:
         if v.name in ("base", "tweak", "same-as-base"):
             assert v.build is not None and v.build.cached, v.name
+            # The run keeps its own copy of the log of the build it reuses.
+            (log,) = v.stages[2].logs
+            assert Path(log) == tmp_path / "run2" / "logs" / v.name / "build.log"
+            assert Path(log).read_text().startswith("# cached: built by an earlier run")
 
 
 def test_plan_predicts_and_touches_nothing(

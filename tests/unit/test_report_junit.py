@@ -399,7 +399,7 @@ def test_hostile_strings_survive_literally(tmp_path: Path) -> None:
     failure = _cases(xml)[("gfp-zero", HOSTILE)].find("failure")
     assert failure is not None
     message = failure.get("message") or ""
-    assert "\\x1b[31mred\\x1b[0m \\x00 \\x07 \\xd800" in message  # ...and visible when read
+    assert "\\x1b[31mred\\x1b[0m \\x00 \\x07 \\ud800" in message  # ...and visible when read
 
 
 def test_an_incomplete_run_is_never_green(tmp_path: Path) -> None:

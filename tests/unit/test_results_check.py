@@ -56,7 +56,7 @@ def _nested(depth: int, rng: random.Random) -> str:
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\u202egnp.exe\ud800 <script>\r"
 OTHER_VALUES: list[Any] = [
-    0, -1, 1.5, 2**64, 10**30, 1e308, float("nan"), float("inf"), -0.0, True, False,
+    0, -1, 1.5, 2**64, 10**30, 10**400, 1e308, float("nan"), float("inf"), -0.0, True, False,
     "", "x", [], {}, [1, "a", None], {"a": 1}, {"name": 3},
 ]  # fmt: skip
 WORDS = ["PASS", "passed", "bogus", "kernel_hang", " pass", "", "Error", "0"]
@@ -195,6 +195,9 @@ def test_a_wrong_enum_value_names_its_path_and_the_choices() -> None:
         (lambda d: d["variants"][1]["stages"][0].update(duration=float("nan")),
          "variants[1].stages[0].duration: expected a finite number of at most 9.2e+18, "
          "got a number nan"),
+        (lambda d: d["variants"][0]["tests"][0].update(metrics={"y": 10**400}),
+         "variants[0].tests[0].metrics['y']: expected a finite number of at most 9.2e+18, "
+         "got a huge integer"),
         (lambda d: d["variants"][0]["tests"][0].update(metrics={"x": -1e308}),
          "variants[0].tests[0].metrics['x']: expected a finite number of at most 9.2e+18, "
          "got a number -1e+308"),
@@ -267,3 +270,23 @@ def test_report_names_the_path_of_the_problem(
         "expected one of pass, fail, skip, timeout, kernel-hang, crash, error; "
         "got a string '\\x1b]0;owned\\x07'\n"
     )
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308, 9.2e18, -9.2e18, 0, -1, 1e-6, 2**63 - 1])
+def test_extreme_numbers_in_every_field_render_or_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: float
+) -> None:
+    """Every number of a run with perf metrics at once: the statistics must not overflow."""
+
+    def replaced(data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: replaced(v) for k, v in data.items()}
+        if isinstance(data, list):
+            return [replaced(v) for v in data]
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return value if isinstance(data, float) else data
+        return data
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(replaced(results.to_data(sample_run(tmp_path / "logs")))))
+    assert cli.main(["report", str(path)]) in (0, 2), capsys.readouterr().err
