@@ -309,3 +309,17 @@ def test_logs_outside_the_run_directory_are_not_read(tmp_path: Path) -> None:
 def test_bidi_controls_are_shown_not_applied(tmp_path: Path) -> None:
     page = html.render(pointing_out(tmp_path / "run", tmp_path / "id"))
     assert "\u202e" not in page and "exit 1: &lt;U+202E&gt;gnp.exe" in page
+
+
+def test_a_counted_splat_says_how_many(tmp_path: Path) -> None:
+    run = sample_run(tmp_path)
+    variant = next(v for v in run.variants if any(t.splats for t in v.tests))
+    test = next(t for t in variant.tests if t.splats)
+    counted = dataclasses.replace(test, splats=(dataclasses.replace(test.splats[0], count=7),))
+    tests = tuple(counted if t is test else t for t in variant.tests)
+    variants = tuple(
+        dataclasses.replace(v, tests=tests) if v is variant else v for v in run.variants
+    )
+    page = html.render(dataclasses.replace(run, variants=variants))
+    assert "×7" in page
+    assert "×1" not in html.render(run)
