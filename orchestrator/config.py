@@ -109,8 +109,16 @@ def load(path: Path) -> Matrix:
 
 
 def _unsafe_reason(name: str) -> str | None:
-    """Why *name* cannot be used as a directory name, or None if it can."""
+    """Why *name* cannot be used as a directory name and a git branch component
+    (orchestrate/<matrix>/<variant>), or None if it can."""
     if _SAFE_NAME.fullmatch(name):
+        # git check-ref-format's rules that the characters allowed here can break.
+        for bad, why in (("..", "'..'"), (".lock", "'.lock' at its end"), (".", "'.' at its end")):
+            if (bad in name) if bad == ".." else name.endswith(bad):
+                return (
+                    f"{name!r} is not a safe name: it contains {why}, which git does not "
+                    "allow in a branch name"
+                )
         return None
     if not name:
         reason = "it is empty"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import proc
+from orchestrator.errors import InfraError
 from orchestrator.sandbox import Sandbox
 
 ARTIFACT_FILES = ("vmlinux", "arch/x86/boot/bzImage", ".config", "System.map")
@@ -117,6 +118,7 @@ def build(
     if marker.exists():
         shutil.rmtree(bdir.out, ignore_errors=True)
     bdir.out.mkdir(parents=True, exist_ok=True)
+    check_free_space(bdir.out)
     marker.write_text("make was running here; if this file is left, it never finished\n")
     dot_config = bdir.out / ".config"
     # Rewriting an identical .config would change its mtime and make kbuild
@@ -138,6 +140,8 @@ def build(
     text = log.read_text(errors="replace")
     warnings = tuple(dict.fromkeys(_WARNING.findall(text)))[:100]
     if not result.ok:
+        if _DISK_FULL in text:  # the machine's fault, not the kernel's
+            raise InfraError(f"disk full while building in {bdir.out} (log: {log})")
         reason = "timed out" if result.timed_out else first_error(text)
         return Outcome(False, staging, log, reason, warnings)
     for name in ARTIFACT_FILES:
@@ -146,6 +150,22 @@ def build(
     shutil.rmtree(artifacts, ignore_errors=True)
     staging.rename(artifacts)
     return Outcome(True, artifacts, artifacts / "build.log", None, warnings)
+
+
+# A clean tinyconfig-based build fills ~200 MB of O= (measured); a defconfig one
+# several GB.  Below this, a build would likely stop half-way for lack of space.
+MIN_FREE_BYTES = 1 << 30
+_DISK_FULL = "No space left on device"
+
+
+def check_free_space(where: Path, needed: int = MIN_FREE_BYTES) -> None:
+    """InfraError (exit 3) before a build that the disk cannot hold."""
+    free = shutil.disk_usage(where).free
+    if free < needed:
+        raise InfraError(
+            f"only {free / 2**30:.2f} GiB free on the disk of {where}; a kernel build needs "
+            f"at least {needed / 2**30:.0f} GiB: free some space or use another --cache-dir"
+        )
 
 
 def pending_log(artifacts: Path) -> Path:

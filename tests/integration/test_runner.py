@@ -565,3 +565,24 @@ def test_a_hostile_makefile_is_contained_and_the_variant_still_built(
     assert (outside / "pwned").exists() and (home / "pwned").exists()
     leaked = list((tmp_path / "cache2" / "work" / "build").glob("*/out/stolen"))
     assert leaked and "SECRET" in leaked[0].read_text()
+
+
+def test_a_full_disk_mid_build_is_exit_3_not_a_build_failure(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = Path(config.load(project / "matrix.yaml").tree.location)
+    full = "return 0; /* BUILD_ENOSPC */"
+    _commit_patch(tree, project / "patches" / "full", "kernel/fork.c", "return 0", full, "full")
+    matrix = project / "full.yaml"
+    matrix.write_text(
+        (project / "matrix.yaml").read_text().split("variants:\n")[0]
+        + "variants:\n  - name: base\n  - name: full\n    series: patches/full\n"
+    )
+    out = tmp_path / "out"
+    argv = [str(matrix), "--until", "build", "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main([*argv, "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "disk full while building" in err and "Traceback" not in err
+    run = results.read(out / "results.json")
+    assert run.incomplete.startswith("stopped by an error after ")
+    assert [s.status for s in run.variants[0].stages] == [Status.PASS] * 3

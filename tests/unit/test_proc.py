@@ -68,10 +68,16 @@ def test_timeout_kills_the_whole_tree() -> None:
 
 def test_interrupt_kills_the_child() -> None:
     """A KeyboardInterrupt (Ctrl-C or SIGTERM in the CLI) must not orphan children."""
-    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        proc.run(["sleep", "30"], timeout=60)
+    # Set up the handling this tests: a shell that started us with SIGINT ignored
+    # (nohup, `&`, some CI runners) would otherwise make the signal a no-op.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            proc.run(["sleep", "30"], timeout=60)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "sleep"]
 
 
