@@ -156,14 +156,17 @@ def report(tallies: dict[str, Tally], duration: float) -> list[str]:
             continue
         hits = len(t.detections)
         if t.expected == "fail":
-            ok = (
-                t.boots >= 10 and hits >= 0.9 * t.boots and all(x <= duration for x in t.detections)
-            )
+            needed = 10
+            ok = hits >= 0.9 * t.boots and all(x <= duration for x in t.detections)
             goal = f"detect in >= 9 of 10 boots within {duration:g} s"
         else:
-            ok = t.boots >= 20 and hits == 0 and not t.other
+            needed = 20
+            ok = hits == 0 and not t.other
             goal = f"no false alarm in 20 boots x {duration:g} s"
-        lines.append(f"  {name}: {goal}: {'met' if ok else 'NOT MET'} ({hits}/{t.boots})")
+        verdict = "met" if ok else "NOT MET"
+        if ok and t.boots < needed:
+            verdict = f"so far ({t.boots} of the {needed} boots it needs)"
+        lines.append(f"  {name}: {goal}: {verdict} ({hits}/{t.boots} detected)")
     return lines
 
 

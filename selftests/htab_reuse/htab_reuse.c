@@ -166,7 +166,7 @@ static void check_bpf(struct run *r)
 		       (unsigned long long)r->stats->torn_a, (unsigned long long)r->stats->torn_b,
 		       (unsigned long long)r->stats->torn_key);
 	if (r->test == SAME_KEY_REUSE && r->stats->torn)
-		detect(r, "locked BPF write of key %llu found two writes of it under the lock: seq %llu and seq %llu",
+		detect(r, "locked BPF write of key %llu found two writes under the lock: seq %llu and seq %llu",
 		       (unsigned long long)r->stats->torn_key, (unsigned long long)r->stats->torn_a,
 		       (unsigned long long)r->stats->torn_b);
 	if (r->test == LOOKUP_IDENTITY && r->stats->mismatches)
@@ -256,7 +256,7 @@ static bool same_key_torn(struct run *r, __u32 key, const __u64 *words)
 	atomic_fetch_add_explicit(&r->torn_reads, 1, memory_order_relaxed);
 	b = hr_word_seq(words[first]);
 	if (b)
-		detect(r, "BPF_F_LOCK read of key %u returned two writes of it: seq %u and seq %u (word %u; %u of %u words not seq %u)",
+		detect(r, "BPF_F_LOCK read of key %u returned two writes: seq %u and seq %u (word %u; %u of %u words not seq %u)",
 		       key, a, b, first, n, r->nwords, a);
 	else if (a)
 		detect(r, "BPF_F_LOCK read of key %u returned seq %u and word %u = %#llx, torn or zero (%u of %u words not seq %u)",
