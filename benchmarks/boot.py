@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def kernel(cache: Cache, work: Path) -> Path:
-    """The default matrix's upstream vmlinux, built (or found) by the pipeline."""
+    """The default matrix's upstream vmlinux, built (or found) by the runner."""
     matrix = load(REPO / "matrix.yaml")
     only = ("upstream",)
     options = Options(cache=cache, run_dir=work, only=only, until=Stage.BUILD)

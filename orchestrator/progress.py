@@ -1,7 +1,7 @@
 """Progress of a run: a live variants x stages table on a terminal, one plain
 line per stage change otherwise (CI logs).
 
-Both implement the pipeline's Progress callback:
+Both implement the runner's Progress callback (units.Progress):
 (variant, stage, status or None when starting, detail).  A detail can hold
 hostile text (a patch subject, a compiler's or a test's last words), so
 what reaches the terminal goes through textfmt.for_terminal: one line each,

@@ -194,7 +194,7 @@ def read_tail(
     return Excerpt(path, "\n".join(kept), size, cut)
 
 
-# What testrun writes to the kernel log before each run of a test (run_test.Marker).
+# What run_test writes to the kernel log before each run of a test (run_test.Marker).
 _BEGIN = b"orchestrate: begin test "
 _CONSOLE = re.compile(r"console-(\d+)\.log")
 _CONSOLE_MAX = 64 * 1024 * 1024  # larger consoles are not searched for markers

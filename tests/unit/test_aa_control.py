@@ -125,7 +125,7 @@ def test_the_control_name_cannot_be_a_variant_name(tmp_path: Path) -> None:
         config.load(path)
 
 
-# --- the pipeline's batches, with fake guests --------------------------------------------------
+# --- the matrix option -------------------------------------------------------------------------
 
 
 def _matrix(tmp_path: Path, perf_section: str) -> Path:
