@@ -76,6 +76,7 @@ class Runner:
         self.guests: dict[str, GuestState] = {}  # a guest's latest state, by the name it runs as
         self.accel: tuple[str, str] | None = None  # chosen at the first boot
         self._shown: dict[str, int] = {}  # stages already announced, per variant
+        self._started: set[str] = set()  # units handed to the executor
 
     @property
     def results_path(self) -> Path:
@@ -145,7 +146,7 @@ class Runner:
     def _start_next(self) -> bool:
         """Start (or skip) the first ready unit in plan order; False when none is."""
         for unit in self.units:
-            if unit.id in self.done or any(u is unit for u, _ in self.running.values()):
+            if unit.id in self.done or unit.id in self._started:
                 continue
             if not all(d in self.done for d in unit.deps):
                 continue
@@ -158,6 +159,7 @@ class Runner:
             self._announce_start(unit)
             future = self.executor.submit(self._work(unit))
             self.running[future] = (unit, time.monotonic())
+            self._started.add(unit.id)
             if future.done():
                 self._finish(future)
             return True
