@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from orchestrator import ledger
 from orchestrator.results import from_data, to_data
+from orchestrator.textfmt import for_terminal
 
 T = TypeVar("T")
 
@@ -72,9 +74,15 @@ class Cache:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """One run at a time per cache: runs share worktrees and build dirs."""
+        """One run at a time per cache: runs share worktrees and build dirs.
+
+        What a dead run left running (a killed orchestrate's compilers, say) is
+        killed first, and this run's children are noted for the next one.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / "lock").open("w") as f:
+        for what in ledger.reap(self.root / ledger.DIRNAME):
+            print(for_terminal(f"stopped what a dead run left behind: {what}"), flush=True)
+        with (self.root / "lock").open("w") as f, ledger.recording(self.root / ledger.DIRNAME):
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from orchestrator import ledger
 from orchestrator.errors import InfraError
 
 StrPath = str | os.PathLike[str]
@@ -121,6 +122,7 @@ def run(
             )
         except FileNotFoundError as exc:
             raise InfraError(f"{args[0]}: command not found (is it installed?)") from exc
+        ledger.started(child.pid, args[0])
         try:
             out, err = child.communicate(
                 stdin.encode() if stdin is not None else None, timeout=timeout
@@ -136,6 +138,8 @@ def run(
             kill_tree(child.pid)
             child.wait()
             raise
+        finally:
+            ledger.ended(child.pid)
     finally:
         if log_file:
             log_file.close()
@@ -206,6 +210,7 @@ class Background:
             kill_tree(self._popen.pid, grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._popen.wait(grace)
+        ledger.ended(self._popen.pid)
 
     def __enter__(self) -> Background:
         return self
@@ -238,4 +243,5 @@ def spawn(
             )
         except FileNotFoundError as exc:
             raise InfraError(f"{args[0]}: command not found (is it installed?)") from exc
+    ledger.started(popen.pid, args[0])
     return Background(popen, args, log)
