@@ -50,10 +50,16 @@ class Cache:
         return self.root / "work"
 
     def load(self, kind: str, key: str, cls: type[T]) -> T | None:
+        """The record, or None when there is none or it is unreadable (a torn
+        write of a killed run, a hand edit): then the work is simply redone."""
         path = self._record(kind, key)
-        if not path.exists():
+        try:
+            return from_data(cls, json.loads(path.read_text()))
+        except FileNotFoundError:
             return None
-        return from_data(cls, json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            path.unlink(missing_ok=True)
+            return None
 
     def save(self, kind: str, key: str, record: Any) -> None:
         path = self._record(kind, key)

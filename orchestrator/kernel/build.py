@@ -33,6 +33,9 @@ FIXED_MAKE_VARS = (
     "KBUILD_BUILD_TIMESTAMP=2000-01-01",
     "KBUILD_BUILD_USER=orchestrate",
     "KBUILD_BUILD_HOST=orchestrate",
+    # Else each link in a shared build dir bumps the "#N" in the version string,
+    # and the same tree and config would give a different bzImage each time.
+    "KBUILD_BUILD_VERSION=1",
 )
 _ERROR = re.compile(r"^(\S+?:\d+(?::\d+)?: (?:fatal )?error: .*)$", re.M)
 _WARNING = re.compile(r"^(\S+?:\d+(?::\d+)?: warning: .*)$", re.M)
