@@ -34,7 +34,9 @@ class MatrixError(UserError):
         self.line = line
         self.key = key
         self.message = message
-        super().__init__(f"{file}:{line}: {key}: {message}")
+        # Line 0 is the file as a whole (too large, unreadable): no line, no key.
+        where = f"{file}:{line}: {key}" if line else f"{file}"
+        super().__init__(f"{where}: {message}")
 
 
 class Interrupted(KeyboardInterrupt):
