@@ -319,6 +319,9 @@ class StormSession:
     def splats(self) -> list[Splat]:
         return self.watcher.all()
 
+    def sshd_gone(self) -> bool:
+        return False
+
     def console_tail(self) -> str:
         return self.watcher.tail()
 

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator import aa_control, verdicts
+from orchestrator import aa_control, flakes, verdicts
 from orchestrator.plan import Unit, UnitKind, unit_id
 from orchestrator.results import (
     Batch,
+    Quarantine,
     RunResult,
     Stage,
     StageResult,
@@ -55,6 +56,7 @@ class RunMeta:
     baseline: str
     until: Stage = Stage.TEST
     host: dict[str, str] = field(default_factory=dict)
+    quarantine: tuple[Quarantine, ...] = ()  # the matrix's, as of the run's start (flakes.py)
 
 
 def run_result(
@@ -79,6 +81,7 @@ def run_result(
         control=_control(meta, variants, rounds, perf_done),
         batches=tuple(batches),
         incomplete=incomplete,
+        quarantine=meta.quarantine,
     )
 
 
@@ -113,7 +116,7 @@ def _variant(
             stages += _skipped(wanted, stages, reason)
             return replace(result, stages=tuple(stages))
     if Stage.TEST in wanted:
-        tests = (*result.tests, *_samples(rounds, name))
+        tests = flakes.mark((*result.tests, *_samples(rounds, name)), meta.quarantine)
         result = replace(result, tests=tests)
         if perf_done:
             judged = verdicts.judge_tests(tests)
@@ -128,7 +131,9 @@ def _stage_of(output: Output) -> StageResult:
 
 def _with(result: VariantResult, output: Output) -> VariantResult:
     if isinstance(output, Applied):
-        return replace(result, base=output.base, head=output.head, patches=output.patches)
+        return replace(
+            result, base=output.base, head=output.head, patches=output.patches, mail=output.mail
+        )
     if isinstance(output, Configured):
         return replace(result, kconfig=output.configured.mismatches)
     if isinstance(output, Built):

@@ -7,6 +7,7 @@ Exit codes: 0 all good, 1 some variant or test failed, 2 bad input,
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import shutil
@@ -19,22 +20,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from orchestrator import config, history, journal, preview, results
+from orchestrator import bisect, config, history, journal, preview, reply, reproduce, results
 from orchestrator.assemble import stages_to
 from orchestrator.cache import Cache, default_root
 from orchestrator.errors import InfraError, Interrupted, OrchestrateError, UserError
+from orchestrator.export import kcidb, patchwork
 from orchestrator.journal import Journal
 from orchestrator.kernel import series, source
 from orchestrator.matrix import Matrix
 from orchestrator.perf import History
 from orchestrator.plan import selected
-from orchestrator.progress import progress_for
+from orchestrator.progress import PlainProgress, progress_for
 from orchestrator.report import FILES, write_reports
 from orchestrator.results import RunResult, Stage
 from orchestrator.runner import Options, Runner, collect_series
 from orchestrator.textfmt import for_terminal
 
-COMMANDS = ("run", "plan", "report", "history")
+COMMANDS = ("run", "plan", "report", "history", "reproduce", "bisect", "reply", "export")
 SUMMARY = 300  # characters of a variant's reasons on its summary line
 ERROR_TEXT = 4000  # characters of an error message (git's stderr is cut at 2000)
 
@@ -47,11 +49,22 @@ def _parser() -> argparse.ArgumentParser:
         "--debug anywhere shows a traceback for an unexpected error (exit 3 otherwise).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    examples = {
+        "run": "examples:\n  orchestrate run matrix.yaml --only pre-fix -j 4\n"
+        "  orchestrate run --resume reports/bpf-reuse/20261206-101500",
+        "plan": "example: orchestrate plan matrix.yaml --only gfp-zero",
+    }
     for name, text in (
         ("run", "apply, build and test every variant"),
         ("plan", "print what a run would do; touches nothing"),
     ):
-        cmd = sub.add_parser(name, help=text, description=text)
+        cmd = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=examples[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if name == "run":
             cmd.add_argument(
                 "matrix", type=Path, nargs="?", help="the matrix YAML file (not with --resume)"
@@ -105,18 +118,33 @@ def _parser() -> argparse.ArgumentParser:
                 help="run output directory (default: under the matrix's report dir)",
             )
     text = "render JUnit, HTML and text reports again from a results file; runs nothing"
-    cmd = sub.add_parser("report", help=text, description=text)
+    cmd = sub.add_parser(
+        "report",
+        help=text,
+        description=text,
+        epilog="example: orchestrate report reports/bpf-reuse/20261206-101500/results.json "
+        "--out /tmp/again",
+    )
     cmd.add_argument("results", type=Path, help="a results.json written by `orchestrate run`")
     cmd.add_argument(
         "--out", type=Path, default=None, help="where to write (default: next to the results)"
     )
     _history_parser(sub)
+    _reproduce_parser(sub)
+    _bisect_parser(sub)
+    _reply_parser(sub)
+    _export_parser(sub)
     return parser
 
 
 def _history_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     text = "print the verdicts and metric medians of the last runs of a matrix"
-    cmd = sub.add_parser("history", help=text, description=text)
+    cmd = sub.add_parser(
+        "history",
+        help=text,
+        description=text,
+        epilog="example: orchestrate history --matrix matrix.yaml -n 20",
+    )
     where = cmd.add_mutually_exclusive_group()
     where.add_argument(
         "--db", type=Path, default=None, help=f"a {history.FILENAME} (every matrix in it)"
@@ -130,11 +158,71 @@ def _history_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     cmd.add_argument("-n", "--last", type=int, default=10, help="how many runs (default: 10)")
 
 
+def _reproduce_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "boot a variant's kernel from a run again and run its test, or open a shell in it"
+    cmd = sub.add_parser(
+        "reproduce",
+        help=text,
+        description=text + " (the kernel from the cache, rebuilt if it is gone)",
+        epilog="example: orchestrate reproduce reports/bpf/20261206-101500/results.json "
+        "pre-fix htab_reuse   (add --shell for a root shell in that guest)",
+    )
+    cmd.add_argument("results", type=Path, help="a results.json written by `orchestrate run`")
+    cmd.add_argument("variant", help="the variant whose kernel boots")
+    cmd.add_argument("test", nargs="?", default=None, help="the test to run (default: all)")
+    cmd.add_argument(
+        "--shell", action="store_true", help="log in to the guest instead (needs a terminal)"
+    )
+    _rerun_options(cmd)
+
+
+def _bisect_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "find the first patch of a variant's series that makes a test fail"
+    cmd = sub.add_parser(
+        "bisect",
+        help=text,
+        description=text + ": builds prefixes of the series incrementally, runs the test "
+        "--runs times at each step; records the answer in the results and re-renders reports",
+        epilog="example: orchestrate bisect reports/bpf/20261206-101500/results.json "
+        "ctor htab_reuse --runs 10",
+    )
+    cmd.add_argument("results", type=Path, help="a results.json written by `orchestrate run`")
+    cmd.add_argument("variant", help="the variant whose series is bisected")
+    cmd.add_argument("test", help="the test it fails")
+    cmd.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="runs of the test per step; any failure makes a step bad "
+        "(default: the matrix's bisect: runs, else 5)",
+    )
+    _rerun_options(cmd)
+
+
+def _rerun_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"trees, builds and artifacts (default: the run's, else {default_root()})",
+    )
+    cmd.add_argument(
+        "-j", "--jobs", type=int, default=os.cpu_count() or 1, help="make jobs (default: CPUs)"
+    )
+    cmd.add_argument(
+        "--no-sandbox", action="store_true", help="run the tree's make unconfined (not advised)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     if args and args[0] not in COMMANDS and not args[0].startswith("-"):
+        guess = _misspelt_command(args[0])
+        if guess is not None:
+            print(guess, file=sys.stderr)
+            return 2
         args.insert(0, "run")
     ns = _parser().parse_args(args)
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -160,11 +248,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
 
 
+def _misspelt_command(word: str) -> str | None:
+    """What to say when `word`, read as a matrix path, looks like a mistyped command:
+    `orchestrate histroy` should not be read as a matrix file named histroy."""
+    if Path(word).exists() or os.sep in word or word.endswith((".yaml", ".yml")):
+        return None
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
+    if close:
+        return _shown(f"orchestrate: unknown command {word!r}; did you mean {close[0]!r}?")
+    return _shown(
+        f"orchestrate: {word!r} is neither a command ({', '.join(COMMANDS)}) nor a matrix file"
+    )
+
+
 def _command(ns: argparse.Namespace) -> int:
     if ns.command == "report":
         return _report(ns.results, ns.out)
     if ns.command == "history":
         return _history(ns.db, ns.matrix, ns.last)
+    if ns.command in ("reproduce", "bisect"):
+        return _again(ns)
+    if ns.command in ("reply", "export"):
+        return _mail_or_export(ns)
     try:
         resume = _resuming(ns) if ns.command == "run" else None
         if ns.matrix is None:
@@ -175,7 +280,12 @@ def _command(ns: argparse.Namespace) -> int:
         matrix = config.load(ns.matrix)
         unknown = sorted(set(ns.only) - {v.name for v in matrix.variants})
         if unknown:
-            print(f"orchestrate: --only: no such variant: {', '.join(unknown)}", file=sys.stderr)
+            names = ", ".join(v.name for v in matrix.variants)
+            print(
+                _shown(f"orchestrate: --only: no such variant: {', '.join(unknown)} "
+                       f"(the matrix has: {names})"),
+                file=sys.stderr,
+            )  # fmt: skip
             return 2
         cache = Cache((ns.cache_dir or default_root()).resolve())
         patches = collect_series(matrix, tuple(ns.only))
@@ -257,6 +367,7 @@ def _run(
         f"\n{len(run.variants)} variants in {time.monotonic() - start:.0f}s; "
         f"results: {run_dir / 'results.json'}"
     )
+    run = _bisect_run(matrix, cache, run, run_dir, ns)
     # Recorded before rendering, so the reports can show this run's place in the trend.
     past = _record(matrix.report.dir / history.FILENAME, run, matrix.name)
     for path in write_reports(run, run_dir, matrix.report.formats, past):
@@ -264,6 +375,264 @@ def _run(
     for v in run.variants:
         print(f"  {v.name:24} {v.status.value.upper():7} {_summary(v)}")
     return 0 if run.ok else 1
+
+
+def _bisect_run(
+    matrix: Matrix, cache: Cache, run: RunResult, run_dir: Path, ns: argparse.Namespace
+) -> RunResult:
+    """`bisect: true`: the first bad patch of each test a variant fails and the baseline passes."""
+    if not bisect.wanted(matrix, run):
+        return run
+    print("\nbisecting what the baseline passes and a variant fails:", flush=True)
+    run = bisect.after_run(
+        matrix,
+        cache,
+        run,
+        run_dir,
+        jobs=ns.jobs,
+        confined=not ns.no_sandbox,
+        progress=PlainProgress(),
+    )
+    results.write(run, run_dir / "results.json")
+    for v in run.variants:
+        for b in v.bisect:
+            print(_shown(f"  {v.name} {b.test}: {b.summary}", one_line=True))
+    return run
+
+
+def _again(ns: argparse.Namespace) -> int:
+    """`orchestrate reproduce` and `orchestrate bisect`: a finished run's variant again."""
+    try:
+        run = _read_run(ns.results)
+        cache = Cache((ns.cache_dir or _cache_of(ns.results)).resolve())
+        if ns.command == "reproduce":
+            reproduce.variant_of(run, ns.variant, reproduce.matrix_of(run))  # before any mkdir
+            work = _new_run_dir(ns.results.parent / "reproduce" / ns.variant, datetime.now(UTC))
+            request = reproduce.Request(
+                run, ns.variant, ns.test, ns.shell, cache, work, ns.jobs, not ns.no_sandbox
+            )
+            return reproduce.reproduce(request)
+        return _bisect(ns, run, cache)
+    except OrchestrateError as exc:
+        print(_shown(f"orchestrate: error: {exc}"), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("orchestrate: interrupted; child processes were stopped", file=sys.stderr)
+        return 130
+
+
+def _bisect(ns: argparse.Namespace, run: RunResult, cache: Cache) -> int:
+    matrix = reproduce.matrix_of(run)
+    reproduce.variant_of(run, ns.variant, matrix)
+    if ns.runs is not None and not 1 <= ns.runs <= config.MAX_BISECT_RUNS:
+        raise UserError(f"--runs must be 1 to {config.MAX_BISECT_RUNS}, not {ns.runs}")
+    job = bisect.Job(ns.variant, ns.test, ns.runs or matrix.bisect.runs)
+    with cache.locked():
+        found = bisect.bisect(
+            matrix,
+            cache,
+            ns.results.parent / "bisect",
+            job,
+            jobs=ns.jobs,
+            confined=not ns.no_sandbox,
+            progress=PlainProgress(),
+        )
+    # Read again: the file may have changed while the steps ran (another bisect).
+    run = bisect.record(_read_run(ns.results), ns.variant, (found,))
+    results.write(run, ns.results)
+    formats = matrix.report.formats
+    for path in write_reports(run, ns.results.parent, formats, run_dir=ns.results.parent):
+        print(f"report: {path}")
+    print(_shown(f"{ns.variant} {ns.test}: {found.summary}"))
+    return 0 if found.first_bad else 1
+
+
+def _read_run(path: Path) -> RunResult:
+    """A results file, or a UserError that says why it is not one."""
+    try:
+        return results.read(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a results file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not JSON: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not a results file: {exc}") from None
+
+
+def _cache_of(results_path: Path) -> Path:
+    """The cache the run used (its journal says), else the default one."""
+    try:
+        return Path(journal.read(results_path.parent).cache)
+    except (UserError, OSError, ValueError, KeyError, TypeError):
+        return default_root()
+
+
+def _reply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "write the run's verdict as a reply to the series' thread (.eml); sends only if told"
+    cmd = sub.add_parser(
+        "reply",
+        help=text,
+        description=text + ": In-Reply-To the cover letter (or first patch), the text summary "
+        "inline, report.html attached, to the author with the thread's lists and people in Cc",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  orchestrate reply reports/bpf/20261206-101500/results.json   (writes reply.eml there)\n"
+        "  orchestrate reply RESULTS.json --send smtp --smtp smtp.example.org:587 "
+        "--smtp-user me\n"
+        "  orchestrate reply RESULTS.json --send git   (git send-email, as you configured it)\n"
+        f"the SMTP password comes from ${reply.PASSWORD_ENV}, else it is asked for",
+    )
+    cmd.add_argument("results", type=Path, help="a results.json written by `orchestrate run`")
+    cmd.add_argument("--variant", default=None, help="whose series to answer (when several)")
+    cmd.add_argument(
+        "--out", type=Path, default=None, help="the .eml (default: reply.eml beside the results)"
+    )
+    cmd.add_argument(
+        "--from",
+        dest="sender",
+        default=None,
+        metavar="'NAME <ADDR>'",
+        help="the sender (default: git's user.name and user.email)",
+    )
+    for flag, what in (
+        ("--to", "an addressee besides the thread's (repeatable; the only one, outside any "
+         "thread, when the results record no mail)"),
+        ("--cc", "a copy besides the thread's (repeatable)"),
+    ):  # fmt: skip
+        cmd.add_argument(flag, action="append", default=[], metavar="ADDR", help=what)
+    cmd.add_argument(
+        "--attach",
+        choices=[a.value for a in reply.Attach],
+        default=reply.Attach.HTML.value,
+        help="report.html as HTML, gzipped (for lists that refuse HTML parts) or not at all",
+    )
+    cmd.add_argument(
+        "--send", choices=("smtp", "git"), default=None, help="send it (default: only write it)"
+    )
+    cmd.add_argument(
+        "--smtp",
+        default=os.environ.get("ORCHESTRATE_SMTP"),
+        metavar="HOST:PORT",
+        help="the server for --send smtp (default: $ORCHESTRATE_SMTP)",
+    )
+    cmd.add_argument(
+        "--smtp-security",
+        choices=("auto", *(s.value for s in reply.Security)),
+        default="auto",
+        help="auto: none on this machine, ssl on port 465, else starttls",
+    )
+    cmd.add_argument("--smtp-user", default=None, metavar="USER", help="log in as this user")
+
+
+def _export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "write a run's results for another system: KCIDB v5 JSON or patchwork checks"
+    cmd = sub.add_parser(
+        "export",
+        help=text,
+        description=text + "; nothing is posted anywhere",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  orchestrate export --kcidb reports/bpf/20261206-101500/results.json --out kcidb.json\n"
+        "  orchestrate export --patchwork RESULTS.json "
+        "--report-url https://ci.example.org/bpf/report.html",
+    )
+    kind = cmd.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--kcidb", action="store_true", help="KCIDB v5 JSON, checked with kcidb-io")
+    kind.add_argument(
+        "--patchwork", action="store_true", help="check records for /api/patches/{id}/checks/"
+    )
+    cmd.add_argument("results", type=Path, help="a results.json written by `orchestrate run`")
+    cmd.add_argument("--out", type=Path, default=None, help="the file (default: standard output)")
+    cmd.add_argument(
+        "--origin", default=None, help=f"KCIDB origin (default: {kcidb.DEFAULT_ORIGIN})"
+    )
+    cmd.add_argument(
+        "--context",
+        default=None,
+        help=f"patchwork context prefix (default: {patchwork.DEFAULT_CONTEXT})",
+    )
+    cmd.add_argument("--report-url", default=None, help="where report.html is published")
+
+
+def _mail_or_export(ns: argparse.Namespace) -> int:
+    """`orchestrate reply` and `orchestrate export`: a finished run's results, elsewhere."""
+    try:
+        run = _read_run(ns.results)
+        return _reply(ns, run) if ns.command == "reply" else _export(ns, run)
+    except OrchestrateError as exc:
+        print(_shown(f"orchestrate: error: {exc}"), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # at the password prompt, or while sending
+        print("orchestrate: interrupted", file=sys.stderr)
+        return 130
+
+
+def _reply(ns: argparse.Namespace, run: RunResult) -> int:
+    server = None
+    if ns.send == "smtp":
+        if not ns.smtp:
+            raise UserError("--send smtp needs --smtp HOST:PORT (or $ORCHESTRATE_SMTP)")
+        security = None if ns.smtp_security == "auto" else reply.Security(ns.smtp_security)
+        server = reply.Smtp.parse(ns.smtp, security, ns.smtp_user)
+    variant = reply.choose(run, ns.variant, ns.results)
+    sender = ns.sender or reply.default_sender()
+    if sender is None:
+        raise UserError("no sender: give --from 'Name <you@example.org>' (or set git's user.email)")
+    attach = reply.Attach(ns.attach)
+    html = None if attach is reply.Attach.NONE else reply.report_html(ns.results, run)
+    answer = reply.build(
+        run, variant, sender=sender, html=html, to=ns.to, cc=ns.cc, attach=attach,
+        where=ns.results,
+    )  # fmt: skip
+    out = ns.out or ns.results.parent / "reply.eml"
+    try:
+        reply.write(answer, out)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the reply: {exc.strerror or exc}") from None
+    print(f"reply: {out}")
+    for key in ("To", "Cc", "Subject", "In-Reply-To"):
+        if answer.message[key]:
+            print(_shown(f"  {key}: {answer.message[key]}", one_line=True))
+    if server is not None:
+        refused = reply.send_smtp(answer, server)
+        print(f"sent through {server.host}:{server.port}")
+        if refused:
+            print(_shown(f"orchestrate: warning: refused: {', '.join(refused)}"), file=sys.stderr)
+    elif ns.send == "git":
+        reply.send_git(answer, out)
+        print("sent with git send-email")
+    else:
+        print("nothing sent (--send smtp or --send git sends it)")
+    return 0
+
+
+def _export(ns: argparse.Namespace, run: RunResult) -> int:
+    if ns.kcidb:
+        if ns.context or ns.report_url:
+            raise UserError("--context and --report-url are for --patchwork")
+        text = kcidb.dumps(kcidb.render(run, origin=ns.origin or kcidb.DEFAULT_ORIGIN))
+    else:
+        if ns.origin:
+            raise UserError("--origin is for --kcidb")
+        data = patchwork.render(
+            run, context=ns.context or patchwork.DEFAULT_CONTEXT, target_url=ns.report_url
+        )
+        text = patchwork.dumps(data)
+    if ns.out is None or str(ns.out) == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        tmp = ns.out.with_name(ns.out.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(ns.out)
+    except OSError as exc:
+        raise UserError(f"{ns.out}: cannot write: {exc.strerror or exc}") from None
+    print(f"{'kcidb' if ns.kcidb else 'patchwork'}: {ns.out}")
+    return 0
 
 
 def _new_run_dir(parent: Path, started: datetime) -> Path:

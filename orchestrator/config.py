@@ -10,16 +10,23 @@ kind's suite (suites/), which config.py asks instead of knowing the kinds.
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 
+import yaml
+
 from orchestrator import suites
+from orchestrator.kernel import mail
 from orchestrator.matrix import (
     AccelChoice,
+    Bisect,
     Guest,
     Kconfig,
+    MailSource,
     Matrix,
     OnMismatch,
     Perf,
+    Quarantine,
     Report,
     Revert,
     Test,
@@ -27,7 +34,9 @@ from orchestrator.matrix import (
     TreeKind,
     Variant,
 )
+from orchestrator.textfmt import quote
 from orchestrator.yaml_nodes import (
+    QUOTE,
     Node,
     boolean,
     choice,
@@ -50,14 +59,22 @@ from orchestrator.yaml_nodes import (
 DEBIAN_SOURCE_DIR = Path("/usr/src")
 DEFAULT_DEBIAN_SOURCE = "linux-source-6.1"
 
-TOP_KEYS = ("name", "tree", "kconfig", "build", "guest", "tests", "perf", "report", "variants")
+TOP_KEYS = (
+    "name", "tree", "kconfig", "build", "guest", "tests", "perf", "report", "variants",
+    "quarantine", "bisect",
+)  # fmt: skip
 TREE_KEYS = ("debian", "git", "path", "ref")
 KCONFIG_KEYS = ("base", "arch", "fragments", "on_mismatch")
 GUEST_KEYS = ("cpus", "memory", "accel", "boot_timeout", "cmdline", "selftests")
-TEST_KEYS = ("name", "kind", "command", "timeout", "repeats", "args", "about")
+TEST_KEYS = ("name", "kind", "command", "timeout", "repeats", "retries", "args", "about")
+QUARANTINE_KEYS = ("test", "reason", "expires")
+# Reruns of a test that missed its expectation (flakes.py): a few at most.
+MAX_RETRIES = 10
 PERF_KEYS = ("aa_control", "max_reruns")
+BISECT_KEYS = ("enabled", "runs")
+MAX_BISECT_RUNS = 100  # runs of a test per bisection step (syzbot does 10)
 REPORT_KEYS = ("dir", "formats", "baseline")
-VARIANT_KEYS = ("name", "series", "reverts", "kconfig", "expect")
+VARIANT_KEYS = ("name", "series", "reverts", "kconfig", "expect", "bisect")
 
 ARCHES = ("x86_64",)
 ON_MISMATCH = tuple(m.value for m in OnMismatch)
@@ -102,6 +119,8 @@ def load(path: Path) -> Matrix:
         tests=tests,
         build_timeout=get(top, "build", _build_timeout, 3600.0),
         perf=get(top, "perf", _perf, Perf()),
+        quarantine=get(top, "quarantine", lambda n: _quarantine(n, tests), ()),
+        bisect=get(top, "bisect", _bisect, Bisect()),
     )
 
 
@@ -287,6 +306,12 @@ def _test(cur: Node, seen: dict[str, int]) -> Test:
     _obey(cur, fields, "command", suite.command_rule, suite.kind, empty=not command)
     timeout = get(fields, "timeout", seconds, 300.0)
     repeats = get(fields, "repeats", lambda n: integer(n, 1), 1)
+    retries = get(fields, "retries", lambda n: integer(n, 0, MAX_RETRIES), 0)
+    if retries and suite.perf:
+        raise fields["retries"].error(
+            f"a {suite.kind} test is a perf test: each round is a sample, and rerunning "
+            "the slow ones would bias them; retries is for functional tests"
+        )
     args: tuple[tuple[str, str], ...] = get(fields, "args", _args, ())
     _obey(cur, fields, "args", suite.args_rule, suite.kind, empty=False)
     schema = suite.args_schema
@@ -302,6 +327,7 @@ def _test(cur: Node, seen: dict[str, int]) -> Test:
         command=command,
         timeout=timeout,
         repeats=repeats,
+        retries=retries,
         args=args,
         options=suite.options(values),
         about=get(fields, "about", lambda n: _about(n, name), ()),
@@ -391,13 +417,65 @@ def _variant(cur: Node, tests: tuple[Test, ...], seen: dict[str, int]) -> Varian
     fields = mapping(cur, VARIANT_KEYS, required=("name",))
     name = _name(fields["name"])
     claim(fields["name"], name, seen, "variant")
+    patches, thread = get(fields, "series", _series, _NO_SERIES)
     return Variant(
         name=name,
-        series=get(fields, "series", lambda n: local_paths(n, "file or directory"), ()),
+        series=patches,
+        mail=thread,
         reverts=get(fields, "reverts", _reverts, ()),
         fragments=get(fields, "kconfig", lambda n: local_paths(n, "file"), ()),
         expect=get(fields, "expect", lambda n: _expect(n, tests), ()),
+        bisect=get(fields, "bisect", boolean, False),
     )
+
+
+MAIL_KEYS = ("b4", "mbox", "message-id")
+_NO_SERIES: tuple[tuple[Path, ...], MailSource | None] = ((), None)
+_URL = re.compile(r"https?://", re.IGNORECASE)
+
+
+def _series(cur: Node) -> tuple[tuple[Path, ...], MailSource | None]:
+    """Patch files, or a thread for b4: {b4: MESSAGE-ID or lore URL}, {mbox: FILE,
+    message-id: ID} or a lore URL (kernel/mail.py)."""
+    if isinstance(cur.node, yaml.MappingNode):
+        return (), _mail_source(cur)
+    if isinstance(cur.node, yaml.ScalarNode):
+        text = scalar(cur, "a path, a list of paths, a lore URL or {b4: ...} / {mbox: ...}")
+        if isinstance(text, str) and _URL.match(text):
+            return (), MailSource(message_id=_message_id(cur, url_ok=True))
+    items = sequence(cur, "a path or a list of paths", one_ok=True)
+    for item in items:
+        value = scalar(item, "a path")
+        if isinstance(value, str) and _URL.match(value):
+            raise item.error("a lore URL is a series of its own: write `series: URL`, not a list")
+    return local_paths(cur, "file or directory"), None
+
+
+def _mail_source(cur: Node) -> MailSource:
+    fields = mapping(cur, MAIL_KEYS)
+    if ("b4" in fields) == ("mbox" in fields):
+        raise cur.error(
+            "a series from the list is {b4: MESSAGE-ID or lore URL} (fetched with b4) or "
+            "{mbox: FILE, message-id: ID} (offline): give one of b4 or mbox"
+        )
+    if "b4" in fields:
+        if "message-id" in fields:
+            raise fields["message-id"].error("b4: names the message already; drop message-id")
+        return MailSource(message_id=_message_id(fields["b4"], url_ok=True))
+    return MailSource(
+        message_id=get(fields, "message-id", _message_id, ""),
+        mbox=local_path(fields["mbox"], "file or directory"),
+    )
+
+
+def _message_id(cur: Node, *, url_ok: bool = False) -> str:
+    text = string(cur, "a Message-ID")
+    try:
+        if url_ok and _URL.match(text):
+            return mail.message_id_from_url(text)
+        return mail.message_id(text)
+    except ValueError as exc:
+        raise cur.error(str(exc)) from None
 
 
 def _reverts(cur: Node) -> tuple[Revert, ...]:
@@ -429,6 +507,55 @@ def _expect(cur: Node, tests: tuple[Test, ...]) -> tuple[tuple[str, str], ...]:
             raise child.error(f"{key!r} has an empty subtest name after '.'")
         pairs.append((key, choice(child, OUTCOMES)))
     return tuple(pairs)
+
+
+def _quarantine(cur: Node, tests: tuple[Test, ...]) -> tuple[Quarantine, ...]:
+    """Known-bad tests: `- {test: NAME or NAME.SUBTEST, reason: TEXT, expires: YYYY-MM-DD}`."""
+    declared = [test.name for test in tests]
+    seen: dict[str, int] = {}
+    out: list[Quarantine] = []
+    for item in sequence(cur, "a list of {test, reason, expires} entries"):
+        fields = mapping(item, QUARANTINE_KEYS, required=QUARANTINE_KEYS)
+        key = string(fields["test"], "a test name", raw_numbers=True)
+        test, dot, subtest = key.partition(".")
+        if test not in declared:
+            names = ", ".join(declared) or "none"
+            raise fields["test"].error(
+                f"{quote(key, QUOTE)} is not a declared test (declared tests: {names})"
+            )
+        if dot and not subtest:
+            raise fields["test"].error(f"{quote(key, QUOTE)} has an empty subtest name after '.'")
+        claim(fields["test"], key, seen, "quarantined test")
+        reason = string(fields["reason"], "a short reason", raw_numbers=True).strip()
+        if not reason or "\n" in reason or len(reason) > ABOUT_TEXT:
+            raise fields["reason"].error(
+                f"must be one line of 1-{ABOUT_TEXT} characters (it is shown in every report)"
+            )
+        out.append(Quarantine(key, reason, _date(fields["expires"])))
+    return tuple(out)
+
+
+def _date(cur: Node) -> date:
+    text = string(cur, "a date (YYYY-MM-DD)", raw_numbers=True)
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        raise cur.error(
+            f"{quote(text, QUOTE)} is not a date: write YYYY-MM-DD, e.g. 2026-12-31"
+        ) from None
+
+
+def _bisect(cur: Node) -> Bisect:
+    """`bisect: true`, or `bisect: {enabled: true, runs: 10}` (runs of the test per step)."""
+    if isinstance(cur.node, yaml.MappingNode):
+        fields = mapping(cur, BISECT_KEYS)
+        return Bisect(
+            enabled=get(fields, "enabled", boolean, True),
+            runs=get(fields, "runs", lambda n: integer(n, 1, MAX_BISECT_RUNS), Bisect.runs),
+        )
+    return Bisect(enabled=boolean(cur))
 
 
 def _perf(cur: Node) -> Perf:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from orchestrator import stats
 from orchestrator.perf import History, breakdowns, metric_samples
-from orchestrator.results import RunResult
+from orchestrator.results import RunResult, Verdict
 from orchestrator.stats import Change
 from orchestrator.textfmt import fmt_number, fmt_p, fmt_ratio, grid
 from orchestrator.verdicts import (
@@ -38,8 +38,9 @@ from orchestrator.verdicts import (
 
 FILENAME = "history.sqlite"
 # PRAGMA user_version.  2: results.test is the test's name (map_perf.lookup),
-# where 1 kept the run in it (map_perf@2.lookup); _open upgrades a 1 in place.
-SCHEMA_VERSION = 2
+# where 1 kept the run in it (map_perf@2.lookup).  3: results.attempts and
+# .failures (`retries:`, flakes.py).  _open upgrades older files in place.
+SCHEMA_VERSION = 3
 STAGES = "(stages)"  # the trend's row for a variant's apply..boot stages
 MAX_CHANGES = 100  # a flapping KTAP suite must not bury the report
 
@@ -64,6 +65,9 @@ _SCHEMA = (
         verdict TEXT NOT NULL,   -- results.Verdict (or Status, for a stage)
         expected TEXT NOT NULL,
         outcome TEXT NOT NULL    -- the report's word: PASS, XFAIL (expected), CRASH, ...
+        -- and, from schema 3 (_UPGRADE_2, also run on a new file):
+        -- attempts INTEGER   runs in one guest (retries: N), 1 for older rows
+        -- failures INTEGER   of them, missed (a retried test; 0 for older rows)
     )""",
     """CREATE TABLE IF NOT EXISTS metrics (
         run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
@@ -92,6 +96,14 @@ _UPGRADE_1 = (
     ), test) WHERE top = 0""",
     "UPDATE results SET test = substr(test, 1, instr(test, '@') - 1)"
     " WHERE top = 1 AND instr(test, '@') > 0",
+)
+
+
+# Schema 3 counts a retried test's runs; older rows were run once.  Run on a new
+# file too, after _SCHEMA made the tables as schema 2 had them.
+_UPGRADE_2 = (
+    "ALTER TABLE results ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE results ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
 )
 
 
@@ -149,6 +161,8 @@ def _open(db: Path, *, write: bool) -> Iterator[sqlite3.Connection]:
                     conn.execute(statement)
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                for statement in _UPGRADE_2 if version < 3 else ():
+                    conn.execute(statement)
                 # A constant, not data: PRAGMA takes no parameters.
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
         yield conn
@@ -179,9 +193,13 @@ def record(db: Path, run: RunResult, matrix_name: str) -> int:
             return int(found[0])
         run_id = int(cursor.lastrowid or 0)
         conn.executemany(
-            "INSERT INTO results (run_id, variant, head, test, top, verdict, expected, outcome)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(run_id, *row) for row in _result_rows(run)],
+            "INSERT INTO results"
+            " (run_id, variant, head, test, top, verdict, expected, outcome, attempts, failures)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (run_id, *row, *runs)
+                for row, runs in zip(_result_rows(run), _runs(run), strict=True)
+            ],
         )
         conn.executemany(
             "INSERT INTO metrics (run_id, variant, test, metric, value) VALUES (?, ?, ?, ?, ?)",
@@ -214,6 +232,35 @@ def _result_rows(run: RunResult) -> list[_ResultRow]:
                 word = own_outcome(sub, not_run=not_run).word
                 rows.append((v.name, v.head, sub.name, 0, sub.verdict.value, sub.expected, word))
     return rows
+
+
+def _runs(run: RunResult) -> list[tuple[int, int]]:
+    """(attempts, failures) for each of _result_rows' rows, in the same order."""
+    rows: list[tuple[int, int]] = []
+    for v in run.variants:
+        rows += [(1, 0) for s in v.stages if s.stage in STAGE_COLUMNS]
+        for test in v.tests:
+            rows.append((test.attempts, test.failures))
+            rows += [(1, 0) for _ in walk(test.subtests)]
+    return rows
+
+
+def flake_rates(db: Path, matrix_name: str, until: str | None = None) -> dict[str, tuple[int, int]]:
+    """test -> (FLAKY runs, runs) over every recorded run of the matrix (up to `until`,
+    a start time), for the tests that were FLAKY at least once.  A run is one test
+    run in one variant (each repeat counts); a schema-2 file has no FLAKY rows."""
+    with _open(db, write=False) as conn:
+        if not _has_tables(conn):
+            return {}
+        rows = conn.execute(
+            "SELECT r.test, sum(r.verdict = ?), count(*) FROM results AS r"
+            " JOIN runs ON runs.id = r.run_id"
+            " WHERE runs.matrix_name = ? AND (? IS NULL OR runs.started <= ?) AND r.top = 1"
+            " AND r.test NOT LIKE 'stage:%' GROUP BY r.test HAVING sum(r.verdict = ?) > 0"
+            " ORDER BY r.test",
+            (Verdict.FLAKY.value, matrix_name, until, until, Verdict.FLAKY.value),
+        ).fetchall()
+    return {str(test): (int(flaky), int(runs)) for test, flaky, runs in rows}
 
 
 # --- reading ---------------------------------------------------------------------
@@ -406,7 +453,8 @@ def load_history(
         )
         medians.setdefault((test, metric), {})[variant] = points
     changes = changes_since_previous(db, run, name)
-    return History(medians, tuple(changes), previous.started if previous else "")
+    rates = flake_rates(db, name, until=run.started)
+    return History(medians, tuple(changes), previous.started if previous else "", rates)
 
 
 # --- the trend as text ----------------------------------------------------------------

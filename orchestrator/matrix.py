@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 
@@ -32,6 +33,14 @@ class Revert:
 
 
 @dataclass(frozen=True)
+class MailSource:
+    """A series from the list, taken through b4 at apply time (kernel/mail.py)."""
+
+    message_id: str = ""  # any message of the thread, no <>; "" with an mbox: its first thread
+    mbox: Path | None = None  # offline: an mbox file or maildir; None: b4 fetches from lore
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     series: tuple[Path, ...] = ()  # patch files, directories, mboxes, in order
@@ -39,6 +48,9 @@ class Variant:
     fragments: tuple[Path, ...] = ()  # extra kconfig fragments for this variant
     # test name (or test.subtest) -> expected status, e.g. {"htab_reuse.lock": "fail"}
     expect: tuple[tuple[str, str], ...] = ()
+    # Find the first bad patch of a test this variant fails and the baseline passes.
+    bisect: bool = False
+    mail: MailSource | None = None  # series: {b4: ...}, {mbox: ...} or a lore URL; then no files
 
 
 class OnMismatch(enum.StrEnum):
@@ -85,6 +97,9 @@ class Test:
     command: str = ""
     timeout: float = 300.0
     repeats: int = 1
+    # Reruns, in the same guest, of a run that missed its expectation: one that
+    # then meets it is FLAKY (flakes.py).  Functional tests only.
+    retries: int = 0
     args: tuple[tuple[str, str], ...] = ()  # as written, values as text, sorted by key
     # The kind's own reading of args (a frozen record, e.g. suites.kselftest.Options), for
     # kinds that read them; None for the others.
@@ -112,6 +127,23 @@ class Perf:
 
 
 @dataclass(frozen=True)
+class Quarantine:
+    """A known-bad test that does not fail the run until `expires` has passed (flakes.py)."""
+
+    test: str  # a declared test, or test.subtest
+    reason: str
+    expires: date  # the last day the quarantine holds
+
+
+@dataclass(frozen=True)
+class Bisect:
+    """`bisect:` in the matrix: after the run, find each failing variant's first bad patch."""
+
+    enabled: bool = False  # for every variant (a variant's own `bisect: true` is for it alone)
+    runs: int = 5  # runs of the test at each step; a step with any failure is bad
+
+
+@dataclass(frozen=True)
 class Matrix:
     path: Path  # the matrix file, absolute
     name: str
@@ -123,6 +155,8 @@ class Matrix:
     tests: tuple[Test, ...] = ()
     build_timeout: float = 3600.0
     perf: Perf = field(default_factory=Perf)
+    quarantine: tuple[Quarantine, ...] = ()
+    bisect: Bisect = field(default_factory=Bisect)
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)

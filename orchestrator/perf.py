@@ -162,6 +162,9 @@ class History:
     )
     changes: tuple[str, ...] = ()  # what changed since the previous run, in words
     previous: str = ""  # when the previous run started; "" when this is the first
+    # test -> (FLAKY runs, runs) over every recorded run of the matrix up to this
+    # one, tests that were ever FLAKY only (history.flake_rates; flakes.py)
+    flake_rates: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def summarize(

@@ -159,6 +159,8 @@ def units(
     for v in variants:
         uid = unit_id(UnitKind.APPLY, v.name)
         series_key = digest(*(str(p) for p in v.series), *(repr(r) for r in v.reverts))
+        if v.mail is not None:  # a thread: b4 takes the series from it in the apply unit
+            series_key = digest(series_key, repr(v.mail))
         out.append(
             Unit(
                 uid,

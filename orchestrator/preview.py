@@ -56,8 +56,11 @@ def make_preview(
         count = f"{len(patches[variant.name])} patches" + (
             f", {len(variant.reverts)} reverts" if variant.reverts else ""
         )
+        if variant.mail is not None:  # b4 reads the thread when the run applies it
+            thread = variant.mail.message_id
+            count = f"thread <{thread}> (b4)" if thread else "thread (b4)"
         applied = None
-        if base:
+        if base and variant.mail is None:
             key = plan.apply_key(base, variant, patches[variant.name])
             applied = cache.load("apply", key, series.Applied)
         if applied is None or not applied.head:

@@ -51,6 +51,9 @@ class Verdict(enum.Enum):
     KERNEL_HANG = "kernel-hang"  # the guest stopped answering
     CRASH = "crash"  # the kernel panicked or oopsed during the test
     ERROR = "error"  # the harness could not run the test
+    # It missed its expectation, then met it on a retry (`retries: N`; flakes.py):
+    # TestResult.failures of TestResult.attempts runs failed.
+    FLAKY = "flaky"
 
 
 class PatchOutcome(enum.Enum):
@@ -162,6 +165,16 @@ class TestResult:
     round: int = 0
     batch: int = 0
     warmup: bool = False
+    # Runs of this test in one guest (`retries: N` reruns one that missed its
+    # expectation, flakes.py): how many, and how many of them missed.  A FLAKY
+    # test has failures < attempts; one that missed every time keeps its verdict.
+    attempts: int = 1
+    failures: int = 0
+    # The runs before this one when it was retried, oldest first: each missed.
+    earlier_runs: tuple[TestResult, ...] = ()
+    # The matrix's `quarantine:` names it and the entry had not expired when the
+    # run started: a miss does not fail the TEST stage (RunResult.quarantine says why).
+    quarantined: bool = False
 
     @property
     def label(self) -> str:
@@ -187,6 +200,63 @@ class StageResult:
 
 
 @dataclass(frozen=True)
+class MailPatch:
+    """One patch of a series taken from the list (kernel/mail.py)."""
+
+    message_id: str  # without <>
+    subject: str  # cleaned subject line as sent
+    patch_id: str  # `git patch-id --stable` of the diff
+
+
+@dataclass(frozen=True)
+class MailSeries:
+    """A series taken from the list: what a reply and the exports need to find it."""
+
+    message_id: str  # the cover letter's (or the first patch's when there is none), no <>
+    subject: str  # the cover letter's subject (or first patch's), e.g. "[PATCH v2 0/3] bpf: ..."
+    revision: int  # 1 when the subject has no vN
+    author: str  # "Name <addr>" from the cover letter / first patch From:
+    base_commit: str | None  # from a "base-commit: SHA" line when the series gives one
+    to: tuple[str, ...]  # addresses from the thread's To: (the lists), for the reply
+    cc: tuple[str, ...]
+    patches: tuple[MailPatch, ...]
+
+
+class StepStatus(enum.Enum):
+    """One step of a bisection: the series' first N patches, tested M times."""
+
+    GOOD = "good"  # no run of the test failed
+    BAD = "bad"  # at least one run failed
+    SKIP = "skip"  # not tested: it did not configure, build or boot (git bisect skip)
+
+
+@dataclass(frozen=True)
+class BisectStep:
+    patches: int  # how many patches of the series were applied (0: the base, reverts done)
+    commit: str
+    status: StepStatus
+    failures: int = 0  # runs of the test that failed
+    runs: int = 0  # runs of the test that gave a verdict
+    reason: str = ""  # why it was skipped, or the first failure's reason
+
+
+@dataclass(frozen=True)
+class Bisection:
+    """Which patch of a variant's series first makes a test fail (orchestrator/bisect.py)."""
+
+    test: str
+    runs: int  # runs of the test per step
+    steps: tuple[BisectStep, ...] = ()  # in the order they were tested
+    first_bad: int = 0  # 1-based index of the first bad patch in the series; 0: not found
+    candidates: tuple[int, ...] = ()  # when skips leave several patches possible
+    subject: str = ""  # of the first bad patch
+    commit: str = ""
+    source: str = ""
+    confidence: float = 0.0  # 0..1: how sure (see bisect.confidence)
+    summary: str = ""  # "patch 2 (...): bad in 5/5 runs; good in 0/5 runs at patch 1"
+
+
+@dataclass(frozen=True)
 class VariantResult:
     name: str
     stages: tuple[StageResult, ...]
@@ -197,6 +267,8 @@ class VariantResult:
     build: BuildInfo | None = None
     boot: BootInfo | None = None
     tests: tuple[TestResult, ...] = ()
+    mail: MailSeries | None = None  # the series came from the list (kernel/mail.py)
+    bisect: tuple[Bisection, ...] = ()  # first bad patches, one per test bisected
 
     def stage(self, stage: Stage) -> StageResult | None:
         return next((s for s in self.stages if s.stage is stage), None)
@@ -220,6 +292,16 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class Quarantine:
+    """A matrix `quarantine:` entry as the run saw it (flakes.py)."""
+
+    test: str  # a test or test.subtest
+    reason: str
+    expires: str  # YYYY-MM-DD, the last day it holds
+    expired: bool = False  # the run started after that day: the test counts again
+
+
+@dataclass(frozen=True)
 class RunResult:
     matrix: str
     started: str
@@ -238,6 +320,8 @@ class RunResult:
     # Why the run stopped before every unit of work was done ("" when it did
     # not): the results are valid but partial.
     incomplete: str = ""
+    # The matrix's quarantine list, expired entries included (flakes.py).
+    quarantine: tuple[Quarantine, ...] = ()
 
     @property
     def ok(self) -> bool:

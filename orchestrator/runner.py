@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from orchestrator import aa_control, journal, plan, results, sandbox, units, verdicts
+from orchestrator import aa_control, flakes, journal, plan, results, sandbox, units, verdicts
 from orchestrator.assemble import RunMeta, UnitResult, run_result, stages_to
 from orchestrator.cache import Cache
 from orchestrator.errors import UserError
@@ -92,14 +92,17 @@ class Runner:
         """
         opts = self.options
         names = tuple(v.name for v in plan.selected(self.matrix, opts.only))
+        started = resume.started if resume else opts.started or _now()
         self.meta = RunMeta(
             matrix=str(self.matrix.path),
-            started=resume.started if resume else opts.started or _now(),
+            started=started,
             run_dir=opts.run_dir,
             variants=names,
             baseline=verdicts.choose_baseline(names, self.matrix.report.baseline),
             until=opts.until,
             host=host(),
+            # Which quarantine entries hold is decided once, by the run's start date.
+            quarantine=flakes.quarantine_on(self.matrix.quarantine, flakes.run_day(started)),
         )
         confined = sandbox.for_run(
             cache=opts.cache.root,

@@ -21,12 +21,13 @@ from orchestrator import plan, suites
 from orchestrator.cache import Cache
 from orchestrator.errors import UserError
 from orchestrator.git import git, tree_of
-from orchestrator.kernel import build, kconfig, series, source
+from orchestrator.kernel import build, kconfig, mail, series, source
 from orchestrator.matrix import AccelChoice, Matrix, OnMismatch
 from orchestrator.plan import BuildState, UnitKind
 from orchestrator.results import (
     BootInfo,
     BuildInfo,
+    MailSeries,
     PatchOutcome,
     PatchResult,
     Stage,
@@ -82,6 +83,7 @@ class Applied:
     base: str
     head: str
     patches: tuple[PatchResult, ...]
+    mail: MailSeries | None = None  # the series came from the list through b4 (kernel/mail.py)
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,16 @@ def apply(ctx: Context, variant: str, prepared: Prepared) -> Applied:
     worktree = source.worktree(src, ctx.cache.work / f"apply-{src.repo.stem}")
     spec = ctx.matrix.variant(variant)
     patches = ctx.patches[variant]
+    log = ctx.logs(variant) / "apply.log"
+    fetched: mail.Fetched | None = None
+    if spec.mail is not None:  # a thread: b4 takes the series from it now, not at plan time
+        try:
+            fetched = mail.fetch(spec.mail, ctx.logs(variant) / "mail", ctx.cache.root / "b4")
+        except mail.MailError as exc:
+            log.write_text(f"{exc.log}\n{exc.reason}\n")
+            failed = StageResult(Stage.APPLY, Status.FAIL, exc.reason, logs=(str(log),))
+            return Applied(failed, src.base, "", ())
+        patches = fetched.patches
     key = plan.apply_key(src.base, spec, patches)
     applied = ctx.cache.load("apply", key, series.Applied)
     if applied is None or not _has_commit(src.repo, applied.head):
@@ -186,10 +198,11 @@ def apply(ctx: Context, variant: str, prepared: Prepared) -> Applied:
         applied = series.apply(worktree, src.base, branch, patches, spec.reverts)
         if applied.ok:
             ctx.cache.save("apply", key, applied)
-    log = ctx.logs(variant) / "apply.log"
-    log.write_text("".join(f"{p.source}: {p.outcome.value}\n{p.output}" for p in applied.patches))
+    outcomes = "".join(f"{p.source}: {p.outcome.value}\n{p.output}" for p in applied.patches)
+    log.write_text((f"{fetched.log}\n" if fetched else "") + outcomes)
     stage = _apply_verdict(applied, str(log))
-    return Applied(stage, applied.base, applied.head or "", applied.patches)
+    record = fetched.series if fetched else None
+    return Applied(stage, applied.base, applied.head or "", applied.patches, record)
 
 
 def configure(ctx: Context, variant: str, prepared: Prepared, applied: Applied) -> Configured:

@@ -41,12 +41,16 @@ def baseline_of(run: RunResult) -> str:
 
 def meets(verdict: Verdict, expected: str) -> bool:
     """Whether a verdict is what the matrix declared ("" = pass or skip)."""
+    if verdict is Verdict.FLAKY:
+        # It missed, then met the expectation on a retry (flakes.py): it counts as
+        # met, so it never fails the TEST stage by itself; every report shows it.
+        return True
     if not expected:
         return verdict in (Verdict.PASS, Verdict.SKIP)
     if expected == "fail":
         # The test caught the bug, whichever way the kernel failed.
         return verdict in (Verdict.FAIL, Verdict.CRASH, Verdict.KERNEL_HANG, Verdict.TIMEOUT)
-    return verdict.value == expected
+    return str(verdict.value) == expected
 
 
 def with_expectations(
@@ -78,17 +82,40 @@ def with_expectations(
 
 
 def judge_tests(tests: tuple[TestResult, ...]) -> StageResult:
-    """The TEST stage: PASS when every test and subtest is what the matrix expects."""
+    """The TEST stage: PASS when every test and subtest is what the matrix expects.
+
+    A FLAKY test meets its expectation; a quarantined one that misses does not
+    count (flakes.py).  Both are named in the stage's reason.
+    """
     if not tests:
         return StageResult(Stage.TEST, Status.PASS, "no tests")
-    misses = [t for t in _flatten(tests) if not meets(t.verdict, t.expected)]
-    if not misses:
-        return StageResult(Stage.TEST, Status.PASS, f"{len(tests)} tests as expected")
-    shown = ", ".join(_miss(t) for t in misses[:5])
-    return StageResult(Stage.TEST, Status.FAIL, f"{len(misses)} unexpected: {shown}")
+    every = misses(tests)
+    counted = [t for t in every if not t.quarantined]
+    notes = _notes(tests, [t for t in every if t.quarantined])
+    if not counted:
+        return StageResult(Stage.TEST, Status.PASS, f"{len(tests)} tests as expected{notes}")
+    shown = ", ".join(miss_text(t) for t in counted[:5])
+    return StageResult(Stage.TEST, Status.FAIL, f"{len(counted)} unexpected: {shown}{notes}")
 
 
-def _miss(t: TestResult) -> str:
+def misses(tests: Iterable[TestResult]) -> list[TestResult]:
+    """The tests and subtests that are not what the matrix expects, quarantined or not."""
+    return [t for t in _flatten(tuple(tests)) if not meets(t.verdict, t.expected)]
+
+
+def _notes(tests: tuple[TestResult, ...], quarantined: list[TestResult]) -> str:
+    flaky = [t for t in tests if t.verdict is Verdict.FLAKY]
+    notes = []
+    if flaky:
+        shown = ", ".join(f"{t.label} {t.failures}:{t.attempts}" for t in flaky[:5])
+        notes.append(f"{len(flaky)} flaky: {shown}")
+    if quarantined:
+        shown = ", ".join(miss_text(t) for t in quarantined[:5])
+        notes.append(f"{len(quarantined)} quarantined: {shown}")
+    return "".join(f"; {n}" for n in notes)
+
+
+def miss_text(t: TestResult) -> str:
     expected = f" (expected {t.expected})" if t.expected else ""
     return f"{t.label}: {t.verdict.value}{expected}"
 
@@ -139,6 +166,10 @@ class Outcome(enum.Enum):
     FAIL = "FAIL"
     UNEXPECTED_PASS = "UNEXPECTED-PASS"
     UNEXPECTED_SKIP = "UNEXPECTED-SKIP"
+    # Not bad (they do not fail the run) but shown before the good ones:
+    # a quarantined test that missed, a test that met its expectation on a retry.
+    QUARANTINED = "QUARANTINED"
+    FLAKY = "FLAKY"
     XFAIL = "XFAIL (expected)"
     PASS = "PASS"
     SKIP = "SKIP"
@@ -150,13 +181,22 @@ class Outcome(enum.Enum):
 
     @property
     def bad(self) -> bool:
-        return self not in (Outcome.XFAIL, Outcome.PASS, Outcome.SKIP, Outcome.NOT_RUN)
+        return self not in _GOOD
 
     @property
     def css(self) -> str:
         return "o-" + self.name.lower().replace("_", "-")
 
 
+# Outcomes that do not fail a run, the most telling first (outcome_of picks in this order).
+_GOOD = (
+    Outcome.QUARANTINED,
+    Outcome.FLAKY,
+    Outcome.XFAIL,
+    Outcome.PASS,
+    Outcome.SKIP,
+    Outcome.NOT_RUN,
+)
 _RANK = {o: i for i, o in enumerate(Outcome)}
 _STAGE_FAIL = {
     Stage.APPLY: Outcome.APPLY_FAIL,
@@ -180,6 +220,8 @@ def worst(outcomes: Iterable[Outcome]) -> Outcome | None:
 
 def verdict_outcome(verdict: Verdict, expected: str) -> Outcome:
     if meets(verdict, expected):
+        if verdict is Verdict.FLAKY:
+            return Outcome.FLAKY
         if verdict is Verdict.PASS:
             return Outcome.PASS
         return Outcome.SKIP if verdict is Verdict.SKIP else Outcome.XFAIL
@@ -225,25 +267,25 @@ def own_outcome(test: TestResult, *, not_run: bool = False) -> Outcome:
         explained = any(s.verdict not in (Verdict.PASS, Verdict.SKIP) for s in walk(test.subtests))
         if explained:
             return Outcome.PASS
+    if outcome.bad and test.quarantined:
+        return Outcome.QUARANTINED  # it missed, but the matrix's quarantine says not to count it
     return outcome
 
 
 def outcome_of(test: TestResult, *, not_run: bool = False) -> Outcome:
     """A test with its subtests, as one word: the worst of them.
 
-    Among the good outcomes XFAIL beats PASS (it passes only because a
-    failure was declared) and PASS beats SKIP (one skipped subtest does not
-    make a passing test a skip).
+    Among the good outcomes a quarantined miss and a flake come first (they
+    must stay visible), XFAIL beats PASS (it passes only because a failure
+    was declared) and PASS beats SKIP (one skipped subtest does not make a
+    passing test a skip).
     """
     outcomes = [own_outcome(t, not_run=not_run) for t in (test, *walk(test.subtests))]
     good = [o for o in outcomes if not o.bad]
     bad = [o for o in outcomes if o.bad]
     if bad:
         return worst(bad) or Outcome.FAIL
-    for choice in (Outcome.XFAIL, Outcome.PASS, Outcome.SKIP):
-        if choice in good:
-            return choice
-    return Outcome.NOT_RUN
+    return worst(good) or Outcome.NOT_RUN
 
 
 def walk(tests: Iterable[TestResult]) -> Iterator[TestResult]:
@@ -344,4 +386,16 @@ def _test_cell(variant: VariantResult, name: str) -> Cell | None:
         same = outcomes.count(shown)
         detail = f"x{len(runs)}" if same == len(runs) else f"{same}/{len(runs)}"
     first = next(t for t, o in zip(runs, outcomes, strict=True) if o is shown)
+    detail = f"{detail} {fail_runs(runs)}".strip()
     return Cell(shown, detail, first_reason(first))
+
+
+def fail_runs(runs: Iterable[TestResult]) -> str:
+    """fail:runs over the runs of a test: "1:2" (FLAKY), "3:3" (missed every retry);
+    "" when none of them was retried (`retries:`, flakes.py)."""
+    runs = list(runs)
+    if all(t.attempts <= 1 for t in runs):
+        return ""
+    # combine() counts a retried run's misses; a run done once missed or did not.
+    failures = sum(t.failures if t.attempts > 1 else int(bool(misses((t,)))) for t in runs)
+    return f"{failures}:{sum(t.attempts for t in runs)}"

@@ -28,11 +28,20 @@ LOG_BYTES = 64 * 1024
 OUTSIDE = "not read: outside the run directory's logs"
 
 
-def reproduce(run: RunResult, variant: VariantResult) -> str:
-    """A one-line command that runs this variant again, stopping where it failed."""
-    argv = ["orchestrate", "run", run.matrix, "--only", variant.name]
+def reproduce(run: RunResult, variant: VariantResult, test: str = "") -> str:
+    """A one-line command that shows this variant's failure again.
+
+    A kernel that was built is booted again by `orchestrate reproduce` (the
+    results.json beside the report; the test's, or every test); one that
+    never built needs its stages run again, up to the build.
+    """
     failed = next((s.stage for s in variant.stages if s.status.bad), None)
-    if failed in (Stage.APPLY, Stage.KCONFIG, Stage.BUILD):
+    built = variant.build is not None and failed not in (Stage.APPLY, Stage.KCONFIG, Stage.BUILD)
+    if built:
+        argv = ["orchestrate", "reproduce", "results.json", variant.name]
+        return shlex.join([*argv, test] if test else argv)
+    argv = ["orchestrate", "run", run.matrix, "--only", variant.name]
+    if failed is not None:
         argv += ["--until", "build"]
     return shlex.join(argv)
 

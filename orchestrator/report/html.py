@@ -16,6 +16,7 @@ from pathlib import Path
 import jinja2
 import markupsafe
 
+from orchestrator import flakes
 from orchestrator.perf import History, MetricRow, MetricSummary, batch_note, perf
 from orchestrator.report.charts import Spark, charts, ci_text, spark
 from orchestrator.report.common import (
@@ -38,6 +39,7 @@ from orchestrator.verdicts import (
     baseline_of,
     boot_failed,
     build_kind,
+    fail_runs,
     not_reached,
     outcome_of,
     own_outcome,
@@ -95,6 +97,7 @@ def render(
         control=run.control.name if run.control is not None else "",
         batch_note=batch_note(run),
         history=history,
+        flakes=_flakes(run, history),
         variants=[
             _variant(run, i, v, logs, summaries, history) for i, v in enumerate(run.variants)
         ],
@@ -185,7 +188,10 @@ def _table(run: RunResult) -> TableView:
                 anchor=f"v{i}",
                 name=row.variant.name,
                 stages=[_cell(c, command) for c in row.stages],
-                tests=[_cell(c, command) for c in row.tests],
+                tests=[
+                    _cell(c, reproduce(run, row.variant, name))
+                    for c, name in zip(row.tests, table.tests, strict=True)
+                ],
             )
         )
     return TableView(list(table.tests), rows)
@@ -234,6 +240,16 @@ class TestView:
     console: LogView | None = None
     splats: list[Splat] = field(default_factory=list)
     about: str = ""  # what the subtest shows (the matrix's `about:`)
+    # A retried test's earlier runs (each missed): what they were, why, their stdout.
+    earlier: list[RerunView] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RerunView:
+    verdict: str
+    reason: str
+    logs: list[LogView]
+    splats: list[Splat]
 
 
 @dataclass(frozen=True)
@@ -360,10 +376,15 @@ def _test_view(
     if outcome in (Outcome.CRASH, Outcome.KERNEL_HANG):
         path = console_for(v, label, within=logs.within)
         console = logs.tail(path, CONSOLE_LINES) if path else None
+    earlier = [
+        RerunView(r.verdict.value, r.reason, [logs.tail(p) for p in r.logs[:1]], list(r.splats))
+        for r in test.earlier_runs
+    ]
     return TestView(
         name=label,
         depth=depth,
-        cell=CellView(outcome.word, outcome.css),
+        cell=CellView(outcome.word, outcome.css, fail_runs((test,))),
+        earlier=earlier,
         expected=test.expected,
         duration=test.duration,
         reason=test.reason,
@@ -373,6 +394,62 @@ def _test_view(
         splats=list(test.splats),
         about=test.about,
     )
+
+
+# --- flakes and quarantine ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlakeView:
+    variant: str
+    test: str
+    fail_runs: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class QuarantineView:
+    text: str  # flakes.describe
+    css: str
+    misses: list[str]  # "variant: test: verdict" kept from failing the run
+
+
+@dataclass(frozen=True)
+class FlakesView:
+    flaky: list[FlakeView]
+    quarantine: list[QuarantineView]
+    # test, FLAKY runs, runs, the rate: over the recorded history of the matrix
+    rates: list[tuple[str, int, int, str]]
+
+    def __bool__(self) -> bool:
+        return bool(self.flaky or self.quarantine or self.rates)
+
+
+def _flakes(run: RunResult, history: History | None) -> FlakesView:
+    flaky = [
+        FlakeView(v.name, t.label, f"{t.failures}:{t.attempts}", t.reason)
+        for v in run.variants
+        for t in flakes.flaky(v)
+    ]
+    misses = flakes.quarantined_misses(run)
+    quarantine = [
+        QuarantineView(
+            flakes.describe(q),
+            Outcome.FAIL.css if q.expired else Outcome.QUARANTINED.css,
+            [
+                f"{variant}: {t.label}: {t.verdict.value}"
+                for variant, t in misses
+                if flakes.entry_for(run, t) == q
+            ],
+        )
+        for q in run.quarantine
+    ]
+    rates = [
+        (test, n, runs, fmt_percent(n / runs))
+        for test, (n, runs) in (history.flake_rates if history is not None else {}).items()
+        if runs
+    ]
+    return FlakesView(flaky, quarantine, rates)
 
 
 def _all_splats(test: TestResult) -> list[Splat]:

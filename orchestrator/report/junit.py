@@ -22,6 +22,14 @@ variant that did not reach all its stages gets an erroring `run:incomplete`
 case: its stages that did run keep their verdicts, but CI must not read the
 variant as green.
 
+A retried test (`retries:`, flakes.py) carries its earlier runs as Surefire
+does, which the Jenkins schema allows: a FLAKY case passes with a
+<flakyFailure> (<flakyError>) per missed run; a test that missed every run
+has its <failure> and a <rerunFailure> (<rerunError>) per earlier run; both
+get `attempts` and `failures` properties.  A quarantined miss is <skipped
+type="quarantined"> with the entry's reason and expiry, and every suite
+lists the matrix's quarantine as `quarantine.TEST` properties.
+
 The output validates against the Jenkins JUnit schema
 (tests/unit/data/junit/jenkins-junit.xsd), which also allows the
 <properties> of a <testcase> that the Jenkins JUnit plugin reads.
@@ -42,7 +50,15 @@ from junitparser import (
     TestCase,
     TestSuite,
 )
+from junitparser.xunit2 import (
+    FlakyError,
+    FlakyFailure,
+    InterimResult,
+    RerunError,
+    RerunFailure,
+)
 
+from orchestrator import flakes
 from orchestrator.perf import MetricSummary, batch_note, perf
 from orchestrator.report.common import LogDirs, console_for, read_tail, reproduce
 from orchestrator.results import (
@@ -54,6 +70,7 @@ from orchestrator.results import (
     Status,
     TestResult,
     VariantResult,
+    Verdict,
 )
 from orchestrator.textfmt import printable
 from orchestrator.verdicts import (
@@ -124,7 +141,7 @@ def _suite(
     cases = [_stage_case(variant, s, within) for s in variant.stages if s.stage in STAGE_COLUMNS]
     not_run = boot_failed(variant)
     cases += [
-        _test_case(variant, t, label, _batch_tag(top), not_run, within)
+        _test_case(variant, t, label, _batch_tag(top), not_run, within, _quarantine(run, t))
         for top in variant.tests
         for label, t in labelled(top)
     ]
@@ -141,6 +158,8 @@ def _suite_properties(run: RunResult, variant: VariantResult) -> list[tuple[str,
     if variant.boot is not None:
         props += [("accel", variant.boot.accel), ("accel.reason", variant.boot.accel_reason)]
     props.append(("reproduce", reproduce(run, variant)))
+    # Every report says what is quarantined, why and until when (flakes.py).
+    props += [(f"quarantine.{q.test}", flakes.describe(q)) for q in run.quarantine]
     return [(k, v) for k, v in props if v]
 
 
@@ -257,6 +276,11 @@ def _incomplete_case(run: RunResult, variant: VariantResult) -> TestCase:
     return case
 
 
+def _quarantine(run: RunResult, test: TestResult) -> str:
+    entry = flakes.entry_for(run, test)
+    return flakes.describe(entry) if entry is not None else ""
+
+
 def _test_case(
     variant: VariantResult,
     test: TestResult,
@@ -264,14 +288,21 @@ def _test_case(
     tag: str,
     not_run: bool,
     within: LogDirs | None,
+    quarantine: str = "",
 ) -> TestCase:
     """A test or subtest as a case named after its run (`label`: map_perf@3.lookup)."""
     case = TestCase(clean(label + tag), clean(variant.name), round(test.duration, 3))
     outcome = own_outcome(test, not_run=not_run)
-    result = _result(test, outcome)
+    result = _result(test, outcome, quarantine)
     if result is not None:
         case.result = [result]
+    for element in _earlier_runs(test, within):
+        case.append(element)  # type: ignore[no-untyped-call]
     props = [(name, f"{value:g}") for name, value in test.metrics.items()]
+    if test.attempts > 1:
+        props[:0] = [("attempts", str(test.attempts)), ("failures", str(test.failures))]
+    if quarantine:
+        props.insert(0, ("quarantine", quarantine))
     if test.expected:
         props.insert(0, ("expected", test.expected))
     if props:
@@ -288,8 +319,43 @@ def _test_case(
     return case
 
 
-def _result(test: TestResult, outcome: Outcome) -> Failure | Error | Skipped | None:
+# (a later run met the expectation, the run was an ERROR) -> its element.
+_INTERIM: dict[tuple[bool, bool], type[InterimResult]] = {
+    (True, False): FlakyFailure,
+    (True, True): FlakyError,
+    (False, False): RerunFailure,
+    (False, True): RerunError,
+}
+
+
+def _earlier_runs(test: TestResult, within: LogDirs | None) -> list[InterimResult]:
+    """A retried test's earlier runs as Surefire writes reruns (the Jenkins schema has them):
+    <flakyFailure>/<flakyError> when a later run met the expectation, else
+    <rerunFailure>/<rerunError> beside the final <failure>.  Each carries the run's
+    reason, and its output and splats in <system-out>."""
+    flaky = test.verdict is Verdict.FLAKY
+    out: list[InterimResult] = []
+    for run in test.earlier_runs:
+        error = run.verdict is Verdict.ERROR
+        kind = _INTERIM[flaky, error]
+        element = kind(clean(run.reason or run.verdict.value), run.verdict.value)
+        lines = [_splat_text(s) for s in run.splats]
+        logs = [read_tail(p, _LOG_LINES, _LOG_BYTES, within=within) for p in run.logs[:1]]
+        lines += [f"{x.path} ({x.note}):\n{x.text}" for x in logs if x.text]
+        if lines:
+            element.system_out = clean("\n".join(lines))
+        out.append(element)
+    return out
+
+
+def _result(
+    test: TestResult, outcome: Outcome, quarantine: str = ""
+) -> Failure | Error | Skipped | None:
     reason = test.reason or outcome.word
+    if outcome is Outcome.QUARANTINED:
+        # Non-blocking by the matrix's word: CI shows it as skipped, with why.
+        why = f"{quarantine}; it missed: {test.verdict.value}: {reason}"
+        return Skipped(clean(why), "quarantined")
     if outcome is Outcome.UNEXPECTED_PASS:
         return Failure(clean(f"expected {test.expected}, but it passed"), "unexpected-pass")
     if outcome is Outcome.UNEXPECTED_SKIP:

@@ -2,8 +2,9 @@
 
 Run header, the verdict table (variants by stages and tests, in words),
 what the subtests show (the matrix's `about:`), what changed since the
-previous run (with history), what went wrong where, perf comparisons with
-the baseline (regressions first), then the metrics per variant.
+previous run (with history), what went wrong where, flaky tests and the
+quarantine, perf comparisons with the baseline (regressions first), then the
+metrics per variant.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from orchestrator import flakes
 from orchestrator.perf import History, MetricRow, MetricSummary, batch_note, perf
 from orchestrator.report.common import aa_line, comparison_line, plural, reproduce
 from orchestrator.results import (
@@ -51,6 +53,7 @@ def render(run: RunResult, history: History | None = None) -> str:
         _about(run),
         _changes(history),
         _failures(run),
+        _flakes(run, history),
         _expected(run),
         _perf(summaries, batch_note(run)),
         _metrics(summaries),
@@ -97,6 +100,11 @@ def _header(run: RunResult) -> str:
     bases = sorted({v.base for v in run.variants if v.base})
     if bases:
         lines += _kv("base", ", ".join(b[:12] for b in bases))
+    for v in run.variants:
+        if v.mail is not None:  # taken from the list through b4 (hostile text: wrap shows it)
+            n = f"{len(v.mail.patches)} patch" + ("" if len(v.mail.patches) == 1 else "es")
+            about = f"revision {v.mail.revision}, {n}, <{v.mail.message_id}>"
+            lines += _kv("series", f"{v.name}: {v.mail.subject} ({about})")
     for accel, why in sorted({(v.boot.accel, v.boot.accel_reason) for v in run.variants if v.boot}):
         lines += _kv("accel", f"{accel}: {why}" if why else accel)
     if run.host:
@@ -186,6 +194,10 @@ def _variant_failures(v: VariantResult) -> list[str]:
     for test in v.tests:
         if outcome_of(test, not_run=not_run).bad:
             lines += _test_failure(test, not_run)
+    for b in v.bisect:
+        lines += wrap(f"first bad patch for {b.test}: {b.summary}", "  ", "    ")
+        if b.commit:
+            lines += wrap(f"commit {b.commit[:12]} ({Path(b.source).name})", "    ", "      ")
     return lines
 
 
@@ -228,6 +240,26 @@ def _test_failure(test: TestResult, not_run: bool) -> list[str]:
             times = f" \u00d7{s.count}" if s.count > 1 else ""  # printed that many times
             lines += wrap(f"{s.kind}{times}: {s.title}", "    ", "      ")
     return lines
+
+
+def _flakes(run: RunResult, history: History | None) -> str:
+    """FLAKY tests (fail:runs, and the flake rate over the history) and the quarantine:
+    what it holds, until when and why, what it kept from failing, and what expired."""
+    rates = history.flake_rates if history is not None else {}
+    lines: list[str] = []
+    for v in run.variants:
+        for t in flakes.flaky(v):
+            rate = rates.get(t.name)
+            text = f"{v.name}: {t.label}: FLAKY {t.failures}:{t.attempts}"
+            if rate is not None:
+                text += f" (flaky in {rate[0]} of {rate[1]} runs recorded)"
+            lines += wrap(f"{text} - {t.reason}", "", "  ")
+    for q in run.quarantine:
+        lines += wrap(flakes.describe(q), "", "  ")
+    for variant, t in flakes.quarantined_misses(run):
+        text = f"{variant}: {t.label}: {t.verdict.value}, not counted (quarantined)"
+        lines += wrap(text + (f" - {t.reason}" if t.reason else ""), "  ", "    ")
+    return "\n".join([*_title("Flakes and quarantine"), *lines]) if lines else ""
 
 
 def _expected(run: RunResult) -> str:

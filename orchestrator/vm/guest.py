@@ -16,7 +16,7 @@ from pathlib import Path
 from orchestrator.results import Splat
 from orchestrator.vm.image import Keys
 from orchestrator.vm.qemu import BootFailed, Machine, VmSpec
-from orchestrator.vm.ssh import ExecResult, SshError, SshTransport
+from orchestrator.vm.ssh import ExecResult, SshError, SshTransport, sshd_refused
 
 MARKER_WAIT = 5.0  # seconds for a kmsg marker to reach the (slow, emulated) serial console
 
@@ -43,6 +43,10 @@ class GuestSession:
 
     def ping(self, timeout: float = 5.0) -> bool:
         return self.machine.alive() and self.ssh.ping(timeout)
+
+    def sshd_gone(self) -> bool:
+        """The kernel runs but nothing answers on the SSH port (ssh.sshd_refused)."""
+        return self.machine.alive() and sshd_refused(self.machine.spec.ssh_port)
 
     def kmsg(self, text: str) -> None:
         """Write a marker and wait until the console shows it (best effort)."""

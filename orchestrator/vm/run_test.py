@@ -22,11 +22,12 @@ knows the kinds.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator import suites
+from orchestrator import flakes, suites
 from orchestrator.matrix import Test
 from orchestrator.results import Splat, SplatKind, TestResult, Verdict
 from orchestrator.vm import console
@@ -57,6 +58,7 @@ class Session(Protocol):
         """Run command; on timeout the command and its children are killed."""
 
     def ping(self, timeout: float = 5.0) -> bool: ...
+    def sshd_gone(self) -> bool: ...
     def kmsg(self, text: str) -> None: ...
     def alive(self) -> bool: ...
     def splats(self) -> list[Splat]: ...
@@ -95,6 +97,11 @@ def run_test(session: Session, test: Test, logs: Path, *, label: str = "") -> Te
     )
     logs_ = (str(stdout), str(stderr))
     base = TestResult(test.name, Verdict.ERROR, result.duration, logs=logs_, splats=mine)
+    if not answering and session.sshd_gone():
+        # The guest's userspace lost its sshd (a test killed it, say): the kernel
+        # is not to blame, and this guest can run nothing more.
+        reason = "the guest's sshd is gone (its kernel still refuses connections on port 22)"
+        return dataclasses.replace(base, reason=reason)
     if not answering:
         return _dead_guest(base, session.console_tail(), result.timed_out)
     if result.timed_out:
@@ -105,6 +112,25 @@ def run_test(session: Session, test: Test, logs: Path, *, label: str = "") -> Te
     parsed = parse(stdout.read_text(errors="replace"), test.name)
     return _judge(dataclasses.replace(parsed, duration=result.duration, logs=logs_, splats=mine),
                   result.exit_status)  # fmt: skip
+
+
+def run_retried(
+    session: Session,
+    test: Test,
+    logs: Path,
+    judge: Callable[[TestResult], TestResult],
+    *,
+    label: str = "",
+) -> TestResult:
+    """Run test, and again (up to `test.retries` more times, in this guest) while a run
+    misses its expectation; the runs folded into one result (flakes.combine).  `judge`
+    attaches the run's identity and expectations to a result."""
+    name = label or test.name
+    attempts = [judge(run_test(session, test, logs, label=name))]
+    while flakes.should_retry(attempts, test.retries) and session.alive():
+        again = flakes.attempt_label(name, len(attempts) + 1)
+        attempts.append(judge(run_test(session, test, logs, label=again)))
+    return flakes.combine(attempts)
 
 
 def _dead_guest(base: TestResult, console_tail: str, timed_out: bool) -> TestResult:

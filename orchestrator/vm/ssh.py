@@ -115,6 +115,24 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+def sshd_refused(port: int, timeout: float = 5.0) -> bool:
+    """Whether the guest's kernel turned away a connection to its SSH port.
+
+    QEMU's user-mode network accepts the host side at once and connects on
+    to the guest: a running kernel with nothing listening resets that, so the
+    host side is closed without a banner; a hung kernel says nothing, and the
+    connection just waits.  So True means "the kernel runs, sshd is gone".
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(64) == b""
+    except (ConnectionResetError, ConnectionRefusedError):
+        return True
+    except OSError:  # timed out: no answer at all
+        return False
+
+
 def job_command(command: str, pidfile: str) -> str:
     """command for the guest's shell, run as the leader of a new session.
 

@@ -151,6 +151,8 @@ class VariantRun:
                     done.append(result)
                     if not session.alive() or result.verdict is Verdict.KERNEL_HANG:
                         break
+                    if result.verdict is Verdict.ERROR and not session.ping():
+                        break  # e.g. its sshd is gone: the rest go to a fresh guest
         except qemu.BootFailed as exc:
             if self.boots == 1:
                 self.boot_failure = exc.reason or "boot failed"
@@ -164,9 +166,14 @@ class VariantRun:
         error = suites.not_installed(test, self.installed, self.setup.tests_error)
         if error is not None:
             return pending.result(Verdict.ERROR, error)
-        result = run_test.run_test(session, test, self.logs / "tests", label=pending.label)
-        result = pending.identify(result)
-        return verdicts.with_expectations(result, dict(self.variant.expect), about=dict(test.about))
+        expect, about = dict(self.variant.expect), dict(test.about)
+
+        def judge(result: TestResult) -> TestResult:
+            return verdicts.with_expectations(pending.identify(result), expect, about=about)
+
+        # Reruns a run that missed its expectation, up to `retries:` times (flakes.py).
+        logs = self.logs / "tests"
+        return run_test.run_retried(session, test, logs, judge, label=pending.label)
 
 
 @dataclass(frozen=True)

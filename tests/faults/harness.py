@@ -69,11 +69,13 @@ def wait_leftovers_gone(marker: str, timeout: float = 10) -> list[str]:
 class Launch:
     """orchestrate started in the background with a case marker, output to a log."""
 
-    def __init__(self, argv: list[str | Path], log: Path, marker: str) -> None:
+    def __init__(
+        self, argv: list[str | Path], log: Path, marker: str, env: dict[str, str] | None = None
+    ) -> None:
         self.marker = marker
         self.log = log
         self.started = time.monotonic()
-        env = {**os.environ, MARKER: marker}
+        env = {**os.environ, **(env or {}), MARKER: marker}
         self.bg = proc.spawn([*CLI, *map(str, argv)], log=log, env=env, cwd=REPO)
 
     def output(self) -> str:
@@ -110,7 +112,12 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_results(out: Path) -> results.RunResult:
+def read_results(out: Path, ran: proc.CmdResult | None = None) -> results.RunResult:
+    """The run's results; when there are none, fail with what orchestrate said."""
+    if not (out / "results.json").is_file() and ran is not None:
+        raise AssertionError(
+            f"no results (exit {ran.returncode}):\n{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}"
+        )
     return results.read(out / "results.json")
 
 

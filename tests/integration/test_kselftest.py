@@ -130,6 +130,9 @@ class _Guest:
     def splats(self) -> list[results.Splat]:
         return []
 
+    def sshd_gone(self) -> bool:
+        return False
+
     def console_tail(self) -> str:
         return ""
 

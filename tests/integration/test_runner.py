@@ -267,6 +267,9 @@ class ScriptedGuest:
     def splats(self) -> list[Splat]:
         return []
 
+    def sshd_gone(self) -> bool:
+        return False
+
     def console_tail(self) -> str:
         return ""
 

@@ -23,7 +23,7 @@ def test_saved_records_load(tmp_path: Path) -> None:
     assert cache.load("kind", "other", Record) is None
 
 
-@pytest.mark.parametrize("text", ['{"tree": "abc", "cou', '[1, 2]', '{"tree": "a"}', "\xff"])
+@pytest.mark.parametrize("text", ['{"tree": "abc", "cou', "[1, 2]", '{"tree": "a"}', "\xff"])
 def test_a_torn_or_foreign_record_is_a_miss_and_is_removed(tmp_path: Path, text: str) -> None:
     cache = Cache(tmp_path)
     cache.save("kind", "k", Record("abc", 2))

@@ -52,3 +52,30 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path: Pat
     second = cli._new_run_dir(tmp_path / "m", started)
     assert (first.name, second.name) == ("20261206-210000", "20261206-210000-2")
     assert first.is_dir() and second.is_dir()
+
+
+def test_a_misspelt_command_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["histroy"]) == 2
+    assert "did you mean 'history'?" in capsys.readouterr().err
+    assert cli.main(["nonsense"]) == 2
+    assert "neither a command" in capsys.readouterr().err
+
+
+def test_an_unknown_only_lists_the_variants(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".git").mkdir()  # config checks only that the tree is a checkout
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(
+        f"name: m\ntree: {{path: {tmp_path}}}\nvariants:\n  - name: base\n  - name: tweak\n"
+    )
+    assert cli.main(["plan", str(matrix), "--only", "twaek"]) == 2
+    assert "no such variant: twaek (the matrix has: base, tweak)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", cli.COMMANDS)
+def test_every_command_has_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0
+    assert "example" in capsys.readouterr().out

@@ -311,7 +311,7 @@ def test_a_suite_per_variant_and_counts(tmp_path: Path) -> None:
     # 4 stages + smoke with 2 subtests + 3 repeats with one subtest each
     assert up.get("tests") == str(4 + 3 + 6)
     props = {p.get("name"): p.get("value") for p in up.find("properties") or ()}
-    assert props["reproduce"] == "orchestrate run /work/matrix.yaml --only upstream"
+    assert props["reproduce"] == "orchestrate reproduce results.json upstream"
     assert props["accel"] == "tcg"
 
 

@@ -178,7 +178,7 @@ def test_a_wrong_enum_value_names_its_path_and_the_choices() -> None:
     data["variants"][2]["tests"][0]["verdict"] = "bogus"
     assert _problem(data) == (
         "variants[2].tests[0].verdict: expected one of pass, fail, skip, timeout, "
-        "kernel-hang, crash, error; got a string 'bogus'"
+        "kernel-hang, crash, error, flaky; got a string 'bogus'"
     )
 
 
@@ -267,7 +267,7 @@ def test_report_names_the_path_of_the_problem(
     err = capsys.readouterr().err
     assert err == (
         f"orchestrate: error: {path}: not a results file: variants[2].tests[0].verdict: "
-        "expected one of pass, fail, skip, timeout, kernel-hang, crash, error; "
+        "expected one of pass, fail, skip, timeout, kernel-hang, crash, error, flaky; "
         "got a string '\\x1b]0;owned\\x07'\n"
     )
 

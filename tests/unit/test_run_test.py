@@ -31,6 +31,7 @@ class FakeSession:
     exit_status: int | None = 0
     timed_out: bool = False
     answers: bool = True
+    sshd_dead: bool = False  # the kernel runs, its sshd does not
     console_splats: list[Splat] = field(default_factory=list)
     kmsgs: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
@@ -42,7 +43,7 @@ class FakeSession:
         return FakeExec(self.exit_status, self.timed_out)
 
     def ping(self, timeout: float = 5.0) -> bool:
-        return self.answers
+        return self.answers and not self.sshd_dead
 
     def kmsg(self, text: str) -> None:
         self.kmsgs.append(text)
@@ -52,6 +53,9 @@ class FakeSession:
 
     def splats(self) -> list[Splat]:
         return self.console_splats
+
+    def sshd_gone(self) -> bool:
+        return self.sshd_dead
 
     def console_tail(self) -> str:
         return "[   5.0] rcu: INFO: rcu_sched self-detected stall on CPU\n"
@@ -74,6 +78,12 @@ def test_timeout_while_guest_answers(tmp_path: Path) -> None:
     result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.TIMEOUT
     assert "after 10s" in result.reason
+
+
+def test_a_lost_sshd_is_an_error_not_the_kernels_fault(tmp_path: Path) -> None:
+    session = FakeSession(output="", exit_status=None, sshd_dead=True)
+    result = run_test(session, TEST, tmp_path)
+    assert result.verdict is Verdict.ERROR and "sshd is gone" in result.reason
 
 
 def test_dead_guest_is_a_kernel_hang(tmp_path: Path) -> None:

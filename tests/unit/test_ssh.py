@@ -323,3 +323,37 @@ def test_the_transports_own_commands_keep_bounded_output(monkeypatch: pytest.Mon
     assert result.ok
     assert len(out) <= ssh.CAPTURE_LIMIT + 64 and len(err) <= ssh.CAPTURE_LIMIT + 64
     assert out.endswith(b"0008191\n")
+
+
+def _server(behaviour: str) -> tuple[socket.socket, threading.Thread]:
+    """A loopback server that answers like sshd ("banner"), like a guest kernel
+    with nothing listening ("reset": accepted, then closed at once) or like a
+    hung guest ("silent": accepted, then nothing)."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        if behaviour == "banner":
+            conn.sendall(b"SSH-2.0-dropbear\r\n")
+        if behaviour in ("banner", "silent"):
+            time.sleep(1.5)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.mark.parametrize(("behaviour", "refused"), [("banner", False), ("reset", True),
+                                                    ("silent", False)])  # fmt: skip
+def test_sshd_refused_tells_a_dead_sshd_from_a_hung_guest(behaviour: str, refused: bool) -> None:
+    server, thread = _server(behaviour)
+    with server:
+        assert ssh.sshd_refused(server.getsockname()[1], timeout=0.5) is refused
+        thread.join()
+
+
+def test_a_port_nobody_listens_on_is_refused() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    assert ssh.sshd_refused(port, timeout=0.5) is True
