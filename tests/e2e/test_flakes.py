@@ -17,8 +17,7 @@ import pytest
 import xmlschema
 
 from orchestrator.results import Verdict
-
-from .test_guest_faults import run, write_matrix
+from tests.faults.harness import guest_matrix, read_results, run_cli
 
 pytestmark = pytest.mark.e2e
 XSD = Path(__file__).parent.parent / "unit" / "data" / "junit" / "jenkins-junit.xsd"
@@ -31,12 +30,15 @@ ONE_IN_THREE = (
 )
 
 
-def test_a_test_that_fails_one_time_in_three_is_flaky(e2e_cache: Path, tmp_path: Path) -> None:
+def test_a_test_that_fails_one_time_in_three_is_flaky(
+    kernel: Path, e2e_cache: Path, tmp_path: Path
+) -> None:
     tests = (
         f"- name: counter\n  kind: ktap\n  retries: 2\n  timeout: 60\n  command: '{ONE_IN_THREE}'\n"
     )
-    matrix = write_matrix(tmp_path, tests=tests)
-    outcome, run_ = run(matrix, e2e_cache, tmp_path / "out")
+    matrix = guest_matrix(tmp_path, tests)
+    outcome = run_cli([matrix, "--cache-dir", e2e_cache, "--out", tmp_path / "out"], "flaky")
+    run_ = read_results(tmp_path / "out", outcome)
     # FLAKY does not turn the run red by itself.
     assert outcome.returncode == 0, outcome.stdout[-3000:] + outcome.stderr[-3000:]
     (v,) = run_.variants

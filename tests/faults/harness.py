@@ -46,16 +46,20 @@ def record(fault: str, verdict: str, exit_code: int | None, seconds: float, mark
     return row
 
 
-def leftovers(marker: str) -> list[str]:
+def processes_of(marker: str) -> list[psutil.Process]:
     """Processes anywhere on the machine that carry this case's marker."""
     found = []
     for p in psutil.process_iter(["pid", "name"]):
         try:
             if p.pid != os.getpid() and p.environ().get(MARKER) == marker:
-                found.append(f"{p.info['name']}[{p.pid}]")
+                found.append(p)
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def leftovers(marker: str) -> list[str]:
+    return [f"{p.info['name']}[{p.pid}]" for p in processes_of(marker)]
 
 
 def wait_leftovers_gone(marker: str, timeout: float = 10) -> list[str]:
@@ -127,8 +131,12 @@ def reports_written(out: Path) -> bool:
     )
 
 
+def qemus(marker: str) -> list[psutil.Process]:
+    return [p for p in processes_of(marker) if (p.info["name"] or "").startswith("qemu")]
+
+
 def qemu_running(marker: str) -> bool:
-    return any(n.startswith("qemu") for n in leftovers(marker))
+    return bool(qemus(marker))
 
 
 FRAGMENTS = ", ".join(
@@ -162,3 +170,9 @@ def guest_matrix(
 
 
 SMOKE = "- {name: %s, kind: ktap, command: /opt/selftests/smoke.sh, timeout: 60}\n"
+
+
+def test_running(out: Path, test: str, marker: str) -> Callable[[], bool]:
+    """Whether the guest runs ``test`` now: its output file is open and QEMU is up."""
+    started = out / "logs" / "upstream" / "tests" / f"{test}.stdout"
+    return lambda: started.exists() and qemu_running(marker)

@@ -22,6 +22,7 @@ from tests.faults.harness import (
     reports_written,
     run_cli,
     sha256,
+    test_running,
     wait_leftovers_gone,
 )
 from tests.integration.test_runner import _slow_project, project  # noqa: F401  (a fixture)
@@ -118,15 +119,10 @@ def _guest_phase(tmp_path: Path, e2e_cache: Path, signum: signal.Signals, phase:
     out = tmp_path / "out"
     marker = f"{phase}-{signum.name}"
     launch = Launch([matrix, "--cache-dir", e2e_cache, "--out", out], tmp_path / "cli.log", marker)
-    console = out / "logs" / "upstream" / "console-1.log"
     if phase == "boot":
         launch.wait_for(lambda: qemu_running(marker), 600, "QEMU")
     else:
-        launch.wait_for(
-            lambda: console.exists() and "begin test long" in console.read_text(errors="replace"),
-            600,
-            "the test's start",
-        )
+        launch.wait_for(test_running(out, "long", marker), 600, "the test's start")
     _expect_stopped(launch, signum, launch.signal(signum), out, f"a {phase}")
     assert not qemu_running(marker)
 

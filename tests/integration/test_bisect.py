@@ -33,7 +33,8 @@ from orchestrator.vm import guest
 from orchestrator.vm.guest import Booted
 from orchestrator.vm.image import Keys
 from orchestrator.vm.qemu import VmSpec
-from tests.integration.test_runner import FAKELINUX, FakeExec, ScriptedGuest
+from tests.fakes import FakeExec
+from tests.integration.test_runner import FAKELINUX, ScriptedGuest
 
 pytestmark = pytest.mark.integration
 MARKER = "SMOKE_BREAKS_HERE"

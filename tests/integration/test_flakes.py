@@ -14,7 +14,6 @@ import shutil
 import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,25 +21,19 @@ import xmlschema
 
 from orchestrator import cli, history, results
 from orchestrator.git import git
-from orchestrator.results import Splat, Verdict
+from orchestrator.results import Verdict
 from orchestrator.vm import guest
 from orchestrator.vm.guest import Booted
 from orchestrator.vm.image import Keys
 from orchestrator.vm.qemu import VmSpec
+from tests.fakes import FakeExec, HealthyGuest
 
 pytestmark = pytest.mark.integration
 FAKELINUX = Path(__file__).parent.parent / "fakelinux"
 XSD = Path(__file__).parent.parent / "unit" / "data" / "junit" / "jenkins-junit.xsd"
 
 
-@dataclass(frozen=True)
-class FakeExec:
-    exit_status: int | None
-    timed_out: bool = False
-    duration: float = 0.5
-
-
-class CountingGuest:
+class CountingGuest(HealthyGuest):
     """Answers /bin/NAME with KTAP; `flaky` fails its first run, `stuck` every run."""
 
     def __init__(self, runs: dict[str, int]) -> None:
@@ -54,24 +47,6 @@ class CountingGuest:
         stdout.write_text(f"KTAP version 1\n1..1\n# run {self.runs[name]}\n{word} 1 {name}\n")
         stderr.write_text("")
         return FakeExec(1 if bad else 0)
-
-    def ping(self, timeout: float = 5.0) -> bool:
-        return True
-
-    def kmsg(self, text: str) -> None:
-        pass
-
-    def alive(self) -> bool:
-        return True
-
-    def splats(self) -> list[Splat]:
-        return []
-
-    def sshd_gone(self) -> bool:
-        return False
-
-    def console_tail(self) -> str:
-        return ""
 
 
 @pytest.fixture()

@@ -12,7 +12,6 @@ import contextlib
 import shutil
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from orchestrator.results import Stage, Status, Verdict
 from orchestrator.sandbox import Sandbox
 from orchestrator.suites import kselftest
 from orchestrator.vm import guest
+from tests.fakes import FakeExec, HealthyGuest
 
 pytestmark = pytest.mark.integration
 FAKELINUX = Path(__file__).parent.parent / "fakelinux"
@@ -99,42 +99,17 @@ def test_build_installs_the_program_its_objects_and_libraries_once(tmp_path: Pat
     assert runs.read_text() == "built\n"  # make ran once
 
 
-@dataclass(frozen=True)
-class _Exec:
-    exit_status: int | None = 0
-    timed_out: bool = False
-    duration: float = 0.1
-
-
-class _Guest:
+class _Guest(HealthyGuest):
     """A guest that answers every command with a passing KTAP program."""
 
     def __init__(self) -> None:
         self.commands: list[str] = []
 
-    def run(self, command: str, *, timeout: float, stdout: Path, stderr: Path) -> _Exec:
+    def run(self, command: str, *, timeout: float, stdout: Path, stderr: Path) -> FakeExec:
         self.commands.append(command)
         stdout.write_text("KTAP version 1\n1..1\nok 1 works\n")
         stderr.write_text("")
-        return _Exec()
-
-    def ping(self, timeout: float = 5.0) -> bool:
-        return True
-
-    def kmsg(self, text: str) -> None:
-        pass
-
-    def alive(self) -> bool:
-        return True
-
-    def splats(self) -> list[results.Splat]:
-        return []
-
-    def sshd_gone(self) -> bool:
-        return False
-
-    def console_tail(self) -> str:
-        return ""
+        return FakeExec(duration=0.1)
 
 
 def test_a_variant_whose_test_progs_cannot_build(

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,7 +39,6 @@ from orchestrator.results import (
     Batch,
     PatchOutcome,
     RunResult,
-    Splat,
     Stage,
     Status,
     TestResult,
@@ -51,6 +49,7 @@ from orchestrator.vm import guest
 from orchestrator.vm.guest import Booted
 from orchestrator.vm.image import Keys
 from orchestrator.vm.qemu import VmSpec
+from tests.fakes import FakeExec, HealthyGuest
 
 T = TypeVar("T")
 
@@ -230,14 +229,7 @@ def test_bad_matrix_exits_2_before_anything(
 # --- the whole plan, with a scripted guest --------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FakeExec:
-    exit_status: int | None
-    timed_out: bool = False
-    duration: float = 0.5
-
-
-class ScriptedGuest:
+class ScriptedGuest(HealthyGuest):
     """A booted guest answering each test's command with KTAP, a perf sample per boot."""
 
     def __init__(self, kernel: Path, boots: list[str]) -> None:
@@ -254,24 +246,6 @@ class ScriptedGuest:
         stdout.write_text(f"KTAP version 1\n1..1\n{metric}ok 1 {Path(command.split()[0]).name}\n")
         stderr.write_text("")
         return FakeExec(0)
-
-    def ping(self, timeout: float = 5.0) -> bool:
-        return True
-
-    def kmsg(self, text: str) -> None:
-        pass
-
-    def alive(self) -> bool:
-        return True
-
-    def splats(self) -> list[Splat]:
-        return []
-
-    def sshd_gone(self) -> bool:
-        return False
-
-    def console_tail(self) -> str:
-        return ""
 
 
 @pytest.fixture()
