@@ -20,7 +20,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from orchestrator import bisect, config, history, journal, preview, reply, reproduce, results
+from orchestrator import (
+    bisect,
+    config,
+    history,
+    journal,
+    merge,
+    preview,
+    reply,
+    reproduce,
+    results,
+    shards,
+)
 from orchestrator.assemble import stages_to
 from orchestrator.cache import Cache, default_root
 from orchestrator.errors import InfraError, Interrupted, OrchestrateError, UserError
@@ -36,7 +47,7 @@ from orchestrator.results import RunResult, Stage
 from orchestrator.runner import Options, Runner, collect_series
 from orchestrator.textfmt import for_terminal
 
-COMMANDS = ("run", "plan", "report", "history", "reproduce", "bisect", "reply", "export")
+COMMANDS = ("run", "plan", "report", "history", "reproduce", "bisect", "reply", "export", "merge")
 SUMMARY = 300  # characters of a variant's reasons on its summary line
 ERROR_TEXT = 4000  # characters of an error message (git's stderr is cut at 2000)
 
@@ -51,8 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     examples = {
         "run": "examples:\n  orchestrate run matrix.yaml --only pre-fix -j 4\n"
-        "  orchestrate run --resume reports/bpf-reuse/20261206-101500",
-        "plan": "example: orchestrate plan matrix.yaml --only gfp-zero",
+        "  orchestrate run --resume reports/bpf-reuse/20261206-101500\n"
+        "  orchestrate run matrix.yaml --shard 2/4 --out shard-2   (one CI shard)",
+        "plan": "examples:\n  orchestrate plan matrix.yaml --only gfp-zero\n"
+        "  orchestrate plan matrix.yaml --shards 4 --format github   (a CI matrix)",
     }
     for name, text in (
         ("run", "apply, build and test every variant"),
@@ -91,7 +104,30 @@ def _parser() -> argparse.ArgumentParser:
             metavar="VARIANT",
             help="run only this variant (repeatable)",
         )
+        if name == "plan":
+            cmd.add_argument(
+                "--shards",
+                type=int,
+                default=None,
+                metavar="N",
+                help="print the variants of at most N CI shards instead (variants sharing a "
+                "build directory or a perf comparison stay together)",
+            )
+            cmd.add_argument(
+                "--format",
+                choices=shards.FORMATS,
+                default="json",
+                help="with --shards: a JSON list, a GitHub Actions matrix (fromJSON) or "
+                "GitLab parallel:matrix (default: json)",
+            )
         if name == "run":
+            cmd.add_argument(
+                "--shard",
+                default=None,
+                metavar="I/N",
+                help="run shard I of N (as `plan --shards N` lists them); "
+                "`orchestrate merge` combines the shards' run directories",
+            )
             cmd.add_argument(
                 "-j",
                 "--jobs",
@@ -134,7 +170,37 @@ def _parser() -> argparse.ArgumentParser:
     _bisect_parser(sub)
     _reply_parser(sub)
     _export_parser(sub)
+    _merge_parser(sub)
     return parser
+
+
+def _merge_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "combine the results of a run's CI shards into one results.json and its reports"
+    cmd = sub.add_parser(
+        "merge",
+        help=text,
+        description=text + " (JUnit, HTML, text) and record it in the history; the same "
+        "shards in any order, or one given twice, give the same result; a missing shard is "
+        "named in the results and the exit code is 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n"
+        "  orchestrate run matrix.yaml --shard 1/2 --out shard-1   (on one runner)\n"
+        "  orchestrate run matrix.yaml --shard 2/2 --out shard-2   (on another)\n"
+        "  orchestrate merge shard-1 shard-2 --out reports/bpf/merged "
+        "--history reports/history.sqlite",
+    )
+    cmd.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="a shard's run directory")
+    cmd.add_argument(
+        "--out", type=Path, default=Path("merged"), help="where to write (default: ./merged)"
+    )
+    cmd.add_argument(
+        "--history",
+        type=Path,
+        default=None,
+        metavar="DB",
+        help=f"the history database to record the run in (default: {history.FILENAME} two "
+        "levels above --out, where `run` keeps it: REPORT_DIR/MATRIX/RUN)",
+    )
 
 
 def _history_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -270,6 +336,8 @@ def _command(ns: argparse.Namespace) -> int:
         return _again(ns)
     if ns.command in ("reply", "export"):
         return _mail_or_export(ns)
+    if ns.command == "merge":
+        return _merge(ns)
     try:
         resume = _resuming(ns) if ns.command == "run" else None
         if ns.matrix is None:
@@ -288,6 +356,8 @@ def _command(ns: argparse.Namespace) -> int:
             )  # fmt: skip
             return 2
         cache = Cache((ns.cache_dir or default_root()).resolve())
+        if _sharded(ns, matrix, cache):
+            return 0
         patches = collect_series(matrix, tuple(ns.only))
         if ns.command == "plan":
             print(preview.render(preview.make_preview(matrix, cache, patches, tuple(ns.only))))
@@ -299,6 +369,58 @@ def _command(ns: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("orchestrate: interrupted; child processes were stopped", file=sys.stderr)
         return 130
+
+
+def _sharded(ns: argparse.Namespace, matrix: Matrix, cache: Cache) -> bool:
+    """`plan --shards N` prints the shards (True: done); `run --shard I/N` narrows
+    the run to the shard's variants and notes the shard for its run directory."""
+    ns.shard_record = None
+    wanted = getattr(ns, "shards", None) if ns.command == "plan" else getattr(ns, "shard", None)
+    if wanted is None:
+        return False
+    if ns.command == "run" and ns.resume is not None:
+        raise UserError("--resume continues a shard's run as it was: leave out --shard")
+    if ns.only:
+        raise UserError("--only and shards do not mix: a shard is its own set of variants")
+    repo, work = source.cache_path(matrix.tree, cache.root), cache.work
+    if ns.command == "plan":
+        print(shards.render(shards.partition(matrix, ns.shards, repo, work), ns.format))
+        return True
+    ns.shard_record = shards.select(matrix, ns.shard, repo, work)
+    ns.only = list(ns.shard_record.shards[ns.shard_record.index - 1])
+    return False
+
+
+def _merge(ns: argparse.Namespace) -> int:
+    """`orchestrate merge DIR...`: the shards' results as one run, its reports and history."""
+    try:
+        parts = [merge.read_part(d) for d in ns.dirs]
+        run, name = merge.merge(parts), parts[0].record.matrix
+    except OrchestrateError as exc:
+        print(_shown(f"orchestrate: error: {exc}"), file=sys.stderr)
+        return exc.exit_code
+    out = ns.out.resolve()
+    try:
+        results.write(run, out / "results.json")
+    except OSError as exc:
+        return _bad_results(out, f"cannot write the results: {exc.strerror or exc}")
+    print(f"results: {out / 'results.json'}")
+    past = None
+    if run.incomplete:
+        print(_shown(f"orchestrate: incomplete: {run.incomplete}"), file=sys.stderr)
+        print("not recorded in the history: the run is incomplete", file=sys.stderr)
+    else:
+        past = _record(ns.history or out.parent.parent / history.FILENAME, run, name)
+    logs = [p.dir / "logs" for p in parts]
+    try:
+        written = write_reports(run, out, FILES, past, run_dir=out, also_logs_from=logs)
+    except OSError as exc:
+        return _bad_results(out, f"cannot write the reports: {exc}")
+    for path in written:
+        print(f"report: {path}")
+    for v in run.variants:
+        print(f"  {v.name:24} {v.status.value.upper():7} {_summary(v)}")
+    return merge.exit_code(run)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -334,6 +456,9 @@ def _run(
             f"preparing the kernel tree {matrix.tree.location} in {cache.root} (once)", flush=True
         )
     run_dir = (ns.out or _new_run_dir(matrix.report.dir / matrix.name, started)).resolve()
+    shard = getattr(ns, "shard_record", None)
+    if shard is not None:
+        shards.write_record(shard, run_dir)
     options = Options(
         cache=cache,
         run_dir=run_dir,
@@ -369,7 +494,9 @@ def _run(
     )
     run = _bisect_run(matrix, cache, run, run_dir, ns)
     # Recorded before rendering, so the reports can show this run's place in the trend.
-    past = _record(matrix.report.dir / history.FILENAME, run, matrix.name)
+    # A shard is a part of a run: `orchestrate merge` records the whole.
+    sharded = shard is not None or (run_dir / shards.RECORD).is_file()  # or resumed
+    past = None if sharded else _record(matrix.report.dir / history.FILENAME, run, matrix.name)
     for path in write_reports(run, run_dir, matrix.report.formats, past):
         print(f"report: {path}")
     for v in run.variants:

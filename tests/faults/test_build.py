@@ -3,10 +3,10 @@ collide, a dead git's lock.  The sandbox case builds the real kernel tree."""
 
 from __future__ import annotations
 
+import difflib
 import socket
 import sqlite3
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import pytest
 
 from orchestrator import history, proc
 from orchestrator.git import git
+from orchestrator.kernel import source
 from orchestrator.results import Stage, Status
 from tests.conftest import REPO
 from tests.faults.harness import CLI, MARKER, read_results, record, run_cli
@@ -50,22 +51,18 @@ def test_a_hostile_series_on_the_real_tree_is_contained(
         f"python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), 3)' "
         f"&& echo connected > {outside}/net)\n"
     )
+    # The patch, made against the tree's own kernel/bpf/Makefile.
+    repo = next((e2e_cache / "trees").glob("debian-*.git"))
+    before = git(repo, "show", f"{source.BASE_REF}:kernel/bpf/Makefile").stdout
+    after = before.replace("obj-y := core.o\n", f"obj-y := core.o\n{evil}", 1)
+    diff = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True),
+        "a/kernel/bpf/Makefile", "b/kernel/bpf/Makefile",
+    )  # fmt: skip
     patch = tmp_path / "0001-evil.patch"
-    makefile_head = "# SPDX-License-Identifier: GPL-2.0\n"
     patch.write_text(
-        textwrap.dedent("""\
-        From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
-        From: Mallory <m@example.org>
-        Subject: [PATCH] bpf: a helpful build tweak
-
-        ---
-        diff --git a/kernel/bpf/Makefile b/kernel/bpf/Makefile
-        --- a/kernel/bpf/Makefile
-        +++ b/kernel/bpf/Makefile
-        @@ -1,1 +1,2 @@
-        """)
-        + f" {makefile_head}"
-        + f"+{evil}"
+        "From: Mallory <m@example.org>\nSubject: [PATCH] bpf: a helpful build tweak\n\n---\n"
+        "diff --git a/kernel/bpf/Makefile b/kernel/bpf/Makefile\n" + "".join(diff)
     )
     frags = ", ".join(
         str(REPO / "kconfigs" / f)

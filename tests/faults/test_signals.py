@@ -94,12 +94,12 @@ def test_kill_9_during_a_real_build_then_rerun(
     argv: list[str | Path] = [REPO / "matrix.yaml", "--only", "upstream", "--until", "build",
                               "--cache-dir", cache]  # fmt: skip
     launch = Launch([*argv, "--out", tmp_path / "out1"], tmp_path / "cli.log", "kill9-build")
-    launch.wait_for(lambda: bool(list(cache.glob("work/*/make-running"))), 900, "make")
-    time.sleep(20)  # well into the compiling
+    launch.wait_for(lambda: bool(list(cache.glob("work/build/*/make-running"))), 900, "make")
+    time.sleep(10)  # into the compiling (a build from a warm ccache takes about a minute)
     sent = launch.signal(signal.SIGKILL)
     code = launch.wait(60)
     left = wait_leftovers_gone("kill9-build", timeout=15)
-    assert list(cache.glob("work/*/make-running")), "the build was not under way"
+    assert list(cache.glob("work/build/*/make-running")), "the build was not under way"
     rerun = run_cli([*argv, "--out", tmp_path / "out2"], "kill9-build")
     (variant,) = read_results(tmp_path / "out2").variants
     assert variant.build is not None
