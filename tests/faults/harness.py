@@ -172,7 +172,7 @@ def guest_matrix(
 SMOKE = "- {name: %s, kind: ktap, command: /opt/selftests/smoke.sh, timeout: 60}\n"
 
 
-def test_running(out: Path, test: str, marker: str) -> Callable[[], bool]:
+def guest_is_running(out: Path, test: str, marker: str) -> Callable[[], bool]:
     """Whether the guest runs ``test`` now: its output file is open and QEMU is up."""
     started = out / "logs" / "upstream" / "tests" / f"{test}.stdout"
     return lambda: started.exists() and qemu_running(marker)

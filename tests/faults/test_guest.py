@@ -36,7 +36,7 @@ from tests.faults.harness import (
     record,
     reports_written,
     run_cli,
-    test_running,
+    guest_is_running,
     wait_leftovers_gone,
 )
 
@@ -114,12 +114,15 @@ def test_guest_faults_get_their_verdicts(kernel: Path, e2e_cache: Path, tmp_path
     assert {s.kind.value for s in by["kmemleak"].splats} == {"kmemleak"}
     assert {s.kind.value for s in by["lockup"].splats} >= {"panic"}
     storm = by["warn_storm"].splats
-    assert len(storm) == 1 and storm[0].count == 20000, storm  # counted, not repeated
+    # Counted, not repeated.  A line or two may be torn by a kernel message printed
+    # in the middle of it (the console is shared): they are lost, not miscounted.
+    assert len(storm) == 1 and 19_990 <= storm[0].count <= 20_000, storm
     sizes = {f: (out / f).stat().st_size for f in ("report.html", "junit.xml")}
     assert max(sizes.values()) <= 2 << 20, sizes
     assert reports_written(out) and wait_leftovers_gone("guest-faults") == []
-    record("(the same run) orchestrate's peak RSS; report.html, junit.xml after the storm",
-           f"{peak.mib:.0f} MiB; {sizes['report.html'] >> 10} kB, {sizes['junit.xml'] >> 10} kB",
+    record("(the same run) the storm in the reports; orchestrate's peak RSS",
+           f"one splat x{storm[0].count}; report.html {sizes['report.html'] >> 10} kB, junit.xml "
+           f"{sizes['junit.xml'] >> 10} kB; {peak.mib:.0f} MiB",
            ran.returncode, ran.duration, "guest-faults")  # fmt: skip
 
 
@@ -171,18 +174,18 @@ def test_console_and_output_floods_are_capped(
         "- {name: stdout_flood, kind: ktap, timeout: 600,"
         " command: \"head -c 300000000 /dev/zero | tr '\\\\0' x\"}\n"
         "- {name: console_flood, kind: ktap, timeout: 600,"
-        " command: \"head -c 40000000 /dev/zero | tr '\\\\0' y > /dev/console\"}\n"
+        " command: \"head -c 16000000 /dev/zero | tr '\\\\0' y > /dev/console\"}\n"
         + SMOKE
         % "after"
     )
     matrix = guest_matrix(tmp_path, tests, expect="{stdout_flood: fail, console_flood: fail}")
     out = tmp_path / "out"
     # The cost is counted from the moment the flooding test starts.
-    with _PeakRss(test_running(out, "stdout_flood", "flood")) as peak:
+    with _PeakRss(guest_is_running(out, "stdout_flood", "flood")) as peak:
         ran = run_cli([matrix, "--cache-dir", e2e_cache, "--out", out], "flood")
     logs = sum(f.stat().st_size for f in (out / "logs").rglob("*") if f.is_file())
     by = _by_name(read_results(out, ran).variants[0].tests)
-    record("a guest writing 300 MB to a test's stdout and 40 MB to its console",
+    record("a guest writing 300 MB to a test's stdout and 16 MB to its console",
            f"{by['stdout_flood'].verdict.value}/{by['console_flood'].verdict.value}; "
            f"logs {logs >> 20} MiB, RSS +{peak.cost_mib:.0f} MiB (peak {peak.mib:.0f})",
            ran.returncode, ran.duration, "flood")  # fmt: skip
@@ -216,7 +219,7 @@ def test_qemu_killed_from_outside(kernel: Path, e2e_cache: Path, tmp_path: Path)
     matrix = guest_matrix(tmp_path, tests, expect="{victim: fail}")
     out = tmp_path / "out"
     run = Launch([matrix, "--cache-dir", e2e_cache, "--out", out], tmp_path / "cli.log", "qkill")
-    run.wait_for(test_running(out, "victim", "qkill"), 600, "the victim test's start")
+    run.wait_for(guest_is_running(out, "victim", "qkill"), 600, "the victim test's start")
     (qemu,) = qemus("qkill")
     qemu.kill()
     sent = time.monotonic()

@@ -22,7 +22,7 @@ from tests.faults.harness import (
     reports_written,
     run_cli,
     sha256,
-    test_running,
+    guest_is_running,
     wait_leftovers_gone,
 )
 from tests.integration.test_runner import _slow_project, project  # noqa: F401  (a fixture)
@@ -122,7 +122,7 @@ def _guest_phase(tmp_path: Path, e2e_cache: Path, signum: signal.Signals, phase:
     if phase == "boot":
         launch.wait_for(lambda: qemu_running(marker), 600, "QEMU")
     else:
-        launch.wait_for(test_running(out, "long", marker), 600, "the test's start")
+        launch.wait_for(guest_is_running(out, "long", marker), 600, "the test's start")
     _expect_stopped(launch, signum, launch.signal(signum), out, f"a {phase}")
     assert not qemu_running(marker)
 
