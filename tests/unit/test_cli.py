@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli, proc
+from orchestrator.commands import common
 
 
 def test_an_unexpected_fault_is_one_line_and_exit_3(
@@ -48,8 +49,8 @@ def test_a_closed_pipe_is_a_quiet_exit(tmp_path: Path) -> None:
 
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path: Path) -> None:
     started = datetime(2026, 12, 6, 21, 0, 0, 5000, tzinfo=UTC)
-    first = cli._new_run_dir(tmp_path / "m", started)
-    second = cli._new_run_dir(tmp_path / "m", started)
+    first = common.new_run_dir(tmp_path / "m", started)
+    second = common.new_run_dir(tmp_path / "m", started)
     assert (first.name, second.name) == ("20261206-210000", "20261206-210000-2")
     assert first.is_dir() and second.is_dir()
 

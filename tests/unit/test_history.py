@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli, history, results
+from orchestrator.commands import common
 from orchestrator.history import HistoryError, changes_since_previous, record, trend
 from orchestrator.perf import History
 from orchestrator.report import html, text, write_reports
@@ -185,7 +186,7 @@ def test_an_old_database_is_upgraded_by_the_next_run(
     assert cli.main(["history", "--db", str(db)]) == 2
     assert "the next run of a matrix recorded in it upgrades it" in capsys.readouterr().err
     later = perf_run(DAYS[1])
-    h = cli._record(db, later, "m")  # a run records, and so upgrades
+    h = common.record(db, later, "m")  # a run records, and so upgrades
     assert h is not None and h.previous == DAYS[0]
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == history.SCHEMA_VERSION
@@ -417,13 +418,13 @@ def test_run_records_and_survives_a_broken_history(
 ) -> None:
     _history(db)
     later = perf_run(DAYS[3], seed=3)
-    h = cli._record(db, later, "m")
+    h = common.record(db, later, "m")
     assert h is not None and h.previous == DAYS[2]
     assert trend(db, "m").runs[-1].started == DAYS[3]
     blocked = tmp_path / "blocked"
     blocked.mkdir()
     (blocked / history.FILENAME).mkdir()  # a directory where the database should be
-    assert cli._record(blocked / history.FILENAME, later, "m") is None
+    assert common.record(blocked / history.FILENAME, later, "m") is None
     assert "history not recorded" in capsys.readouterr().err
 
 

@@ -1,0 +1,279 @@
+"""`orchestrate run` and `orchestrate plan`: a matrix run, or what it would do.
+
+They share the matrix, --cache-dir and --only; `plan --shards N` lists CI
+shards and `run --shard I/N` runs one of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from orchestrator import bisect, config, history, journal, preview, results, shards
+from orchestrator.assemble import stages_to
+from orchestrator.cache import Cache, default_root
+from orchestrator.commands import Subparsers
+from orchestrator.commands.common import new_run_dir, print_summaries, record, shown
+from orchestrator.errors import UserError
+from orchestrator.journal import Journal
+from orchestrator.kernel import series, source
+from orchestrator.matrix import Matrix
+from orchestrator.plan import selected
+from orchestrator.progress import PlainProgress, progress_for
+from orchestrator.report import write_reports
+from orchestrator.results import RunResult, Stage
+from orchestrator.runner import Options, Runner, collect_series
+
+NAMES: tuple[str, ...] = ("run", "plan")
+
+
+def add_parsers(sub: Subparsers) -> None:
+    examples = {
+        "run": "examples:\n  orchestrate run matrix.yaml --only pre-fix -j 4\n"
+        "  orchestrate run --resume reports/bpf-reuse/20261206-101500\n"
+        "  orchestrate run matrix.yaml --shard 2/4 --out shard-2   (one CI shard)",
+        "plan": "examples:\n  orchestrate plan matrix.yaml --only gfp-zero\n"
+        "  orchestrate plan matrix.yaml --shards 4 --format github   (a CI matrix)",
+    }
+    for name, text in (
+        ("run", "apply, build and test every variant"),
+        ("plan", "print what a run would do; touches nothing"),
+    ):
+        cmd = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=examples[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if name == "run":
+            cmd.add_argument(
+                "matrix", type=Path, nargs="?", help="the matrix YAML file (not with --resume)"
+            )
+            cmd.add_argument(
+                "--resume",
+                type=Path,
+                default=None,
+                metavar="RUN_DIR",
+                help="continue a stopped run in its directory: only what it had not done runs",
+            )
+        else:
+            cmd.add_argument("matrix", type=Path, help="the matrix YAML file")
+        cmd.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=None,
+            help=f"trees, builds and artifacts (default: {default_root()})",
+        )
+        cmd.add_argument(
+            "--only",
+            action="append",
+            default=[],
+            metavar="VARIANT",
+            help="run only this variant (repeatable)",
+        )
+        if name == "plan":
+            cmd.add_argument(
+                "--shards",
+                type=int,
+                default=None,
+                metavar="N",
+                help="print the variants of at most N CI shards instead (variants sharing a "
+                "build directory or a perf comparison stay together)",
+            )
+            cmd.add_argument(
+                "--format",
+                choices=shards.FORMATS,
+                default="json",
+                help="with --shards: a JSON list, a GitHub Actions matrix (fromJSON) or "
+                "GitLab parallel:matrix (default: json)",
+            )
+        if name == "run":
+            cmd.add_argument(
+                "--shard",
+                default=None,
+                metavar="I/N",
+                help="run shard I of N (as `plan --shards N` lists them); "
+                "`orchestrate merge` combines the shards' run directories",
+            )
+            cmd.add_argument(
+                "-j",
+                "--jobs",
+                type=int,
+                default=os.cpu_count() or 1,
+                help="make jobs (default: number of CPUs)",
+            )
+            cmd.add_argument(
+                "--until",
+                choices=("build", "test"),
+                default="test",
+                help="stop after this stage (build: apply, configure and build only)",
+            )
+            cmd.add_argument(
+                "--no-sandbox",
+                action="store_true",
+                help="run the tree's make, kconfig and selftest builds unconfined (not advised "
+                "for series from strangers; default: in a bubblewrap sandbox)",
+            )
+            cmd.add_argument(
+                "--out",
+                type=Path,
+                default=None,
+                help="run output directory (default: under the matrix's report dir)",
+            )
+
+
+def run(ns: argparse.Namespace) -> int:
+    resume = _resuming(ns) if ns.command == "run" else None
+    if ns.matrix is None:
+        print("orchestrate: error: run needs a matrix file (or --resume RUN_DIR)", file=sys.stderr)
+        return 2
+    matrix = config.load(ns.matrix)
+    unknown = sorted(set(ns.only) - {v.name for v in matrix.variants})
+    if unknown:
+        names = ", ".join(v.name for v in matrix.variants)
+        print(
+            shown(f"orchestrate: --only: no such variant: {', '.join(unknown)} "
+                  f"(the matrix has: {names})"),
+            file=sys.stderr,
+        )  # fmt: skip
+        return 2
+    cache = Cache((ns.cache_dir or default_root()).resolve())
+    if _sharded(ns, matrix, cache):
+        return 0
+    patches = collect_series(matrix, tuple(ns.only))
+    if ns.command == "plan":
+        print(preview.render(preview.make_preview(matrix, cache, patches, tuple(ns.only))))
+        return 0
+    return _run_matrix(matrix, cache, patches, ns, resume)
+
+
+def _sharded(ns: argparse.Namespace, matrix: Matrix, cache: Cache) -> bool:
+    """`plan --shards N` prints the shards (True: done); `run --shard I/N` narrows
+    the run to the shard's variants and notes the shard for its run directory."""
+    ns.shard_record = None
+    wanted = getattr(ns, "shards", None) if ns.command == "plan" else getattr(ns, "shard", None)
+    if wanted is None:
+        return False
+    if ns.command == "run" and ns.resume is not None:
+        raise UserError("--resume continues a shard's run as it was: leave out --shard")
+    if ns.only:
+        raise UserError("--only and shards do not mix: a shard is its own set of variants")
+    repo, work = source.cache_path(matrix.tree, cache.root), cache.work
+    if ns.command == "plan":
+        print(shards.render(shards.partition(matrix, ns.shards, repo, work), ns.format))
+        return True
+    ns.shard_record = shards.select(matrix, ns.shard, repo, work)
+    ns.only = list(ns.shard_record.shards[ns.shard_record.index - 1])
+    return False
+
+
+def _resuming(ns: argparse.Namespace) -> Journal | None:
+    """With --resume: the stopped run's journal, and its matrix, cache and options as defaults."""
+    if ns.resume is None:
+        return None
+    rec = journal.read(ns.resume)
+    if ns.only and tuple(ns.only) != rec.only:
+        raise UserError(f"--resume: the run was made with --only {' '.join(rec.only) or '(all)'}")
+    ns.matrix = ns.matrix or Path(rec.matrix)
+    ns.cache_dir = ns.cache_dir or Path(rec.cache)
+    ns.only, ns.until, ns.out = list(rec.only), rec.until.value, ns.resume
+    return rec
+
+
+def _run_matrix(
+    matrix: Matrix,
+    cache: Cache,
+    patches: dict[str, tuple[series.Patch, ...]],
+    ns: argparse.Namespace,
+    resume: Journal | None = None,
+) -> int:
+    started = datetime.now(UTC)
+    if source.cached_base(matrix.tree, cache.root) is None:
+        print(
+            f"preparing the kernel tree {matrix.tree.location} in {cache.root} (once)", flush=True
+        )
+    run_dir = (ns.out or new_run_dir(matrix.report.dir / matrix.name, started)).resolve()
+    shard = getattr(ns, "shard_record", None)
+    if shard is not None:
+        shards.write_record(shard, run_dir)
+    options = Options(
+        cache=cache,
+        run_dir=run_dir,
+        jobs=ns.jobs,
+        only=tuple(ns.only),
+        until=Stage(ns.until),
+        # To the millisecond: two runs of a matrix started in the same second
+        # are two runs (the history keys a run by matrix and start).
+        started=started.isoformat(timespec="milliseconds"),
+        sandbox=not ns.no_sandbox,
+    )
+    if ns.no_sandbox:
+        print(
+            "orchestrate: warning: --no-sandbox: code from the tree under test (its Makefiles, "
+            "Kconfig, selftests) runs unconfined, as you, with your files and network",
+            file=sys.stderr,
+        )
+    start = time.monotonic()
+    names = [v.name for v in selected(matrix, options.only)]
+    runner = None
+    try:
+        with progress_for(names, stages_to(options.until)) as progress:
+            runner = Runner(matrix, options, progress)
+            run = runner.run(patches, resume)
+    except BaseException:
+        # The runner wrote what was done, marked incomplete: make it readable.
+        if runner is not None and runner.results_path.is_file():
+            _partial_reports(runner.results_path, matrix)
+        raise
+    print(
+        f"\n{len(run.variants)} variants in {time.monotonic() - start:.0f}s; "
+        f"results: {run_dir / 'results.json'}"
+    )
+    run = _bisect_run(matrix, cache, run, run_dir, ns)
+    # Recorded before rendering, so the reports can show this run's place in the trend.
+    # A shard is a part of a run: `orchestrate merge` records the whole.
+    sharded = shard is not None or (run_dir / shards.RECORD).is_file()  # or resumed
+    past = None if sharded else record(matrix.report.dir / history.FILENAME, run, matrix.name)
+    for path in write_reports(run, run_dir, matrix.report.formats, past):
+        print(f"report: {path}")
+    print_summaries(run)
+    return 0 if run.ok else 1
+
+
+def _bisect_run(
+    matrix: Matrix, cache: Cache, run: RunResult, run_dir: Path, ns: argparse.Namespace
+) -> RunResult:
+    """`bisect: true`: the first bad patch of each test a variant fails and the baseline passes."""
+    if not bisect.wanted(matrix, run):
+        return run
+    print("\nbisecting what the baseline passes and a variant fails:", flush=True)
+    run = bisect.after_run(
+        matrix,
+        cache,
+        run,
+        run_dir,
+        jobs=ns.jobs,
+        confined=not ns.no_sandbox,
+        progress=PlainProgress(),
+    )
+    results.write(run, run_dir / "results.json")
+    for v in run.variants:
+        for b in v.bisect:
+            print(shown(f"  {v.name} {b.test}: {b.summary}", one_line=True))
+    return run
+
+
+def _partial_reports(path: Path, matrix: Matrix) -> None:
+    """Reports of an interrupted run, from its partial results (not in the history)."""
+    try:
+        run = results.read(path)
+        write_reports(run, path.parent, matrix.report.formats)
+    except (OSError, ValueError) as exc:
+        print(shown(f"orchestrate: warning: {path}: reports not written: {exc}"), file=sys.stderr)
+        return
+    print(f"partial results ({run.incomplete}): {path}", file=sys.stderr)
