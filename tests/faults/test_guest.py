@@ -29,6 +29,7 @@ from tests.e2e.test_guest import (  # noqa: F401  (fixtures)
 from tests.faults.harness import (
     SMOKE,
     Launch,
+    guest_is_running,
     guest_matrix,
     qemu_running,
     qemus,
@@ -36,7 +37,6 @@ from tests.faults.harness import (
     record,
     reports_written,
     run_cli,
-    guest_is_running,
     wait_leftovers_gone,
 )
 

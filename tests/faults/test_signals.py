@@ -15,6 +15,7 @@ from tests.conftest import REPO
 from tests.faults.harness import (
     SMOKE,
     Launch,
+    guest_is_running,
     guest_matrix,
     qemu_running,
     read_results,
@@ -22,7 +23,6 @@ from tests.faults.harness import (
     reports_written,
     run_cli,
     sha256,
-    guest_is_running,
     wait_leftovers_gone,
 )
 from tests.integration.test_runner import _slow_project, project  # noqa: F401  (a fixture)
