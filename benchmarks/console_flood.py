@@ -322,6 +322,9 @@ class StormSession:
     def sshd_gone(self) -> bool:
         return False
 
+    def qemu_killed(self) -> str | None:
+        return None
+
     def console_tail(self) -> str:
         return self.watcher.tail()
 

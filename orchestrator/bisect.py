@@ -15,21 +15,29 @@ so the result always has counts on both sides of the first bad patch:
 is the oracle of real builds and boots (reproduce.Bench); `after_run` finds
 what a finished run asks to bisect, and `record` puts a Bisection on its
 variant in results.json.
+
+A perf test is bisected the same way with another oracle (PerfSteps): a
+step's kernel boots `runs` times, one sample of the metric per boot (the
+project's independent sample, DESIGN "Perf methodology"), the base's kernel
+the same way once, and `judge_perf` compares the two with stats.compare: a
+step is BAD when that says slower, GOOD when it says faster or no
+measurable change, SKIP when it cannot tell (inconclusive) or has no samples.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import statistics
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import scipy.stats
 
-from orchestrator import plan, reproduce, results, verdicts
+from orchestrator import perf, plan, reproduce, results, stats, units, verdicts
 from orchestrator.cache import Cache
 from orchestrator.errors import UserError
-from orchestrator.matrix import Matrix
+from orchestrator.matrix import Matrix, Test
 from orchestrator.results import Bisection, BisectStep, RunResult, StepStatus, VariantResult
 from orchestrator.units import Progress, Tested
 
@@ -45,6 +53,8 @@ class Found:
     first_bad: int = 0  # 1-based; 0: not found
     candidates: tuple[int, ...] = ()  # skips left these patches possible
     why: str = ""  # when there is no first bad patch
+    metric: str = ""  # a perf bisection's metric; "" for a functional test
+    base: tuple[float, ...] = ()  # a perf bisection's samples of the base (patches 0)
 
 
 def search(count: int, oracle: Oracle) -> Found:
@@ -93,6 +103,8 @@ def search(count: int, oracle: Oracle) -> Found:
 
 def _not_reproduced(step: BisectStep, count: int) -> str:
     where = "with the whole series" if step.patches == count else f"at patch {step.patches}"
+    if step.ratio is not None:
+        return f"the slowdown did not reproduce: {where} it measured {_counts(step)}"
     return f"the failure did not reproduce: {where} the test failed in {_counts(step)}"
 
 
@@ -102,6 +114,10 @@ def _ambiguous(skipped: tuple[int, ...], bad: int) -> str:
 
 
 def _counts(step: BisectStep) -> str:
+    if step.ratio is not None:  # a perf step
+        low, high = step.ci_low, step.ci_high
+        ci = f" (95% CI {low:.2f}-{high:.2f})" if low is not None and high is not None else ""
+        return f"{step.ratio:.2f}x of the base{ci} in {step.runs} boots"
     return f"{step.failures}/{step.runs} runs"
 
 
@@ -122,6 +138,8 @@ def confidence(found: Found) -> float:
     """
     if not found.first_bad:
         return 0.0
+    if found.metric:
+        return perf_confidence(found)
     bad = [s for s in found.steps if s.status is StepStatus.BAD]
     failures, runs = sum(s.failures for s in bad), sum(s.runs for s in bad)
     p = float(scipy.stats.beta.ppf(LOW, failures + 0.5, runs - failures + 0.5))
@@ -140,8 +158,11 @@ def summary(found: Found, subject: str = "") -> str:
     by = {s.patches: s for s in found.steps}
     before = "the base (no patches)" if k == 1 else f"patch {k - 1}"
     name = f"patch {k}" + (f" ({subject})" if subject else "")
+    bad, good = ("bad in", "good in")
+    if found.metric:
+        bad, good = f"{found.metric} slower:", "not slower:"
     return (
-        f"{name}: bad in {_counts(by[k])}; good in {_counts(by[k - 1])} at {before}; "
+        f"{name}: {bad} {_counts(by[k])}; {good} {_counts(by[k - 1])} at {before}; "
         f"{_percent(confidence(found))} sure"
     )
 
@@ -149,6 +170,77 @@ def summary(found: Found, subject: str = "") -> str:
 def _percent(x: float) -> str:
     shown = math.floor(x * 1000) / 10  # never rounds up to a certainty it does not have
     return f"{shown:.0f}%" if shown == int(shown) else f"{shown:.1f}%"
+
+
+# --- perf steps (pure) ------------------------------------------------------------------
+
+MISSED = 0.5  # the chance a GOOD step saw a slowdown smaller than it could detect: a coin
+
+
+def judge_perf(
+    k: int, commit: str, metric: str, values: Sequence[float], base: Sequence[float]
+) -> BisectStep:
+    """A perf step from its samples (one per boot) against the base's, by stats.compare.
+
+    BAD when the comparison says slower (p < alpha and the ratio's interval
+    excludes 1, in the metric's direction), GOOD when faster or no measurable
+    change, SKIP when it cannot tell (too few samples, a noisy base, a wide
+    interval): a step it cannot judge is one the search steps around.
+    """
+    if not values:
+        return BisectStep(k, commit, StepStatus.SKIP, reason=f"no samples of {metric}")
+    c = stats.compare(metric, f"patch {k}", values, "base", base)
+    numbers = {
+        "median": _finite(statistics.median(values)),
+        "ratio": _finite(c.ratio),
+        "ci_low": _finite(c.ci_low),
+        "ci_high": _finite(c.ci_high),
+        "p": _finite(c.p),
+    }
+    step = BisectStep(k, commit, StepStatus.GOOD, 0, len(values), c.text, **numbers)
+    if c.verdict is stats.Change.SLOWER:
+        return replace(step, status=StepStatus.BAD, reason=f"slower (p={c.p:.3g})")
+    if c.verdict is stats.Change.INCONCLUSIVE or numbers["ratio"] is None:
+        return replace(step, status=StepStatus.SKIP)
+    return step
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def base_step(commit: str, metric: str, base: Sequence[float]) -> BisectStep:
+    """The base (no patches) that every perf step is compared with: GOOD by definition."""
+    if not base:
+        return BisectStep(0, commit, StepStatus.SKIP, reason=f"no samples of {metric}")
+    median = statistics.median(base)
+    return BisectStep(
+        0, commit, StepStatus.GOOD, 0, len(base), "the base", median, 1.0, 1.0, 1.0, 1.0
+    )
+
+
+def perf_confidence(found: Found) -> float:
+    """How sure a perf answer is: its slowdown is no chance, and no GOOD step missed it.
+
+    (1 - p) of the first bad step's Mann-Whitney test, times for each GOOD
+    step below it the chance it would have seen the same slowdown: 95 %
+    (the power stats.detectable_change is computed for) when the slowdown is
+    at least what that step's samples against the base's could detect, else
+    MISSED.
+    """
+    by = {s.patches: s for s in found.steps}
+    bad = by.get(found.first_bad)
+    if bad is None or bad.ratio is None or bad.p is None or not bad.ratio > 0:
+        return 0.0
+    ratio = bad.ratio
+    drop = 1.0 - ratio if stats.higher_is_better(found.metric) else 1.0 - 1.0 / ratio
+    spread = stats.cv(found.base)
+    sure = 1.0 - bad.p
+    for step in found.steps:
+        if step.status is StepStatus.GOOD and 0 < step.patches < found.first_bad:
+            seen = stats.detectable_change(len(found.base), step.runs, spread)
+            sure *= 0.95 if drop >= seen else MISSED  # nan (no spread known): MISSED
+    return sure
 
 
 # --- real steps -----------------------------------------------------------------------
@@ -206,6 +298,98 @@ class Steps:
         return judged
 
 
+class PerfSteps:
+    """The oracle of perf steps: build the prefix, boot it once (the BOOT
+    check, as a run's functional unit), then `runs` boots with one sample of
+    the metric each; the base's kernel is sampled the same way, once, first."""
+
+    def __init__(self, bench: reproduce.Bench, work: Path, progress: Progress, metric: str) -> None:
+        self.bench = bench
+        self.work = work
+        self.progress = progress
+        self.metric = metric  # "": the base's first headline metric
+        self.commits = bench.commits
+        self.accel: tuple[str, str] | None = None
+        self.base: tuple[float, ...] = ()
+        self._base: BisectStep | None = None
+
+    def start(self) -> BisectStep:
+        """The base, sampled once: every step is compared with its samples."""
+        if self._base is None:
+            sampled = self._sample(0)
+            if isinstance(sampled, BisectStep):
+                self._base = sampled
+                return sampled
+            self.metric = self.metric or _headline(self._test().name, sampled)
+            known = sorted({m for s in sampled for m in s})
+            if sampled and self.metric not in known:
+                test = self._test().name
+                raise UserError(
+                    f"{test}: the base reports no metric {self.metric!r} "
+                    f"(it reports: {', '.join(known) or 'none'})"
+                )
+            self.base = tuple(s[self.metric] for s in sampled if self.metric in s)
+            self._base = base_step(self.commits[0], self.metric, self.base)
+        return self._base
+
+    def __call__(self, k: int) -> BisectStep:
+        if k == 0:
+            return self.start()
+        self.start()
+        sampled = self._sample(k)
+        if isinstance(sampled, BisectStep):
+            return sampled
+        values = [s[self.metric] for s in sampled if self.metric in s]
+        judged = judge_perf(k, self.commits[k], self.metric, values, self.base)
+        shown = {StepStatus.GOOD: results.Status.PASS, StepStatus.BAD: results.Status.FAIL}
+        self.progress(
+            self.bench.variant,
+            results.Stage.TEST,
+            shown.get(judged.status, results.Status.SKIPPED),
+            f"bisect {self._test().name}: {k} patches: {judged.status.value} ({_counts(judged)})",
+        )
+        return judged
+
+    def _test(self) -> Test:
+        return self.bench.ctx.matrix.tests[0]
+
+    def _sample(self, k: int) -> list[dict[str, float]] | BisectStep:
+        """The test's metrics from each of `runs` boots of step k's kernel."""
+        commit = self.commits[k]
+        step = reproduce.at(self.bench, self.work / f"step-{k}")
+        test = step.ctx.matrix.tests[0]
+        say = f"bisect {test.name}: {k} of {len(self.commits) - 1} patches ({commit[:12]})"
+        self.progress(self.bench.variant, results.Stage.BUILD, None, say)
+        built = reproduce.build_at(step, commit)
+        if isinstance(built, results.StageResult):
+            reason = f"{built.stage.value}: {built.reason}"
+            return BisectStep(k, commit, StepStatus.SKIP, reason=reason)
+        installed = reproduce.installed_for(step, commit, built)
+        tested = reproduce.test_on(step, built, installed, self.accel)  # boots; no test to run
+        self.accel = self.accel or tested.accel
+        if tested.stage.status is not results.Status.PASS:
+            return BisectStep(k, commit, StepStatus.SKIP, reason=f"boot: {tested.stage.reason}")
+        guest, samples = tested.guest, []
+        for round_ in range(1, test.repeats + 1):
+            sampled = units.perf_round(step.ctx, 1, round_, (guest,), step.setup, self.accel)
+            (done,) = sampled.samples
+            guest = done.guest
+            samples += [
+                dict(t.metrics)
+                for t in done.tests
+                if t.name == test.name and t.verdict is not results.Verdict.ERROR and t.metrics
+            ]
+        return samples
+
+
+def _headline(test: str, sampled: Sequence[dict[str, float]]) -> str:
+    """The first metric the test reports that is no breakdown of another (map_perf's
+    events_per_sec, not events_per_sec_cpu0)."""
+    names = list(dict.fromkeys(m for s in sampled for m in s))
+    details = perf.breakdowns((test, m) for m in names)
+    return next((m for m in names if (test, m) not in details), "")
+
+
 @dataclass(frozen=True)
 class Job:
     """One bisection to do."""
@@ -213,6 +397,17 @@ class Job:
     variant: str
     test: str
     runs: int
+    metric: str = ""  # a perf test's metric ("": the base's first headline metric)
+
+
+def is_perf(matrix: Matrix, test: str) -> bool:
+    return not _functional(matrix, test)
+
+
+def default_runs(matrix: Matrix, test: str) -> int:
+    """The matrix's runs per step; a perf step takes at least stats.MIN_SAMPLES boots."""
+    runs = matrix.bisect.runs
+    return max(runs, stats.MIN_SAMPLES) if is_perf(matrix, test) else runs
 
 
 def bisect(
@@ -235,18 +430,40 @@ def bisect(
     if test is None:
         names = ", ".join(t.name for t in matrix.tests) or "none"
         raise UserError(f"no test {job.test!r} in the matrix (its tests: {names})")
-    if test not in plan.functional_tests(matrix.tests):
-        raise UserError(f"{job.test} is a perf test; bisect finds what makes a test fail")
+    slower = is_perf(matrix, job.test)
+    if slower and job.runs < stats.MIN_SAMPLES:
+        raise UserError(
+            f"{job.test} is a perf test: a step takes at least {stats.MIN_SAMPLES} boots "
+            f"to compare (one sample each), not {job.runs}"
+        )
+    if job.metric and not slower:
+        raise UserError(f"{job.test} is a functional test: --metric is for a perf test")
     one = (replace(test, repeats=job.runs, retries=0),)
     where = work / job.variant / job.test
     bench = reproduce.open_bench(
         matrix, cache, where, job.variant, one, jobs=jobs, confined=confined, progress=progress
     )
     try:
-        found = search(len(bench.patches), Steps(bench, where, progress))
+        if slower:
+            found = _search_perf(bench, where, progress, job.metric)
+        else:
+            found = search(len(bench.patches), Steps(bench, where, progress))
     finally:
         reproduce.close(bench)
     return named(found, job, bench.patches)
+
+
+def _search_perf(bench: reproduce.Bench, where: Path, progress: Progress, metric: str) -> Found:
+    """The perf search: the base sampled first, then the same binary search."""
+    oracle = PerfSteps(bench, where, progress, metric)
+    if not bench.patches:
+        return search(0, oracle)
+    base = oracle.start()
+    if base.status is StepStatus.SKIP:
+        return Found((base,), why=f"the base cannot be tested: {base.reason}", metric=metric)
+    found = search(len(bench.patches), oracle)
+    steps = found.steps if any(s.patches == 0 for s in found.steps) else (base, *found.steps)
+    return replace(found, steps=steps, metric=oracle.metric, base=oracle.base)
 
 
 def named(found: Found, job: Job, patches: tuple[results.PatchResult, ...]) -> Bisection:
@@ -266,6 +483,7 @@ def named(found: Found, job: Job, patches: tuple[results.PatchResult, ...]) -> B
         source=source,
         confidence=confidence(found),
         summary=summary(found, subject),
+        metric=found.metric,
     )
 
 
@@ -273,12 +491,14 @@ def named(found: Found, job: Job, patches: tuple[results.PatchResult, ...]) -> B
 
 
 def wanted(matrix: Matrix, run: RunResult) -> tuple[Job, ...]:
-    """Each (variant, test) with `bisect` on that the variant fails and the baseline passes."""
+    """Each (variant, test) with `bisect` on that the variant fails and the baseline
+    passes, then each (variant, perf test, metric) the run found slower than the baseline."""
     base = next((v for v in run.variants if v.name == verdicts.baseline_of(run)), None)
     if base is None:
         return ()
     base_bad = _outcomes(base)
     jobs: list[Job] = []
+    slower = _slower(run)
     for v in run.variants:
         spec = next((s for s in matrix.variants if s.name == v.name), None)
         if v is base or spec is None or not (spec.bisect or matrix.bisect.enabled):
@@ -288,7 +508,32 @@ def wanted(matrix: Matrix, run: RunResult) -> tuple[Job, ...]:
         for name, bad in _outcomes(v).items():
             if bad and base_bad.get(name) is False and _functional(matrix, name):
                 jobs.append(Job(v.name, name, matrix.bisect.runs))
+        for test, metric in slower.get(v.name, ()):
+            if is_perf(matrix, test) and any(t.name == test for t in matrix.tests):
+                jobs.append(Job(v.name, test, default_runs(matrix, test), metric))
     return tuple(jobs)
+
+
+def _slower(run: RunResult) -> dict[str, list[tuple[str, str]]]:
+    """variant -> the (test, headline metric) the run's perf comparison found slower,
+    one metric per test (the first)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for summary_ in perf.perf(run):
+        if summary_.breakdown:
+            continue
+        for row in summary_.rows:
+            c = row.comparison
+            mine = out.setdefault(row.variant, [])
+            first = all(test != summary_.test for test, _ in mine)
+            if c is not None and c.verdict is stats.Change.SLOWER and first:
+                mine.append((summary_.test, summary_.metric))
+    return out
+
+
+def metric_for(run: RunResult, variant: str, test: str) -> str:
+    """The metric to bisect a perf test by when none is named: the one the run
+    found slower for this variant, else "" (the base's first headline metric)."""
+    return next((m for t, m in _slower(run).get(variant, ()) if t == test), "")
 
 
 def _outcomes(variant: VariantResult) -> dict[str, bool]:

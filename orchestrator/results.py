@@ -238,6 +238,13 @@ class BisectStep:
     failures: int = 0  # runs of the test that failed
     runs: int = 0  # runs of the test that gave a verdict
     reason: str = ""  # why it was skipped, or the first failure's reason
+    # A perf step (runs = samples, one per boot): its median and, against the
+    # base's samples, the ratio of medians, its 95 % interval and Mann-Whitney p.
+    median: float | None = None
+    ratio: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p: float | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +261,7 @@ class Bisection:
     source: str = ""
     confidence: float = 0.0  # 0..1: how sure (see bisect.confidence)
     summary: str = ""  # "patch 2 (...): bad in 5/5 runs; good in 0/5 runs at patch 1"
+    metric: str = ""  # a perf bisection's metric (a step is bad when it is slower); "" otherwise
 
 
 @dataclass(frozen=True)

@@ -40,5 +40,8 @@ class HealthyGuest:
     def sshd_gone(self) -> bool:
         return False
 
+    def qemu_killed(self) -> str | None:
+        return None
+
     def console_tail(self) -> str:
         return ""

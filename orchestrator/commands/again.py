@@ -47,14 +47,15 @@ def _reproduce_parser(sub: Subparsers) -> None:
 
 
 def _bisect_parser(sub: Subparsers) -> None:
-    text = "find the first patch of a variant's series that makes a test fail"
+    text = "find the first patch of a variant's series that makes a test fail or slower"
     cmd = sub.add_parser(
         "bisect",
         help=text,
         description=text + ": builds prefixes of the series incrementally, runs the test "
-        "--runs times at each step; records the answer in the results and re-renders reports",
+        "--runs times at each step (a perf test: --runs boots, one sample each, compared with "
+        "the base's); records the answer in the results and re-renders reports",
         epilog="example: orchestrate bisect reports/bpf/20261206-101500/results.json "
-        "ctor htab_reuse --runs 10",
+        "ctor htab_reuse --runs 10   (a perf test: ... ctor map_perf --metric events_per_sec)",
     )
     cmd.add_argument("results", type=Path, help="a results.json written by `orchestrate run`")
     cmd.add_argument("variant", help="the variant whose series is bisected")
@@ -63,8 +64,14 @@ def _bisect_parser(sub: Subparsers) -> None:
         "--runs",
         type=int,
         default=None,
-        help="runs of the test per step; any failure makes a step bad "
+        help="runs of the test per step; any failure makes a step bad; for a perf test, "
+        "boots per step (at least 5) and a step is bad when slower than the base "
         "(default: the matrix's bisect: runs, else 5)",
+    )
+    cmd.add_argument(
+        "--metric",
+        default="",
+        help="a perf test's metric (default: the one the run found slower, else the first)",
     )
     _rerun_options(cmd)
 
@@ -102,7 +109,10 @@ def _bisect(ns: argparse.Namespace, run: RunResult, cache: Cache) -> int:
     reproduce.variant_of(run, ns.variant, matrix)
     if ns.runs is not None and not 1 <= ns.runs <= config.MAX_BISECT_RUNS:
         raise UserError(f"--runs must be 1 to {config.MAX_BISECT_RUNS}, not {ns.runs}")
-    job = bisect.Job(ns.variant, ns.test, ns.runs or matrix.bisect.runs)
+    metric = ns.metric or bisect.metric_for(run, ns.variant, ns.test)
+    known = any(t.name == ns.test for t in matrix.tests)
+    runs = ns.runs or (bisect.default_runs(matrix, ns.test) if known else matrix.bisect.runs)
+    job = bisect.Job(ns.variant, ns.test, runs, metric)
     with cache.locked():
         found = bisect.bisect(
             matrix,

@@ -44,6 +44,10 @@ class GuestSession:
     def ping(self, timeout: float = 5.0) -> bool:
         return self.machine.alive() and self.ssh.ping(timeout)
 
+    def qemu_killed(self) -> str | None:
+        """The signal that killed QEMU from outside the guest, if one did."""
+        return self.machine.killed_by()
+
     def sshd_gone(self) -> bool:
         """The kernel runs but nothing answers on the SSH port (ssh.sshd_refused)."""
         return self.machine.alive() and sshd_refused(self.machine.spec.ssh_port)

@@ -28,6 +28,7 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import tempfile
 import time
@@ -432,6 +433,14 @@ class Machine:
         if self._process is None or self._process.poll() is not None:
             return False
         return not self.console.seen(PANIC_MARKER)
+
+    def killed_by(self) -> str | None:
+        """The signal that ended QEMU, when something outside the guest killed it
+        (a guest that panics or powers off makes QEMU exit, not die of a signal)."""
+        status = self._process.poll() if self._process is not None else None
+        if status is None or status >= 0:
+            return None
+        return signal.Signals(-status).name
 
     def qmp(self, command: str, arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return qmp_command(self.spec.qmp_socket, command, arguments)

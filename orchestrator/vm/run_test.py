@@ -59,6 +59,7 @@ class Session(Protocol):
 
     def ping(self, timeout: float = 5.0) -> bool: ...
     def sshd_gone(self) -> bool: ...
+    def qemu_killed(self) -> str | None: ...
     def kmsg(self, text: str) -> None: ...
     def alive(self) -> bool: ...
     def splats(self) -> list[Splat]: ...
@@ -101,6 +102,11 @@ def run_test(session: Session, test: Test, logs: Path, *, label: str = "") -> Te
         # The guest's userspace lost its sshd (a test killed it, say): the kernel
         # is not to blame, and this guest can run nothing more.
         reason = "the guest's sshd is gone (its kernel still refuses connections on port 22)"
+        return dataclasses.replace(base, reason=reason)
+    killed = None if answering else session.qemu_killed()
+    if killed is not None:
+        # Not the kernel's doing: an OOM killer, an admin or a CI runner's teardown.
+        reason = f"QEMU was killed ({killed}) from outside the guest"
         return dataclasses.replace(base, reason=reason)
     if not answering:
         return _dead_guest(base, session.console_tail(), result.timed_out)

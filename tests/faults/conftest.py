@@ -37,7 +37,7 @@ def _cell(text: str) -> str:
 def render(rows: list[Row]) -> str:
     lines = [
         f"| {_cell(r.fault)} | {_cell(r.verdict)} | "
-        f"{'killed' if r.exit_code is None else r.exit_code} | {r.seconds:g} | "
+        f"{'-' if r.exit_code is None else r.exit_code} | {r.seconds:g} | "
         f"{', '.join(r.leftovers) or 'none'} |"
         for r in rows
     ]

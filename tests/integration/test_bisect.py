@@ -425,3 +425,142 @@ def test_reproduce_shell_pumps_a_terminal(tmp_path: Path) -> None:
         os.close(terminal)
         listener.close()
     thread.join(10)
+
+
+# --- a perf test: the first patch that makes it slower ------------------------------------
+
+
+class SlowingGuest(ScriptedGuest):
+    """Its map_perf reports ~1000 events/s, ~30 % fewer on a kernel whose tree has
+    MARKER; each boot's sample differs a little (boot-to-boot noise)."""
+
+    def __init__(self, kernel: Path, boots: list[str], boot: int) -> None:
+        super().__init__(kernel, boots)
+        self.boot = boot
+
+    def run(self, command: str, *, timeout: float, stdout: Path, stderr: Path) -> FakeExec:
+        if "map_perf" not in command:
+            return super().run(command, timeout=timeout, stdout=stdout, stderr=stderr)
+        self.commands.append(command)
+        rate = (700.0 if MARKER in self.kernel.read_text() else 1000.0) + self.boot % 5
+        stdout.write_text(
+            f"KTAP version 1\n1..1\nok 1 map_perf\n# metric: events_per_sec {rate}\n"
+            f"# metric: events_per_sec_cpu0 {rate / 2}\n"
+        )
+        stderr.write_text("")
+        return FakeExec(0)
+
+
+@pytest.fixture()
+def perf_booted(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Boots of SlowingGuests that never start QEMU; returns the kernels booted, in order."""
+    kernels: list[Path] = []
+
+    @contextlib.contextmanager
+    def boot(spec: VmSpec, keys: Keys, timeout: float) -> Iterator[tuple[SlowingGuest, Booted]]:
+        kernels.append(spec.kernel)
+        spec.console_log.parent.mkdir(parents=True, exist_ok=True)
+        spec.console_log.write_text("fake console\n")
+        yield SlowingGuest(spec.kernel, [], len(kernels)), Booted(1.0, 0.5)
+
+    monkeypatch.setattr(guest, "boot", boot)
+    return kernels
+
+
+def _perf_matrix(project: Path) -> None:
+    matrix = project / "matrix.yaml"
+    text = matrix.read_text().replace(
+        "  - {name: smoke, kind: ktap, command: /bin/smoke}\n",
+        "  - {name: map_perf, kind: map_perf, command: /bin/map_perf, repeats: 5}\n",
+    )
+    matrix.write_text(text)
+
+
+def test_a_run_with_bisect_finds_the_patch_that_makes_it_slower(
+    project: Path, tmp_path: Path, perf_booted: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _perf_matrix(project)
+    code, path = _run(project, tmp_path)
+    run = results.read(path)
+    by = {v.name: v for v in run.variants}
+    assert by["base"].bisect == ()
+    (found,) = by["three"].bisect
+    assert (found.test, found.metric, found.first_bad) == ("map_perf", "events_per_sec", 2)
+    assert found.runs == 5  # the matrix's 3 runs, raised to the 5 boots a comparison needs
+    assert found.subject == "fork: break smoke"
+    steps = {s.patches: s for s in found.steps}
+    assert [(s.patches, s.status) for s in found.steps] == [
+        (0, StepStatus.GOOD), (1, StepStatus.GOOD), (2, StepStatus.BAD),
+    ]  # fmt: skip
+    assert steps[0].ratio == 1.0 and steps[0].runs == 5
+    assert steps[2].ratio is not None and 0.69 < steps[2].ratio < 0.71
+    assert steps[2].ci_low is not None and steps[2].ci_high is not None
+    assert steps[2].ci_low <= steps[2].ratio <= steps[2].ci_high < 0.8
+    assert steps[2].median is not None and 700 <= steps[2].median < 705
+    assert steps[1].ratio is not None and 0.99 < steps[1].ratio < 1.01
+    assert 0.9 < found.confidence < 1.0
+    assert found.summary.startswith(
+        "patch 2 (fork: break smoke): events_per_sec slower: 0.70x of the base"
+    )
+    assert "not slower: 1.00x of the base" in found.summary and "at patch 1" in found.summary
+    # The run: a boot and 6 perf rounds (one a warm-up) of 2 variants; then the base,
+    # steps 1 and 2 each 1 + 5 boots (a boot check, then one sample per boot).
+    assert len(perf_booted) == 2 * 7 + 3 * 6
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "First bad patch: map_perf (events_per_sec slower)" in html
+    assert '<td class="num">1.000 (1.000\u20131.000)</td>' in html and "0.70" in html
+    summary = (tmp_path / "run" / "summary.txt").read_text()
+    assert "first bad patch for map_perf: patch 2 (fork: break smoke)" in summary
+    assert "three map_perf: patch 2 (fork: break smoke)" in capsys.readouterr().out
+    assert code == 0  # slower is a perf verdict, no failure of the run
+
+
+def test_bisect_of_a_perf_test_that_is_never_slower_did_not_reproduce(
+    project: Path, tmp_path: Path, perf_booted: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _perf_matrix(project)
+    matrix = project / "matrix.yaml"
+    # No patch carries the marker: nothing gets slower.
+    for patch in (project / "patches" / "three").iterdir():
+        patch.write_text(patch.read_text().replace(MARKER, "NOTHING_HERE"))
+    matrix.write_text(matrix.read_text().replace("bisect: {enabled: true, runs: 3}\n", ""))
+    _, path = _run(project, tmp_path)
+    capsys.readouterr()
+    before = len(perf_booted)
+    argv = ["bisect", str(path), "three", "map_perf", "--runs", "5", "--metric", "events_per_sec"]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out
+    assert (
+        "three map_perf: the slowdown did not reproduce: with the whole series it measured" in out
+    )
+    (found,) = results.read(path).variants[1].bisect
+    assert found.first_bad == 0 and found.confidence == 0.0 and found.metric == "events_per_sec"
+    assert [(s.patches, s.status) for s in found.steps] == [
+        (0, StepStatus.GOOD), (1, StepStatus.GOOD), (2, StepStatus.GOOD), (3, StepStatus.GOOD),
+    ]  # fmt: skip
+    assert len(perf_booted) == before + 4 * 6
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--runs", "3"], "map_perf is a perf test: a step takes at least 5 boots"),
+        (["--metric", "nope"], "map_perf: the base reports no metric 'nope' (it reports: "),
+    ],
+)
+def test_perf_bisect_bad_input_is_exit_2(
+    project: Path,
+    tmp_path: Path,
+    perf_booted: list[Path],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    _perf_matrix(project)
+    matrix = project / "matrix.yaml"
+    matrix.write_text(matrix.read_text().replace("bisect: {enabled: true, runs: 3}\n", ""))
+    _, path = _run(project, tmp_path)
+    capsys.readouterr()
+    assert cli.main(["bisect", str(path), "three", "map_perf", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

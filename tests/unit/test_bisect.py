@@ -312,3 +312,145 @@ def test_bad_bisect_settings_name_file_line_key(
     with pytest.raises(MatrixError) as caught:
         config.load(_matrix_file(tmp_path, top, variant))
     assert message in str(caught.value)
+
+
+# --- perf steps: slower than the base beyond the bound ---------------------------------------
+
+BASE = (1000.0, 1012.0, 991.0, 1005.0, 997.0)  # ~1 % boot-to-boot spread
+
+
+def test_judge_perf_is_the_runs_comparison_of_a_step_with_the_base() -> None:
+    slower = bisect.judge_perf(2, "c2", "events_per_sec", [x * 0.7 for x in BASE], BASE)
+    assert (slower.status, slower.runs, slower.failures) == (StepStatus.BAD, 5, 0)
+    assert slower.ratio == pytest.approx(0.7)
+    assert slower.median == pytest.approx(700.0)
+    assert slower.ci_low is not None and slower.ci_high is not None and slower.p is not None
+    assert slower.ci_low <= 0.7 <= slower.ci_high < 1.0 and slower.p < 0.05
+    assert slower.reason.startswith("slower (p=")
+    same = bisect.judge_perf(1, "c1", "events_per_sec", [x * 1.002 for x in BASE], BASE)
+    assert same.status is StepStatus.GOOD and same.reason.startswith("no measurable change")
+    faster = bisect.judge_perf(1, "c1", "events_per_sec", [x * 1.3 for x in BASE], BASE)
+    assert (faster.status, faster.reason) == (StepStatus.GOOD, "faster")
+    # Time taken: more is slower.
+    longer = bisect.judge_perf(1, "c1", "update_ns", [x * 1.3 for x in BASE], BASE)
+    assert longer.status is StepStatus.BAD
+    shorter = bisect.judge_perf(1, "c1", "update_ns", [x * 0.7 for x in BASE], BASE)
+    assert shorter.status is StepStatus.GOOD
+
+
+def test_judge_perf_skips_what_it_cannot_tell() -> None:
+    few = bisect.judge_perf(1, "c1", "events_per_sec", [700.0] * 4, BASE)
+    assert few.status is StepStatus.SKIP and "need 5 each" in few.reason
+    assert few.ratio == pytest.approx(0.7)  # the numbers are kept even so
+    noisy_base = (1000.0, 1400.0, 800.0, 1200.0, 700.0)
+    noisy = bisect.judge_perf(1, "c1", "events_per_sec", [x * 0.7 for x in BASE], noisy_base)
+    assert noisy.status is StepStatus.SKIP and "baseline CV" in noisy.reason
+    none = bisect.judge_perf(1, "c1", "events_per_sec", [], BASE)
+    assert (none.status, none.reason) == (StepStatus.SKIP, "no samples of events_per_sec")
+    zero = bisect.judge_perf(1, "c1", "events_per_sec", [1.0] * 5, [0.0] * 5)
+    assert zero.status is StepStatus.SKIP and zero.ratio is None  # NaN is never stored
+    base = bisect.base_step("c0", "events_per_sec", BASE)
+    assert (base.status, base.ratio, base.median, base.runs) == (StepStatus.GOOD, 1.0, 1000.0, 5)
+
+
+def _perf_oracle(first_bad: int, drop: float, base: tuple[float, ...] = BASE) -> bisect.Oracle:
+    def step(k: int) -> BisectStep:
+        if k == 0:
+            return bisect.base_step("c0", "events_per_sec", base)
+        factor = 1.0 - drop if k >= first_bad else 1.0
+        return bisect.judge_perf(k, f"c{k}", "events_per_sec", [x * factor for x in base], base)
+
+    return step
+
+
+def test_a_perf_search_names_the_patch_with_ratios_and_how_sure() -> None:
+    found = bisect.search(3, _perf_oracle(2, 0.3))
+    found = Found(found.steps, found.first_bad, found.candidates, found.why, "events_per_sec", BASE)
+    assert found.first_bad == 2
+    # Mann-Whitney's p at 5+5 (0.0079), and step 1 could see a 30 % drop (95 % power).
+    assert bisect.confidence(found) == pytest.approx((1 - 0.00794) * 0.95, abs=1e-3)
+    assert bisect.summary(found, "fork: slower") == (
+        "patch 2 (fork: slower): events_per_sec slower: 0.70x of the base (95% CI 0.69-0.71) "
+        "in 5 boots; not slower: 1.00x of the base (95% CI 0.99-1.01) in 5 boots at patch 1; "
+        "94.2% sure"
+    )
+    patches = tuple(
+        PatchResult(f"000{i}.patch", f"p{i}", PatchOutcome.APPLIED, commit=f"c{i}")
+        for i in (1, 2, 3)
+    )
+    made = bisect.named(found, Job("v", "map_perf", 5, "events_per_sec"), patches)
+    assert made.metric == "events_per_sec" and made.confidence == bisect.confidence(found)
+
+
+def test_a_slowdown_below_what_a_good_step_could_see_is_less_sure() -> None:
+    noisy = (1000.0, 1080.0, 930.0, 1050.0, 960.0)  # CV ~6 %: 5+5 boots see ~16 %
+    found = bisect.search(3, _perf_oracle(2, 0.3, noisy))
+    sure = Found(found.steps, found.first_bad, (), "", "events_per_sec", noisy)
+    assert found.first_bad == 2 and bisect.confidence(sure) > 0.9
+    # A 12 % drop: slower at the step (the samples are the base's, scaled), but
+    # a good step might have missed it.
+    found = bisect.search(3, _perf_oracle(2, 0.12, noisy))
+    unsure = Found(found.steps, found.first_bad, (), "", "events_per_sec", noisy)
+    bad = next(s for s in found.steps if s.patches == 2)
+    assert found.first_bad == 2 and bad.p is not None and bad.p < 0.05
+    assert bisect.confidence(unsure) == pytest.approx((1 - bad.p) * bisect.MISSED)
+
+
+def test_a_perf_search_that_finds_nothing_slower_did_not_reproduce() -> None:
+    found = bisect.search(3, _perf_oracle(99, 0.3))
+    assert found.first_bad == 0 and bisect.confidence(found) == 0.0
+    assert found.why == (
+        "the slowdown did not reproduce: with the whole series it measured "
+        "1.00x of the base (95% CI 0.99-1.01) in 5 boots"
+    )
+
+
+def test_wanted_includes_what_the_run_found_slower(tmp_path: Path) -> None:
+    from orchestrator.matrix import Bisect, Kconfig, Matrix, Report, Test, Tree, TreeKind, Variant
+
+    m = Matrix(
+        path=tmp_path / "m.yaml",
+        name="m",
+        tree=Tree(TreeKind.PATH, str(tmp_path)),
+        kconfig=Kconfig(),
+        variants=(Variant("base"), Variant("v", series=(tmp_path / "p",))),
+        report=Report(tmp_path),
+        tests=(Test("map_perf", "map_perf", "/bin/map_perf", repeats=5),),
+        bisect=Bisect(enabled=True, runs=3),
+    )
+
+    def sampled(name: str, factor: float) -> VariantResult:
+        tests = tuple(
+            TestResult(
+                "map_perf",
+                Verdict.PASS,
+                metrics={"events_per_sec": x * factor, "events_per_sec_cpu0": x * factor / 2},
+                round=i + 1,
+                batch=1,
+            )
+            for i, x in enumerate(BASE)
+        )
+        return VariantResult(name, (StageResult(Stage.TEST, Status.PASS),), tests=tests)
+
+    run = RunResult("m.yaml", "", "", (sampled("base", 1.0), sampled("v", 0.7)), baseline="base")
+    assert bisect.wanted(m, run) == (Job("v", "map_perf", 5, "events_per_sec"),)
+    assert bisect.metric_for(run, "v", "map_perf") == "events_per_sec"
+    faster = RunResult("m.yaml", "", "", (sampled("base", 1.0), sampled("v", 1.3)))
+    assert bisect.wanted(m, faster) == () and bisect.metric_for(faster, "v", "map_perf") == ""
+    assert bisect.default_runs(m, "map_perf") == 5  # at least stats.MIN_SAMPLES boots
+
+
+def test_perf_step_fields_round_trip_and_are_checked(tmp_path: Path) -> None:
+    from orchestrator import results
+    from orchestrator.results_check import ResultsError
+
+    step = BisectStep(2, "c2", StepStatus.BAD, 0, 5, "slower", 700.0, 0.7, 0.69, 0.71, 0.008)
+    made = Bisection("map_perf", 5, (BisectStep(0, "c0", StepStatus.GOOD), step), 2,
+                     metric="events_per_sec")  # fmt: skip
+    run = bisect.record(RunResult("m.yaml", "", "", (_variant("v"),)), "v", (made,))
+    path = tmp_path / "results.json"
+    results.write(run, path)
+    assert results.read(path).variants[0].bisect == (made,)
+    path.write_text(path.read_text().replace('"ratio": 0.7', '"ratio": "slow"'))
+    with pytest.raises(ResultsError, match=r"bisect\[0\]\.steps\[1\]\.ratio"):
+        results.read(path)

@@ -32,6 +32,7 @@ class FakeSession:
     timed_out: bool = False
     answers: bool = True
     sshd_dead: bool = False  # the kernel runs, its sshd does not
+    killed: str | None = None  # QEMU died of this signal
     console_splats: list[Splat] = field(default_factory=list)
     kmsgs: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
@@ -56,6 +57,9 @@ class FakeSession:
 
     def sshd_gone(self) -> bool:
         return self.sshd_dead
+
+    def qemu_killed(self) -> str | None:
+        return self.killed
 
     def console_tail(self) -> str:
         return "[   5.0] rcu: INFO: rcu_sched self-detected stall on CPU\n"
@@ -84,6 +88,12 @@ def test_a_lost_sshd_is_an_error_not_the_kernels_fault(tmp_path: Path) -> None:
     session = FakeSession(output="", exit_status=None, sshd_dead=True)
     result = run_test(session, TEST, tmp_path)
     assert result.verdict is Verdict.ERROR and "sshd is gone" in result.reason
+
+
+def test_qemu_killed_from_outside_is_an_error(tmp_path: Path) -> None:
+    session = FakeSession(output="", exit_status=None, answers=False, killed="SIGKILL")
+    result = run_test(session, TEST, tmp_path)
+    assert result.verdict is Verdict.ERROR and "killed (SIGKILL) from outside" in result.reason
 
 
 def test_dead_guest_is_a_kernel_hang(tmp_path: Path) -> None:
