@@ -263,8 +263,9 @@ def judge(k: int, commit: str, tested: Tested) -> BisectStep:
     return BisectStep(k, commit, StepStatus.BAD, len(fails), len(runs), reason)
 
 
-class Steps:
-    """The oracle of real steps: build the prefix, boot it, run the test."""
+class _Prefixes:
+    """Step k's kernel (the base and the series' first k patches), built
+    incrementally in the variant's build directory, booted and tested."""
 
     def __init__(self, bench: reproduce.Bench, work: Path, progress: Progress) -> None:
         self.bench = bench
@@ -273,43 +274,59 @@ class Steps:
         self.commits = bench.commits
         self.accel: tuple[str, str] | None = None
 
-    def __call__(self, k: int) -> BisectStep:
+    def _test(self) -> Test:
+        return self.bench.ctx.matrix.tests[0]
+
+    def _say(self, k: int) -> str:
+        commit = self.commits[k]
+        return f"bisect {self._test().name}: {k} of {len(self.commits) - 1} patches ({commit[:12]})"
+
+    def _tested(self, k: int, testing: str = "") -> tuple[reproduce.Bench, Tested] | BisectStep:
+        """Build step k and run its guest (and test, saying `testing`); a SKIP step
+        when it does not build."""
         commit = self.commits[k]
         step = reproduce.at(self.bench, self.work / f"step-{k}")
-        test = step.ctx.matrix.tests[0]
-        say = f"bisect {test.name}: {k} of {len(self.commits) - 1} patches ({commit[:12]})"
-        self.progress(self.bench.variant, results.Stage.BUILD, None, say)
+        self.progress(self.bench.variant, results.Stage.BUILD, None, self._say(k))
         built = reproduce.build_at(step, commit)
         if isinstance(built, results.StageResult):
             reason = f"{built.stage.value}: {built.reason}"
             return BisectStep(k, commit, StepStatus.SKIP, reason=reason)
         installed = reproduce.installed_for(step, commit, built)
-        self.progress(self.bench.variant, results.Stage.TEST, None, f"{say}: {test.repeats} runs")
+        if testing:
+            self.progress(self.bench.variant, results.Stage.TEST, None, testing)
         tested = reproduce.test_on(step, built, installed, self.accel)
         self.accel = self.accel or tested.accel
-        judged = judge(k, commit, tested)
+        return step, tested
+
+    def _shown(self, k: int, judged: BisectStep) -> BisectStep:
         shown = {StepStatus.GOOD: results.Status.PASS, StepStatus.BAD: results.Status.FAIL}
         self.progress(
             self.bench.variant,
             results.Stage.TEST,
             shown.get(judged.status, results.Status.SKIPPED),
-            f"{say}: {judged.status.value} ({_counts(judged)})",
+            f"{self._say(k)}: {judged.status.value} ({_counts(judged)})",
         )
         return judged
 
 
-class PerfSteps:
+class Steps(_Prefixes):
+    """The oracle of real steps: build the prefix, boot it, run the test."""
+
+    def __call__(self, k: int) -> BisectStep:
+        tested = self._tested(k, f"{self._say(k)}: {self._test().repeats} runs")
+        if isinstance(tested, BisectStep):
+            return tested
+        return self._shown(k, judge(k, self.commits[k], tested[1]))
+
+
+class PerfSteps(_Prefixes):
     """The oracle of perf steps: build the prefix, boot it once (the BOOT
     check, as a run's functional unit), then `runs` boots with one sample of
     the metric each; the base's kernel is sampled the same way, once, first."""
 
     def __init__(self, bench: reproduce.Bench, work: Path, progress: Progress, metric: str) -> None:
-        self.bench = bench
-        self.work = work
-        self.progress = progress
+        super().__init__(bench, work, progress)
         self.metric = metric  # "": the base's first headline metric
-        self.commits = bench.commits
-        self.accel: tuple[str, str] | None = None
         self.base: tuple[float, ...] = ()
         self._base: BisectStep | None = None
 
@@ -340,33 +357,16 @@ class PerfSteps:
         if isinstance(sampled, BisectStep):
             return sampled
         values = [s[self.metric] for s in sampled if self.metric in s]
-        judged = judge_perf(k, self.commits[k], self.metric, values, self.base)
-        shown = {StepStatus.GOOD: results.Status.PASS, StepStatus.BAD: results.Status.FAIL}
-        self.progress(
-            self.bench.variant,
-            results.Stage.TEST,
-            shown.get(judged.status, results.Status.SKIPPED),
-            f"bisect {self._test().name}: {k} patches: {judged.status.value} ({_counts(judged)})",
-        )
-        return judged
-
-    def _test(self) -> Test:
-        return self.bench.ctx.matrix.tests[0]
+        return self._shown(k, judge_perf(k, self.commits[k], self.metric, values, self.base))
 
     def _sample(self, k: int) -> list[dict[str, float]] | BisectStep:
         """The test's metrics from each of `runs` boots of step k's kernel."""
         commit = self.commits[k]
-        step = reproduce.at(self.bench, self.work / f"step-{k}")
-        test = step.ctx.matrix.tests[0]
-        say = f"bisect {test.name}: {k} of {len(self.commits) - 1} patches ({commit[:12]})"
-        self.progress(self.bench.variant, results.Stage.BUILD, None, say)
-        built = reproduce.build_at(step, commit)
-        if isinstance(built, results.StageResult):
-            reason = f"{built.stage.value}: {built.reason}"
-            return BisectStep(k, commit, StepStatus.SKIP, reason=reason)
-        installed = reproduce.installed_for(step, commit, built)
-        tested = reproduce.test_on(step, built, installed, self.accel)  # boots; no test to run
-        self.accel = self.accel or tested.accel
+        done_step = self._tested(k)  # boots; a perf test is not run there
+        if isinstance(done_step, BisectStep):
+            return done_step
+        step, tested = done_step
+        test = self._test()
         if tested.stage.status is not results.Status.PASS:
             return BisectStep(k, commit, StepStatus.SKIP, reason=f"boot: {tested.stage.reason}")
         guest, samples = tested.guest, []
