@@ -144,6 +144,12 @@ def _open(db: Path, *, write: bool) -> Iterator[sqlite3.Connection]:
             raise HistoryError(f"{db}: no such history database")
         conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     try:
+        if write:
+            conn.execute("PRAGMA foreign_keys = ON")  # outside a transaction, or it is ignored
+            # The schema's version is read and upgraded by one writer at a time: two runs
+            # recording into a new file at once would otherwise both create and upgrade it,
+            # and the second's upgrade would fail (a lost history row).
+            conn.execute("BEGIN IMMEDIATE")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise HistoryError(
@@ -155,8 +161,7 @@ def _open(db: Path, *, write: bool) -> Iterator[sqlite3.Connection]:
                 "the next run of a matrix recorded in it upgrades it"
             )
         if write:
-            conn.execute("PRAGMA foreign_keys = ON")
-            with conn:
+            with conn:  # commits the transaction begun above
                 for statement in _UPGRADE_1 if version == 1 else ():
                     conn.execute(statement)
                 for statement in _SCHEMA:

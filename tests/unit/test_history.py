@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -434,3 +435,24 @@ def test_a_failed_variant_is_recorded_as_such(db: Path) -> None:
     assert not trend(db, "m").runs[0].ok
     stage = next(s for s in run.variants[2].stages if s.stage is Stage.BUILD)
     assert stage.status is Status.FAIL
+
+
+def test_runs_recording_into_a_new_database_at_once_all_land(db: Path) -> None:
+    """Each creates-and-upgrades the schema only after the other has: no row is lost."""
+    runs = [dataclasses.replace(perf_run(), started=f"2026-11-25T10:00:0{i}") for i in range(6)]
+    start = threading.Barrier(len(runs))
+    errors: list[BaseException] = []
+
+    def write(run: RunResult) -> None:
+        start.wait()
+        try:
+            record(db, run, "m")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(run,)) for run in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and _count(db, "runs") == len(runs)
