@@ -382,6 +382,16 @@ def _slow_project(project: Path) -> Path:
     return matrix
 
 
+def _processes_with(name: str, value: str) -> list[str]:
+    """Processes anywhere on the machine whose environment has name=value."""
+    found = []
+    for p in psutil.process_iter(["name"]):
+        with contextlib.suppress(psutil.Error):
+            if p.pid != os.getpid() and p.environ().get(name) == value:
+                found.append(f"{p.info['name']}[{p.pid}]")
+    return found
+
+
 def test_sigterm_leaves_partial_results_that_render_and_resume(
     project: Path, tmp_path: Path
 ) -> None:
@@ -389,7 +399,9 @@ def test_sigterm_leaves_partial_results_that_render_and_resume(
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "orchestrator.cli", "run", str(matrix), "--until", "build",
             "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]  # fmt: skip
-    env = {**os.environ, "FAKELINUX_SLOW": "1"}
+    # A marker of this run's own processes: a scan for any `sleep 300` on the
+    # machine also finds other tests' (and other users') sleepers.
+    env = {**os.environ, "FAKELINUX_SLOW": "1", "ORCHESTRATE_TEST_RUN": str(tmp_path)}
     child = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
@@ -398,7 +410,12 @@ def test_sigterm_leaves_partial_results_that_render_and_resume(
         for line in child.stdout:  # until the slow variant's make is running
             if line.startswith("[slow] build: ... - log:"):
                 break
-        time.sleep(1)
+        deadline = time.monotonic() + 30  # the marker reaches make's sleep (so the scan can fail)
+        while not any(
+            n.startswith("sleep[") for n in _processes_with("ORCHESTRATE_TEST_RUN", str(tmp_path))
+        ):
+            assert time.monotonic() < deadline, "no sleeping make under the marker"
+            time.sleep(0.05)
         child.send_signal(signal.SIGTERM)
         rest, _ = child.communicate(timeout=60)
     finally:
@@ -412,8 +429,7 @@ def test_sigterm_leaves_partial_results_that_render_and_resume(
     assert [s.stage for s in by["slow"].stages] == [Stage.APPLY, Stage.KCONFIG]
     assert by["tweak"].stages[0].stage is Stage.APPLY and len(by["tweak"].stages) == 1
     # make and its sleep died with the run.
-    sleepers = [p for p in psutil.process_iter(["cmdline"]) if "300" in (p.info["cmdline"] or [])]
-    assert not [p for p in sleepers if p.info["cmdline"][:1] == ["sleep"]]
+    assert _processes_with("ORCHESTRATE_TEST_RUN", str(tmp_path)) == []
     # The partial results are reports like any others, and say they are partial.
     assert cli.main(["report", str(out / "results.json")]) == 0
     assert "interrupted (SIGTERM)" in (out / "summary.txt").read_text()
