@@ -20,7 +20,6 @@ lowest shard given.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,16 +45,9 @@ def read_part(run_dir: Path) -> Part:
         raise UserError(f"{run_dir}: not a directory (give shard run directories)")
     rec = shards.read_record(run_dir)
     path = run_dir / "results.json"
-    try:
-        run = results.read(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file (the shard wrote no results)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not JSON: {exc}") from None
-    except OSError as exc:
-        raise UserError(f"{path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise UserError(f"{path}: not a results file: {exc}") from None
+    if not path.exists():
+        raise UserError(f"{path}: no such file (the shard wrote no results)")
+    run = results.read_given(path)
     return Part(run_dir, rec, run)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from orchestrator import results_check
+from orchestrator.errors import UserError
 
 # 2: a test's repeat, perf round and warm-up are fields (were a name@N suffix);
 # the run says when it is incomplete.  Older files are refused with a message.
@@ -416,3 +417,20 @@ def _decode_value(tp: Any, value: Any) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_data(tp, value)  # type: ignore[arg-type]
     return value
+
+
+def read_given(path: Path) -> RunResult:
+    """A results file the user named, or a UserError (exit 2) that says why it is not one."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a results file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not JSON: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        # The checker's ResultsError names the JSON path: variants[2].tests[0].verdict: ...
+        raise UserError(f"{path}: not a results file: {exc}") from None

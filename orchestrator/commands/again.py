@@ -14,7 +14,7 @@ from pathlib import Path
 from orchestrator import bisect, config, journal, reproduce, results
 from orchestrator.cache import Cache, default_root
 from orchestrator.commands import Subparsers
-from orchestrator.commands.common import new_run_dir, read_run, shown
+from orchestrator.commands.common import new_run_dir, shown
 from orchestrator.errors import UserError
 from orchestrator.progress import PlainProgress
 from orchestrator.report import write_reports
@@ -92,7 +92,7 @@ def _rerun_options(cmd: argparse.ArgumentParser) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
-    done = read_run(ns.results)
+    done = results.read_given(ns.results)
     cache = Cache((ns.cache_dir or _cache_of(ns.results)).resolve())
     if ns.command == "reproduce":
         reproduce.variant_of(done, ns.variant, reproduce.matrix_of(done))  # before any mkdir
@@ -124,7 +124,7 @@ def _bisect(ns: argparse.Namespace, run: RunResult, cache: Cache) -> int:
             progress=PlainProgress(),
         )
     # Read again: the file may have changed while the steps ran (another bisect).
-    run = bisect.record(read_run(ns.results), ns.variant, (found,))
+    run = bisect.record(results.read_given(ns.results), ns.variant, (found,))
     results.write(run, ns.results)
     formats = matrix.report.formats
     for path in write_reports(run, ns.results.parent, formats, run_dir=ns.results.parent):

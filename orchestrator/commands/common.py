@@ -3,14 +3,13 @@ files read with a reason, the history recorded, a run directory of its own."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from orchestrator import history, results
-from orchestrator.errors import InfraError, UserError
+from orchestrator.errors import InfraError
 from orchestrator.perf import History
 from orchestrator.results import RunResult
 from orchestrator.textfmt import for_terminal
@@ -24,23 +23,6 @@ def shown(message: str, *, one_line: bool = False) -> str:
     (a matrix value, a results file, git's stderr), so nothing in it acts and
     at most ERROR_TEXT characters of it are printed."""
     return for_terminal(message, one_line=one_line, limit=ERROR_TEXT)
-
-
-def read_run(path: Path) -> RunResult:
-    """A results file, or a UserError (exit 2) that says why it is not one."""
-    try:
-        return results.read(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, not a results file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not JSON: {exc}") from None
-    except OSError as exc:
-        raise UserError(f"{path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        # The checker's ResultsError names the JSON path: variants[2].tests[0].verdict: ...
-        raise UserError(f"{path}: not a results file: {exc}") from None
 
 
 def bad_results(path: Path, why: str) -> int:

@@ -12,9 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from orchestrator import reply
+from orchestrator import reply, results
 from orchestrator.commands import Subparsers
-from orchestrator.commands.common import read_run, shown
+from orchestrator.commands.common import shown
 from orchestrator.errors import UserError
 from orchestrator.export import kcidb, patchwork
 from orchestrator.results import RunResult
@@ -116,7 +116,7 @@ def _export_parser(sub: Subparsers) -> None:
 
 def run(ns: argparse.Namespace) -> int:
     try:
-        done = read_run(ns.results)
+        done = results.read_given(ns.results)
         return _reply(ns, done) if ns.command == "reply" else _export(ns, done)
     except KeyboardInterrupt:  # at the password prompt, or while sending
         print("orchestrate: interrupted", file=sys.stderr)

@@ -7,9 +7,9 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from orchestrator import history
+from orchestrator import history, results
 from orchestrator.commands import Subparsers
-from orchestrator.commands.common import bad_results, read_run, shown
+from orchestrator.commands.common import bad_results, shown
 from orchestrator.errors import UserError
 from orchestrator.perf import History
 from orchestrator.report import FILES, write_reports
@@ -44,7 +44,7 @@ def _report(path: Path, out: Path | None) -> int:
     reads it, and the reports read logs only from inside its directory.
     """
     try:
-        run = read_run(path)
+        run = results.read_given(path)
     except UserError as exc:  # says which path, and why: one line, exit 2
         print(shown(f"orchestrate: error: {exc}", one_line=True), file=sys.stderr)
         return 2

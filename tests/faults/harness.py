@@ -23,6 +23,7 @@ import psutil
 
 from orchestrator import proc, results
 from tests.conftest import REPO
+from tests.procs import described, processes_with
 
 MARKER = "ORCHESTRATE_FAULT_CASE"
 CLI = (sys.executable, "-m", "orchestrator.cli")
@@ -48,18 +49,11 @@ def record(fault: str, verdict: str, exit_code: int | None, seconds: float, mark
 
 def processes_of(marker: str) -> list[psutil.Process]:
     """Processes anywhere on the machine that carry this case's marker."""
-    found = []
-    for p in psutil.process_iter(["pid", "name"]):
-        try:
-            if p.pid != os.getpid() and p.environ().get(MARKER) == marker:
-                found.append(p)
-        except (psutil.Error, OSError):
-            continue
-    return found
+    return processes_with(MARKER, marker)
 
 
 def leftovers(marker: str) -> list[str]:
-    return [f"{p.info['name']}[{p.pid}]" for p in processes_of(marker)]
+    return described(processes_of(marker))
 
 
 def wait_leftovers_gone(marker: str, timeout: float = 10) -> list[str]:
@@ -176,3 +170,14 @@ def guest_is_running(out: Path, test: str, marker: str) -> Callable[[], bool]:
     """Whether the guest runs ``test`` now: its output file is open and QEMU is up."""
     started = out / "logs" / "upstream" / "tests" / f"{test}.stdout"
     return lambda: started.exists() and qemu_running(marker)
+
+
+def fake_matrix(proj: Path, variants: str) -> Path:
+    """The fake tree's matrix (tests/integration/test_runner.py's `project`) with
+    these variants, reporting into the project."""
+    matrix = proj / "case.yaml"
+    matrix.write_text(
+        (proj / "matrix.yaml").read_text().split("variants:\n")[0]
+        + f"report: {{dir: {proj / 'reports'}}}\nvariants:\n{variants}"
+    )
+    return matrix

@@ -17,20 +17,11 @@ from orchestrator.git import git
 from orchestrator.kernel import source
 from orchestrator.results import Stage, Status
 from tests.conftest import REPO
-from tests.faults.harness import CLI, MARKER, read_results, record, run_cli
+from tests.faults.harness import CLI, FRAGMENTS, MARKER, fake_matrix, read_results, record, run_cli
 from tests.integration.test_runner import _commit_patch, project  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.e2e
 TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
-
-
-def _matrix(proj: Path, variants: str) -> Path:
-    matrix = proj / "case.yaml"
-    matrix.write_text(
-        (proj / "matrix.yaml").read_text().split("variants:\n")[0]
-        + f"report: {{dir: {proj / 'reports'}}}\nvariants:\n{variants}"
-    )
-    return matrix
 
 
 def test_a_hostile_series_on_the_real_tree_is_contained(
@@ -64,14 +55,10 @@ def test_a_hostile_series_on_the_real_tree_is_contained(
         "From: Mallory <m@example.org>\nSubject: [PATCH] bpf: a helpful build tweak\n\n---\n"
         "diff --git a/kernel/bpf/Makefile b/kernel/bpf/Makefile\n" + "".join(diff)
     )
-    frags = ", ".join(
-        str(REPO / "kconfigs" / f)
-        for f in ("base.config", "vm.config", "bpf.config", "debug.config")
-    )
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(
         f"name: evil\ntree: {{debian: {TARBALL}}}\n"
-        f"kconfig: {{base: tinyconfig, fragments: [{frags}]}}\n"
+        f"kconfig: {{base: tinyconfig, fragments: [{FRAGMENTS}]}}\n"
         f"report: {{dir: {tmp_path / 'reports'}}}\n"
         f"variants:\n  - name: evil\n    series: [{patch}]\n"
     )
@@ -109,7 +96,7 @@ def test_torn_cache_records_and_odd_paths_in_patches(project: Path, tmp_path: Pa
     git(tree, "format-patch", "-q", "-1", "-o", project / "patches" / "odd", "HEAD")
     assert list((project / "patches" / "odd").glob("*.patch"))
     git(tree, "reset", "-q", "--hard", "HEAD~1")
-    matrix = _matrix(project, "  - name: base\n  - name: odd\n    series: patches/odd\n")
+    matrix = fake_matrix(project, "  - name: base\n  - name: odd\n    series: patches/odd\n")
     cache = tmp_path / "cache"
     first = run_cli([matrix, "--until", "build", "--cache-dir", cache, "--out", tmp_path / "1"],
                     "torn")  # fmt: skip
@@ -133,7 +120,7 @@ def test_a_full_disk_during_a_build(project: Path, tmp_path: Path) -> None:  # n
     tree = project.parent / "linux"
     full = "return 0; /* BUILD_ENOSPC */"
     _commit_patch(tree, project / "patches" / "full", "kernel/fork.c", "return 0", full, "full")
-    matrix = _matrix(project, "  - name: base\n  - name: full\n    series: patches/full\n")
+    matrix = fake_matrix(project, "  - name: base\n  - name: full\n    series: patches/full\n")
     started = time.monotonic()
     ran = run_cli([matrix, "--until", "build", "--cache-dir", tmp_path / "cache", "--out",
                    tmp_path / "out"], "enospc")  # fmt: skip
@@ -148,7 +135,7 @@ def test_a_full_disk_during_a_build(project: Path, tmp_path: Path) -> None:  # n
 
 def test_runs_that_collide(project: Path, tmp_path: Path) -> None:  # noqa: F811
     """Row 10: two runs of a matrix started together; a stale index.lock of a dead git."""
-    matrix = _matrix(project, "  - name: base\n")
+    matrix = fake_matrix(project, "  - name: base\n")
     started = time.monotonic()
     both = [
         subprocess.Popen(

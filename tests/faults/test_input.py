@@ -17,20 +17,11 @@ import pytest
 
 from orchestrator import results
 from tests.conftest import REPO
-from tests.faults.harness import CLI, record, run_cli
+from tests.faults.harness import CLI, fake_matrix, record, run_cli
 from tests.integration.test_runner import _commit_patch, project  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.e2e
 SAMPLE = REPO / "tests" / "unit" / "data" / "results-bpf-reuse.json"
-
-
-def _fake_matrix(proj: Path, variants: str) -> Path:
-    matrix = proj / "case.yaml"
-    matrix.write_text(
-        (proj / "matrix.yaml").read_text().split("variants:\n")[0]
-        + f"report: {{dir: {proj / 'reports'}}}\nvariants:\n{variants}"
-    )
-    return matrix
 
 
 def test_huge_and_deep_matrices_are_bounded_errors(tmp_path: Path) -> None:
@@ -55,7 +46,7 @@ def test_huge_and_deep_matrices_are_bounded_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["a..b", "v.lock"])
 def test_names_git_rejects_are_bad_input(project: Path, name: str) -> None:  # noqa: F811
-    matrix = _fake_matrix(project, f"  - name: {name}\n")
+    matrix = fake_matrix(project, f"  - name: {name}\n")
     started = time.monotonic()
     out = run_cli([matrix, "--until", "build", "--cache-dir", project / "cache"], f"name-{name}")
     record(f"variant name `{name}`", "bad input: git's branch rules", out.returncode,
@@ -130,7 +121,7 @@ def test_escapes_in_a_patch_subject_do_not_reach_the_terminal(project: Path) -> 
     evil = "=?utf-8?q?fork=3A_=1B]0;pwned=07_=E2=80=AEtwo=1B[2J?="
     patch.write_text(text.replace("Subject: [PATCH] fork: two", f"Subject: [PATCH] {evil}"))
     patch.write_text(patch.read_text().replace("-\treturn 0;", "-\treturn 9;"))  # a conflict
-    matrix = _fake_matrix(project, "  - name: evil\n    series: patches/evil\n")
+    matrix = fake_matrix(project, "  - name: evil\n    series: patches/evil\n")
     started = time.monotonic()
     out = run_cli([matrix, "--until", "build", "--cache-dir", project / "cache"], "escapes")
     shown = out.stdout + out.stderr

@@ -14,7 +14,7 @@ import termios
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paramiko
@@ -33,7 +33,7 @@ from orchestrator.vm import guest
 from orchestrator.vm.guest import Booted
 from orchestrator.vm.image import Keys
 from orchestrator.vm.qemu import VmSpec
-from tests.fakes import FakeExec
+from tests.fakes import FakeExec, HealthyGuest
 from tests.integration.test_runner import FAKELINUX, ScriptedGuest
 
 pytestmark = pytest.mark.integration
@@ -52,20 +52,28 @@ class BreakableGuest(ScriptedGuest):
         return FakeExec(1)
 
 
-@pytest.fixture()
-def booted(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Boots that never start QEMU; returns the kernels booted, in order."""
+def _fake_boots(
+    monkeypatch: pytest.MonkeyPatch, make: Callable[[Path, int], HealthyGuest]
+) -> list[Path]:
+    """Boots that never start QEMU, each yielding make(kernel, boot number);
+    returns the kernels booted, in order."""
     kernels: list[Path] = []
 
     @contextlib.contextmanager
-    def boot(spec: VmSpec, keys: Keys, timeout: float) -> Iterator[tuple[BreakableGuest, Booted]]:
+    def boot(spec: VmSpec, keys: Keys, timeout: float) -> Iterator[tuple[HealthyGuest, Booted]]:
         kernels.append(spec.kernel)
         spec.console_log.parent.mkdir(parents=True, exist_ok=True)
         spec.console_log.write_text("fake console\n")
-        yield BreakableGuest(spec.kernel, []), Booted(1.0, 0.5)
+        yield make(spec.kernel, len(kernels)), Booted(1.0, 0.5)
 
     monkeypatch.setattr(guest, "boot", boot)
     return kernels
+
+
+@pytest.fixture()
+def booted(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Boots of BreakableGuests; the kernels booted, in order."""
+    return _fake_boots(monkeypatch, lambda kernel, _: BreakableGuest(kernel, []))
 
 
 def _series(tree: Path, out: Path) -> None:
@@ -453,18 +461,8 @@ class SlowingGuest(ScriptedGuest):
 
 @pytest.fixture()
 def perf_booted(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Boots of SlowingGuests that never start QEMU; returns the kernels booted, in order."""
-    kernels: list[Path] = []
-
-    @contextlib.contextmanager
-    def boot(spec: VmSpec, keys: Keys, timeout: float) -> Iterator[tuple[SlowingGuest, Booted]]:
-        kernels.append(spec.kernel)
-        spec.console_log.parent.mkdir(parents=True, exist_ok=True)
-        spec.console_log.write_text("fake console\n")
-        yield SlowingGuest(spec.kernel, [], len(kernels)), Booted(1.0, 0.5)
-
-    monkeypatch.setattr(guest, "boot", boot)
-    return kernels
+    """Boots of SlowingGuests; the kernels booted, in order."""
+    return _fake_boots(monkeypatch, lambda kernel, n: SlowingGuest(kernel, [], n))
 
 
 def _perf_matrix(project: Path) -> None:

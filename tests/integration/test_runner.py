@@ -27,7 +27,6 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
-import psutil
 import pytest
 
 from orchestrator import cli, config, results, suites
@@ -50,6 +49,7 @@ from orchestrator.vm.guest import Booted
 from orchestrator.vm.image import Keys
 from orchestrator.vm.qemu import VmSpec
 from tests.fakes import FakeExec, HealthyGuest
+from tests.procs import processes_with
 
 T = TypeVar("T")
 
@@ -382,16 +382,6 @@ def _slow_project(project: Path) -> Path:
     return matrix
 
 
-def _processes_with(name: str, value: str) -> list[str]:
-    """Processes anywhere on the machine whose environment has name=value."""
-    found = []
-    for p in psutil.process_iter(["name"]):
-        with contextlib.suppress(psutil.Error):
-            if p.pid != os.getpid() and p.environ().get(name) == value:
-                found.append(f"{p.info['name']}[{p.pid}]")
-    return found
-
-
 def test_sigterm_leaves_partial_results_that_render_and_resume(
     project: Path, tmp_path: Path
 ) -> None:
@@ -412,7 +402,7 @@ def test_sigterm_leaves_partial_results_that_render_and_resume(
                 break
         deadline = time.monotonic() + 30  # the marker reaches make's sleep (so the scan can fail)
         while not any(
-            n.startswith("sleep[") for n in _processes_with("ORCHESTRATE_TEST_RUN", str(tmp_path))
+            p.info["name"] == "sleep" for p in processes_with("ORCHESTRATE_TEST_RUN", str(tmp_path))
         ):
             assert time.monotonic() < deadline, "no sleeping make under the marker"
             time.sleep(0.05)
@@ -429,7 +419,7 @@ def test_sigterm_leaves_partial_results_that_render_and_resume(
     assert [s.stage for s in by["slow"].stages] == [Stage.APPLY, Stage.KCONFIG]
     assert by["tweak"].stages[0].stage is Stage.APPLY and len(by["tweak"].stages) == 1
     # make and its sleep died with the run.
-    assert _processes_with("ORCHESTRATE_TEST_RUN", str(tmp_path)) == []
+    assert processes_with("ORCHESTRATE_TEST_RUN", str(tmp_path)) == []
     # The partial results are reports like any others, and say they are partial.
     assert cli.main(["report", str(out / "results.json")]) == 0
     assert "interrupted (SIGTERM)" in (out / "summary.txt").read_text()
