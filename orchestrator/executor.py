@@ -1,7 +1,8 @@
 """Executors run ready units of work; the runner decides which are ready.
 
-An executor takes a unit's work as a callable and returns a future of its
-result.  The serial executor runs it at once, in the caller's thread, which
+An executor takes a unit (what it is: its kind says which resources it
+holds, a guest or a build) and its work as a callable, and returns a future
+of the work's result.  The serial executor runs it at once, in the caller's thread, which
 is how a plain `orchestrate run` goes: one unit after another in plan order,
 Ctrl-C and SIGTERM landing in the unit that runs.  The thread executor runs
 up to N at once; it proves the runner does not depend on the order units
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
+from orchestrator.plan import Unit
+
 T = TypeVar("T")
 
 
@@ -23,7 +26,7 @@ class Executor(Protocol):
     def capacity(self) -> int:
         """How many units may run at once."""
 
-    def submit(self, work: Callable[[], T]) -> Future[T]: ...
+    def submit(self, unit: Unit, work: Callable[[], T]) -> Future[T]: ...
 
     def shutdown(self) -> None: ...
 
@@ -34,7 +37,7 @@ class SerialExecutor:
 
     capacity = 1
 
-    def submit(self, work: Callable[[], T]) -> Future[T]:
+    def submit(self, unit: Unit, work: Callable[[], T]) -> Future[T]:
         future: Future[T] = Future()
         try:
             future.set_result(work())
@@ -53,7 +56,7 @@ class ThreadExecutor:
         self.capacity = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit")
 
-    def submit(self, work: Callable[[], T]) -> Future[T]:
+    def submit(self, unit: Unit, work: Callable[[], T]) -> Future[T]:
         return self._pool.submit(work)
 
     def shutdown(self) -> None:

@@ -160,7 +160,7 @@ class Runner:
             if len(self.running) >= self.executor.capacity:
                 return False
             self._announce_start(unit)
-            future = self.executor.submit(self._work(unit))
+            future = self.executor.submit(unit, self._work(unit))
             self.running[future] = (unit, time.monotonic())
             self._started.add(unit.id)
             if future.done():

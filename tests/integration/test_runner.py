@@ -34,6 +34,7 @@ from orchestrator.cache import Cache
 from orchestrator.executor import Executor, SerialExecutor, ThreadExecutor
 from orchestrator.git import git
 from orchestrator.matrix import Test
+from orchestrator.plan import Unit
 from orchestrator.results import (
     Batch,
     PatchOutcome,
@@ -309,12 +310,12 @@ class RoundTrip:
         self.threads = ThreadExecutor(workers)
         self.capacity = workers
 
-    def submit(self, work: Callable[[], T]) -> Future[T]:
+    def submit(self, unit: Unit, work: Callable[[], T]) -> Future[T]:
         def crossed() -> T:
             out = work()
             return results.from_data(type(out), json.loads(json.dumps(results.to_data(out))))
 
-        return self.threads.submit(crossed)
+        return self.threads.submit(unit, crossed)
 
     def shutdown(self) -> None:
         self.threads.shutdown()
