@@ -15,6 +15,7 @@ from orchestrator import aa_control, flakes, verdicts
 from orchestrator.plan import Unit, UnitKind, unit_id
 from orchestrator.results import (
     Batch,
+    Placement,
     Quarantine,
     RunResult,
     Stage,
@@ -43,6 +44,7 @@ class UnitResult:
     output: Output | None  # None: the unit was skipped
     seconds: float = 0.0
     skipped: str = ""  # why it was skipped
+    placement: Placement | None = None  # the worker that ran it, on a Dask cluster
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ def run_result(
         batches=tuple(batches),
         incomplete=incomplete,
         quarantine=meta.quarantine,
+        workers=tuple(p for u in units if u.id in done and (p := done[u.id].placement)),
     )
 
 

@@ -7,16 +7,19 @@ is how a plain `orchestrate run` goes: one unit after another in plan order,
 Ctrl-C and SIGTERM landing in the unit that runs.  The thread executor runs
 up to N at once; it proves the runner does not depend on the order units
 finish in, and is the shape of executors that hand units to other processes
-or machines (the unit's inputs and results are plain, JSON-able data).
+or machines (the unit's inputs and results are plain, JSON-able data):
+dask_executor.py hands them to a Dask cluster (`--executor dask://HOST:PORT`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
+from orchestrator.errors import UserError
 from orchestrator.plan import Unit
+from orchestrator.results import Placement
 
 T = TypeVar("T")
 
@@ -29,6 +32,30 @@ class Executor(Protocol):
     def submit(self, unit: Unit, work: Callable[[], T]) -> Future[T]: ...
 
     def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class Placing(Protocol):
+    """An executor that runs units elsewhere and says where each one ran."""
+
+    def placement(self, unit: Unit) -> Placement | None: ...
+
+
+def placement_of(executor: Executor, unit: Unit) -> Placement | None:
+    """Where a finished unit ran; None when it ran on this machine."""
+    return executor.placement(unit) if isinstance(executor, Placing) else None
+
+
+def for_spec(spec: str) -> Executor:
+    """`--executor`: "serial" (the default) or "dask://HOST:PORT" (a scheduler to connect to)."""
+    if spec == "serial":
+        return SerialExecutor()
+    if spec.startswith("dask://"):
+        # Imported here: distributed takes a second to import, and a plain run needs none of it.
+        from orchestrator import dask_executor
+
+        return dask_executor.DaskExecutor(dask_executor.scheduler_address(spec))
+    raise UserError(f"--executor {spec!r}: expected serial or dask://HOST:PORT")
 
 
 class SerialExecutor:

@@ -18,7 +18,7 @@ from typing import Any
 from orchestrator.assemble import UnitResult
 from orchestrator.errors import UserError
 from orchestrator.plan import Unit, UnitKind
-from orchestrator.results import Batch, Stage, from_data, to_data
+from orchestrator.results import Batch, Placement, Stage, from_data, to_data
 from orchestrator.units import OUTPUTS
 
 FILENAME = "units.json"
@@ -74,9 +74,11 @@ def read(run_dir: Path) -> Journal:
 def _result(data: dict[str, Any], kinds: dict[str, UnitKind]) -> UnitResult:
     unit = str(data["unit"])
     output = data.get("output")
+    placement = data.get("placement")
     return UnitResult(
         unit,
         from_data(OUTPUTS[kinds[unit]], output) if output is not None else None,
         seconds=float(data.get("seconds", 0.0)),
         skipped=str(data.get("skipped", "")),
+        placement=from_data(Placement, placement) if placement else None,
     )

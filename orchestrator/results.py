@@ -311,6 +311,21 @@ class Quarantine:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Which worker ran a unit of a run on a Dask cluster (dask_executor.py)."""
+
+    unit: str  # the plan's unit id, e.g. functional:base
+    worker: str  # the worker's address
+    host: str
+    cpu: str  # the CPU model
+    kernel: str  # the worker's kernel release
+    qemu: str  # `qemu-system-x86_64 --version`, first line
+    # BUILD: sha256 of the vmlinux guests boot; a guest unit that had to fetch
+    # its kernel: from where (verified by hash on arrival).
+    artifacts: str = ""
+
+
+@dataclass(frozen=True)
 class RunResult:
     matrix: str
     started: str
@@ -331,6 +346,9 @@ class RunResult:
     incomplete: str = ""
     # The matrix's quarantine list, expired entries included (flakes.py).
     quarantine: tuple[Quarantine, ...] = ()
+    # Where each unit ran when a Dask cluster ran them, in plan order; empty for a
+    # run on this machine (`host` says which).  New in schema 2 without a bump.
+    workers: tuple[Placement, ...] = ()
 
     @property
     def ok(self) -> bool:

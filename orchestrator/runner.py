@@ -28,7 +28,7 @@ from orchestrator import aa_control, flakes, journal, plan, results, sandbox, un
 from orchestrator.assemble import RunMeta, UnitResult, run_result, stages_to
 from orchestrator.cache import Cache
 from orchestrator.errors import UserError
-from orchestrator.executor import Executor, SerialExecutor
+from orchestrator.executor import Executor, SerialExecutor, placement_of
 from orchestrator.journal import Journal
 from orchestrator.kernel import build, series, source
 from orchestrator.matrix import Matrix
@@ -171,7 +171,8 @@ class Runner:
     def _finish(self, future: Future[Any]) -> None:
         unit, start = self.running.pop(future)
         output = future.result()  # the unit's own fault propagates from here
-        result = UnitResult(unit.id, output, seconds=time.monotonic() - start)
+        seconds = time.monotonic() - start
+        result = UnitResult(unit.id, output, seconds, placement=placement_of(self.executor, unit))
         self._absorb(unit, result)
         self._record(result, unit)
         if unit.kind is UnitKind.PERF_ROUND and unit.round == plan.perf_rounds(self.matrix.tests):

@@ -19,6 +19,7 @@ from orchestrator.cache import Cache, default_root
 from orchestrator.commands import Subparsers
 from orchestrator.commands.common import new_run_dir, print_summaries, record, shown
 from orchestrator.errors import UserError
+from orchestrator.executor import for_spec
 from orchestrator.journal import Journal
 from orchestrator.kernel import series, source
 from orchestrator.matrix import Matrix
@@ -114,6 +115,13 @@ def add_parsers(sub: Subparsers) -> None:
                 help="stop after this stage (build: apply, configure and build only)",
             )
             cmd.add_argument(
+                "--executor",
+                default="serial",
+                metavar="serial|dask://HOST:PORT",
+                help="where units run: here, one after another (default), or on the workers "
+                "of a Dask scheduler (README: On a Dask cluster)",
+            )
+            cmd.add_argument(
                 "--no-sandbox",
                 action="store_true",
                 help="run the tree's make, kconfig and selftest builds unconfined (not advised "
@@ -192,6 +200,8 @@ def _run_matrix(
     ns: argparse.Namespace,
     resume: Journal | None = None,
 ) -> int:
+    # Before anything starts: a bad address is exit 2, a scheduler out of reach exit 3.
+    executor = for_spec(ns.executor)
     started = datetime.now(UTC)
     if source.cached_base(matrix.tree, cache.root) is None:
         print(
@@ -223,7 +233,7 @@ def _run_matrix(
     runner = None
     try:
         with progress_for(names, stages_to(options.until)) as progress:
-            runner = Runner(matrix, options, progress)
+            runner = Runner(matrix, options, progress, executor)
             run = runner.run(patches, resume)
     except BaseException:
         # The runner wrote what was done, marked incomplete: make it readable.

@@ -1,0 +1,539 @@
+"""Units on a Dask cluster: `orchestrate run MATRIX --executor dask://HOST:PORT`.
+
+A `dask scheduler` and, on every box, `dask worker --resources "vm=1,build=1"`
+(README, "On a Dask cluster").  Each unit becomes one Dask task:
+
+* **Resources**: a unit that boots guests (FUNCTIONAL, PERF_ROUND) holds
+  `vm=1`, every other unit `build=1` (the tree, its build directories and the
+  image live in the worker's cache).  A unit's task secedes from the worker's
+  thread pool at once: the resources, not the thread count, say what runs
+  together, and the freed thread serves other workers' artifact fetches.
+* **Locality** (`workers=`, `allow_other_workers=True`): units of the kernel
+  tree prefer the worker that prepared it (tree cache and ccache warm); a unit
+  that boots a kernel prefers a worker holding its artifacts and not already
+  running one of our guests, else any worker with a free guest slot, which
+  then fetches the artifacts (from a shared directory, else from a worker
+  holding them) and checks every file's sha256 against what the build
+  recorded; a mismatch is an InfraError.  Perf rounds keep to the worker of
+  the round before (ratios between hosts mean nothing).
+* **Lost workers**: the scheduler re-runs a unit whose worker died, and a
+  unit that was running on two workers that died raises `KilledWorker`
+  (`allowed-failures` is set to 1 on connecting), which becomes an InfraError
+  naming the unit.  A unit's exception of its own (UserError, InfraError)
+  comes back as data and is not retried; anything else gets one retry.
+* **Placement**: each result says which worker ran it (host, CPU model,
+  kernel, QEMU version) and the runner writes it into results.json.
+
+Units cross as data: the work goes out pickled (the Context without its
+progress callback) and the output comes back through results.to_data, as in
+the runner's JSON round-trip test.  The run directory must be at the same
+path on every worker (logs go there); the cache need not be:
+`ORCHESTRATE_CACHE_DIR` in a worker's environment gives it its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+import distributed
+from distributed.scheduler import KilledWorker
+
+from orchestrator import proc, sandbox
+from orchestrator.cache import Cache
+from orchestrator.errors import InfraError, OrchestrateError, UserError
+from orchestrator.kernel import build
+from orchestrator.plan import Unit, UnitKind
+from orchestrator.results import Placement, Status, from_data, to_data
+from orchestrator.units import OUTPUTS, Built, Context, GuestState
+from orchestrator.vm import testbed
+
+T = TypeVar("T")
+
+SCHEME = "dask://"
+CACHE_ENV = "ORCHESTRATE_CACHE_DIR"  # a worker's own cache (default: the client's path)
+SHARED_ENV = "ORCHESTRATE_SHARED_ARTIFACTS"  # a directory every worker reads and writes
+GUEST_KINDS = frozenset({UnitKind.FUNCTIONAL, UnitKind.PERF_ROUND})
+TREE_KINDS = frozenset({UnitKind.APPLY, UnitKind.CONFIGURE, UnitKind.BUILD, UnitKind.INSTALL})
+# A unit that was running on a worker that died runs again elsewhere; when a
+# second one dies under it, the unit is the likely killer: an infrastructure
+# fault, not retried forever.
+ALLOWED_FAILURES = 1
+# An exception that is not the unit's own verdict (an OSError of a flaky box): once more.
+RETRIES = 1
+FETCH_TIMEOUT = 600.0  # seconds to copy one kernel's artifacts between workers
+CONNECT_TIMEOUT = 10.0
+
+
+def scheduler_address(spec: str) -> str:
+    """dask://HOST:PORT as the scheduler's tcp:// address; UserError (exit 2) otherwise."""
+    parts = urlsplit(spec)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if (
+        not spec.startswith(SCHEME)
+        or not parts.hostname
+        or port is None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.username is not None
+    ):
+        raise UserError(f"--executor {spec!r}: expected dask://HOST:PORT (a dask scheduler)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"tcp://{host}:{port}"
+
+
+def resources_for(kind: UnitKind) -> dict[str, float]:
+    """What a unit holds on its worker: a guest slot or the build box."""
+    return {"vm": 1} if kind in GUEST_KINDS else {"build": 1}
+
+
+# --- artifacts: what a guest boots, by content -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Copy:
+    worker: str  # address of a worker holding the directory
+    path: str  # where, on that worker
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """A kernel's artifact directory: its files' sha256 and who holds a copy."""
+
+    name: str  # the directory's name (tree and config hashes): the same in every cache
+    manifest: tuple[tuple[str, str], ...]  # (file, sha256), sorted
+    copies: tuple[Copy, ...] = ()
+
+    @property
+    def vmlinux(self) -> str:
+        return dict(self.manifest).get("vmlinux", "")
+
+
+def manifest_of(directory: Path) -> tuple[tuple[str, str], ...]:
+    """sha256 of every file in an artifact directory (it holds no subdirectories)."""
+    return tuple((p.name, _sha256_file(p)) for p in sorted(directory.iterdir()) if p.is_file())
+
+
+def mismatch(files: Mapping[str, bytes], manifest: Iterable[tuple[str, str]]) -> str | None:
+    """The first file that is missing or not what the build recorded; None when all match."""
+    for name, want in manifest:
+        data = files.get(name)
+        if data is None:
+            return f"{name} is missing"
+        got = hashlib.sha256(data).hexdigest()
+        if got != want:
+            return f"{name} has sha256 {got[:16]}…, the build recorded {want[:16]}…"
+    return None
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(functools.partial(f.read, 1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def artifact_dirs(work: Callable[[], Any]) -> tuple[Path, ...]:
+    """The artifact directories a unit's work boots kernels from (none for most kinds)."""
+    found: list[Path] = []
+    for arg in _args(work):
+        if isinstance(arg, Built):
+            found.append(Path(arg.build.artifact_dir))
+        elif isinstance(arg, tuple):
+            found += [g.kernel.parent for g in arg if isinstance(g, GuestState)]
+    return tuple(dict.fromkeys(found))
+
+
+def _args(work: Callable[[], Any]) -> tuple[Any, ...]:
+    return tuple(work.args) if isinstance(work, functools.partial) else ()
+
+
+# --- where a unit should run (pure) ---------------------------------------------------------
+
+
+def preferred(
+    unit: Unit,
+    needed: Iterable[Artifacts],
+    ran_on: Mapping[str, str],
+    guests_on: Mapping[str, int],
+    alive: Mapping[str, Mapping[str, float]],
+) -> tuple[str, ...]:
+    """The workers a unit should go to, best first; () leaves it to the scheduler.
+
+    `ran_on`: worker of each finished unit; `guests_on`: our guest units in
+    flight per worker; `alive`: each live worker's resources.
+    """
+    if unit.kind is UnitKind.PERF_ROUND:
+        before = [ran_on[u] for u in unit.after if ran_on.get(u) in alive]
+        if before:
+            return tuple(before)
+    if unit.kind in GUEST_KINDS:
+        slots = {w: int(r.get("vm", 0)) for w, r in alive.items()}
+        free = [w for w, n in slots.items() if guests_on.get(w, 0) < n]
+        holders = [c.worker for a in needed for c in a.copies if c.worker in alive]
+        holders = list(dict.fromkeys(holders))
+        return tuple([w for w in holders if w in free] or free or holders)
+    if unit.kind in TREE_KINDS or unit.kind is UnitKind.GUEST:
+        home = ran_on.get("prepare")
+        if home in alive:
+            return (cast(str, home),)
+    return ()
+
+
+# --- on the worker ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What a unit's task returns: its output as data, and where it ran."""
+
+    output: Any  # results.to_data of the unit's output; None when it failed
+    placement: Placement
+    artifacts: Artifacts | None = None  # a BUILD's, as this worker holds them
+    fetched: tuple[Copy, ...] = ()  # artifact directories this worker copied in, and where to
+    failure: tuple[int, str] | None = None  # an OrchestrateError's exit code and message
+
+
+def _quiet(variant: str, stage: Any, status: Any, detail: str) -> None:
+    """Progress of a unit on a worker: the runner reports its stages from its results."""
+
+
+@functools.cache
+def identity() -> tuple[str, str, str, str]:
+    """This machine: host name, CPU model, kernel release, QEMU version."""
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        out = proc.run(["qemu-system-x86_64", "--version"], timeout=30)
+        qemu = out.stdout.splitlines()[0].strip() if out.ok and out.stdout else "unknown"
+    except InfraError:
+        qemu = "not installed"
+    return platform.node(), cpu or platform.machine(), platform.release(), qemu
+
+
+def _placement(unit_id: str, address: str, artifacts: str = "") -> Placement:
+    host, cpu, kernel, qemu = identity()
+    return Placement(unit_id, address, host, cpu, kernel, qemu, artifacts)
+
+
+def run_unit(unit_id: str, work: Callable[[], Any], needed: tuple[Artifacts, ...]) -> Envelope:
+    """A unit's task on a worker: its inputs made local, its work, its output as data."""
+    # Out of the thread pool at once: the unit's resources stay held, and the
+    # thread can serve another worker's fetch of artifacts from this one.
+    distributed.secede()
+    address = distributed.get_worker().address
+    fetched: list[Copy] = []
+    note = ""
+    try:
+        work, fetched = _localized(work, needed, address)
+        if fetched:
+            note = "fetched " + ", ".join(f"{Path(c.path).name} from {c.worker}" for c in fetched)
+            note += " (sha256 verified)"
+        output = work()
+    except OrchestrateError as exc:  # the unit's own fault: data, not retried
+        return Envelope(None, _placement(unit_id, address), failure=(exc.exit_code, str(exc)))
+    artifacts = None
+    if isinstance(output, Built) and output.stage.status is Status.PASS:
+        directory = Path(output.build.artifact_dir)
+        here = (Copy(address, str(directory)),)
+        artifacts = Artifacts(directory.name, manifest_of(directory), here)
+        _publish(directory)
+        note = f"vmlinux sha256 {artifacts.vmlinux}"
+    placement = _placement(unit_id, address, note)
+    return Envelope(to_data(output), placement, artifacts, tuple(fetched))
+
+
+def read_artifacts(path: str) -> dict[str, bytes]:
+    """Every file of an artifact directory on this worker (a fetch's task)."""
+    return {p.name: p.read_bytes() for p in sorted(Path(path).iterdir()) if p.is_file()}
+
+
+def _localized(
+    work: Callable[[], Any], needed: tuple[Artifacts, ...], address: str
+) -> tuple[Callable[[], Any], list[Copy]]:
+    """The work with this worker's cache and its own copies of the kernels it boots."""
+    if not isinstance(work, functools.partial):
+        return work, []
+    ctx = next((a for a in work.args if isinstance(a, Context)), None)
+    if ctx is None:
+        return work, []
+    ctx = _worker_context(ctx)
+    fetched: list[Copy] = []
+    moved: dict[Path, Path] = {}
+    for art in needed:
+        local = ctx.cache.root / "artifacts" / art.name
+        if not build.is_built(local):
+            _fetch(art, local, address)
+            fetched.append(Copy(address, str(local)))
+        for copy in art.copies:
+            moved[Path(copy.path)] = local
+    args = tuple(_moved(a, ctx, moved) for a in work.args)
+    return functools.partial(work.func, *args, **work.keywords), fetched
+
+
+def _worker_context(ctx: Context) -> Context:
+    """The client's Context on this worker: its cache, if the worker has its own."""
+    own = os.environ.get(CACHE_ENV)
+    if not own or Path(own).resolve() == ctx.cache.root:
+        return ctx
+    cache = Cache(Path(own).resolve())
+    confined = sandbox.for_run(
+        cache=cache.root,
+        run_dir=ctx.run_dir,
+        reports=ctx.matrix.report.dir,
+        enabled=ctx.sandbox.enabled,
+    )
+    return replace(ctx, cache=cache, sandbox=confined)
+
+
+def _moved(arg: Any, ctx: Context, moved: Mapping[Path, Path]) -> Any:
+    """An argument of a unit's work with its paths on this worker."""
+    if isinstance(arg, Context):
+        return ctx
+    if isinstance(arg, Built):
+        where = moved.get(Path(arg.build.artifact_dir))
+        return replace(arg, build=replace(arg.build, artifact_dir=str(where))) if where else arg
+    if isinstance(arg, testbed.GuestSetup):
+        # The boots' unix sockets: a short directory, made by the guest unit's worker.
+        arg.sockets.mkdir(parents=True, exist_ok=True)
+        return arg
+    if isinstance(arg, tuple) and any(isinstance(g, GuestState) for g in arg):
+        return tuple(_moved(g, ctx, moved) for g in arg)
+    if isinstance(arg, GuestState) and arg.kernel.parent in moved:
+        return replace(arg, kernel=moved[arg.kernel.parent] / arg.kernel.name)
+    return arg
+
+
+def _fetch(art: Artifacts, dest: Path, address: str) -> None:
+    """Copy a kernel's artifacts into this worker's cache, checked by hash on arrival."""
+    shared = os.environ.get(SHARED_ENV)
+    if shared and (Path(shared) / art.name).is_dir():
+        files = read_artifacts(str(Path(shared) / art.name))
+        if mismatch(files, art.manifest) is None:
+            _install(files, dest)
+            return
+    client = distributed.get_client()
+    alive = set(client.scheduler_info(n_workers=-1)["workers"])
+    sources = [c for c in art.copies if c.worker != address and c.worker in alive]
+    for copy in sources:
+        task = client.submit(
+            read_artifacts,
+            copy.path,
+            key=f"fetch-{art.name}-{uuid.uuid4().hex[:8]}",
+            workers=[copy.worker],
+            allow_other_workers=False,
+            pure=False,
+        )
+        try:
+            files = task.result(timeout=FETCH_TIMEOUT)
+        except (OSError, TimeoutError, KilledWorker):
+            task.cancel()
+            continue  # that worker went away: the next copy
+        wrong = mismatch(files, art.manifest)
+        if wrong is not None:
+            raise InfraError(f"artifacts {art.name} from {copy.worker}: {wrong}")
+        _install(files, dest)
+        return
+    held = ", ".join(c.worker for c in art.copies) or "no worker"
+    raise InfraError(
+        f"artifacts {art.name}: held by {held}, none reachable, and no shared directory "
+        f"({SHARED_ENV}) has them"
+    )
+
+
+def _install(files: Mapping[str, bytes], dest: Path) -> None:
+    """Write a fetched artifact directory atomically (a rename), as a build does."""
+    staging = dest.with_name(f"{dest.name}.fetch-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    for name, data in files.items():
+        (staging / Path(name).name).write_bytes(data)
+    try:
+        staging.rename(dest)
+    except OSError:  # another unit installed it first
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(directory: Path) -> None:
+    """A built kernel into the shared artifacts directory, when the workers have one."""
+    shared = os.environ.get(SHARED_ENV)
+    if not shared or (Path(shared) / directory.name).is_dir():
+        return
+    _install(read_artifacts(str(directory)), Path(shared) / directory.name)
+
+
+def _allow_failures(dask_scheduler: Any, count: int) -> None:
+    dask_scheduler.allowed_failures = count
+
+
+# --- the client's side ------------------------------------------------------------------------
+
+
+class DaskExecutor:
+    """Hands units to the workers of a `dask scheduler` (see the module's notes)."""
+
+    def __init__(self, address: str, *, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.address = address
+        try:
+            self._client = distributed.Client(
+                address, timeout=timeout, set_as_default=False, name="orchestrate"
+            )
+        except (OSError, TimeoutError) as exc:
+            raise InfraError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        try:
+            self._client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            self._client.close()
+            raise InfraError(f"the Dask scheduler at {address} has no workers") from None
+        self._client.run_on_scheduler(_allow_failures, count=ALLOWED_FAILURES)
+        self._lock = threading.Lock()
+        self._inflight: dict[str, distributed.Future[Any]] = {}
+        self._ran_on: dict[str, str] = {}  # unit id -> worker address
+        self._placements: dict[str, Placement] = {}
+        self._artifacts: dict[str, Artifacts] = {}  # by directory name
+        self._guests_on: dict[str, int] = {}  # our guest units in flight, by preferred worker
+        self.capacity = max(1, sum(_slots(r) for r in self._workers().values()))
+
+    def _workers(self) -> dict[str, dict[str, float]]:
+        info = self._client.scheduler_info(n_workers=-1)["workers"]
+        return {addr: dict(w.get("resources") or {}) for addr, w in info.items()}
+
+    def submit(self, unit: Unit, work: Callable[[], T]) -> Future[T]:
+        alive = self._workers()
+        wanted = resources_for(unit.kind)
+        if not any(all(r.get(k, 0) >= n for k, n in wanted.items()) for r in alive.values()):
+            (name,) = wanted
+            raise InfraError(
+                f"{unit.id}: no worker of {self.address} offers the resource {name!r} "
+                '(start workers with --resources "vm=1,build=1")'
+            )
+        with self._lock:
+            needed = tuple(
+                self._artifacts.get(d.name) or Artifacts(d.name, (), ())
+                for d in artifact_dirs(work)
+            )
+            workers = preferred(unit, needed, self._ran_on, self._guests_on, alive)
+            guest_on = workers[0] if unit.kind in GUEST_KINDS and workers else ""
+            if guest_on:
+                self._guests_on[guest_on] = self._guests_on.get(guest_on, 0) + 1
+        key = f"{unit.kind.value}-{unit.id}-{uuid.uuid4().hex[:8]}"
+        task = self._client.submit(
+            run_unit,
+            unit.id,
+            _shippable(work),
+            tuple(a for a in needed if a.manifest),
+            key=key,
+            resources=wanted,
+            workers=list(workers) or None,
+            allow_other_workers=bool(workers),  # a preference, never a restriction
+            retries=RETRIES,
+            pure=False,
+        )
+        result: Future[T] = Future()
+        with self._lock:
+            self._inflight[key] = task
+        task.add_done_callback(functools.partial(self._done, unit, key, result, guest_on))
+        return result
+
+    def _done(
+        self,
+        unit: Unit,
+        key: str,
+        result: Future[Any],
+        guest_on: str,
+        task: distributed.Future[Any],
+    ) -> None:
+        try:
+            envelope = self._envelope(unit, task)
+        except BaseException as exc:  # it reaches the runner through the future
+            result.set_exception(exc)
+            return
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+                if guest_on:
+                    self._guests_on[guest_on] -= 1
+            task.release()  # else a lost worker's copy would be recomputed
+        if envelope.failure is not None:
+            code, message = envelope.failure
+            result.set_exception(UserError(message) if code == 2 else InfraError(message))
+            return
+        with self._lock:
+            self._ran_on[unit.id] = envelope.placement.worker
+            self._placements[unit.id] = envelope.placement
+            if envelope.artifacts is not None:
+                known = self._artifacts.get(envelope.artifacts.name)
+                copies = (known.copies if known else ()) + envelope.artifacts.copies
+                self._artifacts[envelope.artifacts.name] = replace(
+                    envelope.artifacts, copies=tuple(dict.fromkeys(copies))
+                )
+            for copy in envelope.fetched:
+                name = Path(copy.path).name
+                if name in self._artifacts:
+                    art = self._artifacts[name]
+                    self._artifacts[name] = replace(art, copies=(*art.copies, copy))
+        result.set_result(from_data(OUTPUTS[unit.kind], envelope.output))
+
+    def _envelope(self, unit: Unit, task: distributed.Future[Any]) -> Envelope:
+        try:
+            return cast(Envelope, task.result())
+        except KilledWorker as exc:
+            raise InfraError(
+                f"{unit.id}: {exc.allowed_failures + 1} Dask workers died while running it "
+                f"(the last {exc.last_worker.address}): an infrastructure fault, not retried"
+            ) from None
+        except distributed.client.FutureCancelledError:
+            raise InfraError(f"{unit.id}: cancelled on the Dask cluster") from None
+        except Exception as exc:
+            raise InfraError(
+                f"{unit.id}: failed on a Dask worker: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def placement(self, unit: Unit) -> Placement | None:
+        with self._lock:
+            return self._placements.get(unit.id)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pending = list(self._inflight.values())
+            self._inflight.clear()
+        if pending:
+            self._client.cancel(pending, force=True)
+        self._client.close()
+
+
+def _slots(resources: Mapping[str, float]) -> int:
+    """Units a worker runs at once: a guest and a build."""
+    return int(resources.get("vm", 0)) + int(resources.get("build", 0))
+
+
+def _shippable(work: Callable[[], T]) -> Callable[[], T]:
+    """The work without what must not leave this process (the progress display)."""
+    if not isinstance(work, functools.partial):
+        return work
+    args = tuple(replace(a, progress=_quiet) if isinstance(a, Context) else a for a in work.args)
+    return functools.partial(work.func, *args, **work.keywords)
+
+
+logging.getLogger("distributed.client").setLevel(logging.ERROR)

@@ -1,0 +1,246 @@
+"""The Dask executor against a real `dask scheduler` and two `dask worker`s on 127.0.0.1.
+
+The matrix is the runner's fake tree (real git and make, tests/fakelinux);
+the workers preload tests/dask_fake_boots.py, so a boot starts no QEMU (the
+real guest on a Dask worker is tests/e2e/test_dask.py).  Every process a test
+starts is killed in its teardown, and the teardown checks none is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orchestrator import cli, results
+from orchestrator.results import RunResult
+from orchestrator.vm import guest
+from tests import dask_fake_boots
+from tests.integration.test_runner import _whole_matrix, project  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+DASK = Path(sys.executable).with_name("dask")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """A `dask scheduler` and its `dask worker`s, each its own process group."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.address = f"dask://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.marks = tmp / "boots"
+        self.marks.mkdir(parents=True)
+
+    def _start(self, argv: list[str], name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"{name}.log").open("wb")
+        child = subprocess.Popen(
+            argv,
+            env={**os.environ, "PYTHONPATH": str(REPO), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(child)
+        return child
+
+    def start(self, workers: dict[str, dict[str, str]]) -> None:
+        scheduler = ["scheduler", "--host", "127.0.0.1", "--port", str(self.port)]
+        self._start([str(DASK), *scheduler, "--no-dashboard"], "scheduler", {})
+        for name, env in workers.items():
+            argv = [
+                str(DASK), "worker", f"tcp://127.0.0.1:{self.port}", "--name", name,
+                "--nthreads", "1", "--resources", "vm=1,build=1", "--no-nanny",
+                "--no-dashboard", "--local-directory", str(self.tmp / name),
+                "--preload", "tests.dask_fake_boots",
+            ]  # fmt: skip
+            marks = {"ORCHESTRATE_TEST_BOOT_MARKS": str(self.marks)}
+            self.workers[name] = self._start(argv, name, {**marks, **env})
+        self._wait_for(len(workers))
+
+    def _wait_for(self, count: int) -> None:
+        import distributed
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, TimeoutError):
+                client = distributed.Client(f"tcp://127.0.0.1:{self.port}", timeout=5)
+                try:
+                    client.wait_for_workers(count, timeout=30)
+                    return
+                finally:
+                    client.close()
+            time.sleep(0.5)
+        raise AssertionError(f"the cluster did not start: see {self.tmp}/*.log")
+
+    def stop(self) -> None:
+        for child in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout=30)
+        left = [p for p in psutil.process_iter(["cmdline"]) if str(self.tmp) in " ".join(
+            p.info["cmdline"] or ())]  # fmt: skip
+        assert not left, f"left running: {left}"
+
+
+@pytest.fixture()
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    running = Cluster(tmp_path / "cluster")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _run(matrix: Path, tmp: Path, name: str, *extra: str) -> tuple[int, RunResult]:
+    out = tmp / f"run-{name}"
+    code = cli.main(
+        ["run", str(matrix), "--cache-dir", str(tmp / f"cache-{name}"), "--out", str(out), *extra]
+    )
+    return code, results.read(out / "results.json")
+
+
+def verdicts(run: RunResult) -> list[tuple[str, list[tuple[str, str]], list[tuple[str, str]]]]:
+    """Each variant's stages and tests as verdicts, the A/A control's after them."""
+    shown = [*run.variants, *([run.control] if run.control else [])]
+    return [
+        (
+            v.name,
+            [(s.stage.value, s.status.value) for s in v.stages],
+            [(t.label, t.verdict.value) for t in v.tests],
+        )
+        for v in shown
+    ]
+
+
+@pytest.fixture()
+def serial(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunResult:  # noqa: F811
+    monkeypatch.setattr(guest, "boot", dask_fake_boots.boot)
+    code, run = _run(_whole_matrix(project), tmp_path, "serial")
+    assert code == 1  # conflict, broken and kconfig-miss fail
+    return run
+
+
+def test_two_workers_give_the_serial_verdicts_and_say_where_units_ran(
+    project: Path,  # noqa: F811
+    tmp_path: Path,
+    serial: RunResult,
+    cluster: Cluster,
+) -> None:
+    # Two caches: a kernel booted on the worker that did not build it is fetched there.
+    cluster.start({
+        "w1": {"ORCHESTRATE_CACHE_DIR": str(tmp_path / "cache-w1"),
+               "ORCHESTRATE_TEST_BOOT_SECONDS": "1"},
+        "w2": {"ORCHESTRATE_CACHE_DIR": str(tmp_path / "cache-w2"),
+               "ORCHESTRATE_TEST_BOOT_SECONDS": "1"},
+    })  # fmt: skip
+    code, run = _run(_whole_matrix(project), tmp_path, "dask", "--executor", cluster.address)
+    assert code == 1
+    assert verdicts(run) == verdicts(serial)
+    assert run.incomplete == ""
+    # Every unit that ran says where; the worker's identity is this machine's.
+    ran = [u for u in run.workers]
+    assert {p.unit for p in ran} >= {"prepare", "build:base", "functional:tweak", "perf-round:1:3"}
+    assert all(p.host == os.uname().nodename and p.kernel == os.uname().release for p in ran)
+    assert all(p.cpu and p.qemu for p in ran)
+    assert len({p.worker for p in ran}) == 2
+    build = next(p for p in ran if p.unit == "build:base")
+    assert build.artifacts.startswith("vmlinux sha256 ")
+    fetched = [p for p in ran if p.artifacts.startswith("fetched ")]
+    assert fetched, [p.artifacts for p in ran]
+    # The fetched copy is in the other worker's cache, byte for byte.
+    assert list((tmp_path / "cache-w1" / "artifacts").glob("*/vmlinux")) and list(
+        (tmp_path / "cache-w2" / "artifacts").glob("*/vmlinux")
+    )
+    # The results file with placements is one `orchestrate report` reads.
+    assert cli.main(["report", str(tmp_path / "run-dask" / "results.json")]) in (0, 1)
+
+
+def test_a_worker_killed_mid_unit_loses_no_verdict(
+    project: Path,  # noqa: F811
+    tmp_path: Path,
+    serial: RunResult,
+    cluster: Cluster,
+) -> None:
+    slow = {"ORCHESTRATE_TEST_BOOT_SECONDS": "3"}
+    cluster.start({"w1": slow, "w2": slow})  # one cache for both: the default
+    killed: list[str] = []
+
+    def kill_the_first_boot() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for mark in cluster.marks.iterdir():
+                pid, variant = mark.name.split("-", 1)
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(variant)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_first_boot)
+    killer.start()
+    try:
+        code, run = _run(_whole_matrix(project), tmp_path, "dask", "--executor", cluster.address)
+    finally:
+        killer.join()
+    assert killed, "no boot started"
+    assert code == 1
+    assert verdicts(run) == verdicts(serial)
+    assert len({p.worker for p in run.workers if p.unit.startswith(("functional", "perf"))}) == 1
+
+
+def test_a_unit_that_kills_two_workers_is_an_infrastructure_fault(
+    project: Path,  # noqa: F811
+    tmp_path: Path,
+    cluster: Cluster,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    killer = {"ORCHESTRATE_TEST_KILLER": "base"}
+    cluster.start({"w1": killer, "w2": killer})
+    matrix = _whole_matrix(project)
+    out = tmp_path / "run-dask"
+    argv = ["run", str(matrix), "--only", "base", "--executor", cluster.address]
+    code = cli.main([*argv, "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "functional:base: 2 Dask workers died while running it" in err
+    assert "Traceback" not in err
+    run = results.read(out / "results.json")
+    assert "functional:base" in run.incomplete
+    assert [s.status.value for s in run.variants[0].stages[:3]] == ["pass"] * 3
+
+
+def test_a_bad_address_is_exit_2_and_no_scheduler_exit_3(
+    project: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    matrix = str(project / "matrix.yaml")
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--until", "build"]
+    assert cli.main(["run", matrix, *cache, "--executor", "dask://nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert "expected dask://HOST:PORT" in err and "Traceback" not in err
+    port = free_port()
+    assert cli.main(["run", matrix, *cache, "--executor", f"dask://127.0.0.1:{port}"]) == 3
+    err = capsys.readouterr().err
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "cache").exists()
