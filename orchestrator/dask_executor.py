@@ -244,13 +244,9 @@ def run_unit(unit_id: str, work: Callable[[], Any], needed: tuple[Artifacts, ...
     # thread can serve another worker's fetch of artifacts from this one.
     distributed.secede()
     address = distributed.get_worker().address
-    fetched: list[Copy] = []
-    note = ""
     try:
-        work, fetched = _localized(work, needed, address)
-        if fetched:
-            note = "fetched " + ", ".join(f"{Path(c.path).name} from {c.worker}" for c in fetched)
-            note += " (sha256 verified)"
+        work, fetched, notes = _localized(work, needed, address)
+        note = "; ".join(notes)
         output = work()
     except OrchestrateError as exc:  # the unit's own fault: data, not retried
         return Envelope(None, _placement(unit_id, address), failure=(exc.exit_code, str(exc)))
@@ -272,25 +268,28 @@ def read_artifacts(path: str) -> dict[str, bytes]:
 
 def _localized(
     work: Callable[[], Any], needed: tuple[Artifacts, ...], address: str
-) -> tuple[Callable[[], Any], list[Copy]]:
-    """The work with this worker's cache and its own copies of the kernels it boots."""
+) -> tuple[Callable[[], Any], list[Copy], list[str]]:
+    """The work with this worker's cache and its own copies of the kernels it boots;
+    the copies it made, and a note of where each came from."""
     if not isinstance(work, functools.partial):
-        return work, []
+        return work, [], []
     ctx = next((a for a in work.args if isinstance(a, Context)), None)
     if ctx is None:
-        return work, []
+        return work, [], []
     ctx = _worker_context(ctx)
     fetched: list[Copy] = []
+    notes: list[str] = []
     moved: dict[Path, Path] = {}
     for art in needed:
         local = ctx.cache.root / "artifacts" / art.name
         if not build.is_built(local):
-            _fetch(art, local, address)
+            source = _fetch(art, local, address)
             fetched.append(Copy(address, str(local)))
+            notes.append(f"fetched {art.name} from {source} (sha256 verified)")
         for copy in art.copies:
             moved[Path(copy.path)] = local
     args = tuple(_moved(a, ctx, moved) for a in work.args)
-    return functools.partial(work.func, *args, **work.keywords), fetched
+    return functools.partial(work.func, *args, **work.keywords), fetched, notes
 
 
 def _worker_context(ctx: Context) -> Context:
@@ -326,14 +325,15 @@ def _moved(arg: Any, ctx: Context, moved: Mapping[Path, Path]) -> Any:
     return arg
 
 
-def _fetch(art: Artifacts, dest: Path, address: str) -> None:
-    """Copy a kernel's artifacts into this worker's cache, checked by hash on arrival."""
+def _fetch(art: Artifacts, dest: Path, address: str) -> str:
+    """Copy a kernel's artifacts into this worker's cache, checked by hash on arrival;
+    where from (a worker's address, or the shared directory)."""
     shared = os.environ.get(SHARED_ENV)
     if shared and (Path(shared) / art.name).is_dir():
         files = read_artifacts(str(Path(shared) / art.name))
         if mismatch(files, art.manifest) is None:
             _install(files, dest)
-            return
+            return shared
     client = distributed.get_client()
     alive = set(client.scheduler_info(n_workers=-1)["workers"])
     sources = [c for c in art.copies if c.worker != address and c.worker in alive]
@@ -355,7 +355,7 @@ def _fetch(art: Artifacts, dest: Path, address: str) -> None:
         if wrong is not None:
             raise InfraError(f"artifacts {art.name} from {copy.worker}: {wrong}")
         _install(files, dest)
-        return
+        return copy.worker
     held = ", ".join(c.worker for c in art.copies) or "no worker"
     raise InfraError(
         f"artifacts {art.name}: held by {held}, none reachable, and no shared directory "
