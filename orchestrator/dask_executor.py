@@ -51,9 +51,10 @@ from urllib.parse import urlsplit
 import distributed
 from distributed.scheduler import KilledWorker
 
-from orchestrator import proc, sandbox
+from orchestrator import proc, sandbox, units
 from orchestrator.cache import Cache
 from orchestrator.errors import InfraError, OrchestrateError, UserError
+from orchestrator.git import git
 from orchestrator.kernel import build
 from orchestrator.plan import Unit, UnitKind
 from orchestrator.results import Placement, Status, from_data, to_data
@@ -277,6 +278,7 @@ def _localized(
     if ctx is None:
         return work, [], []
     ctx = _worker_context(ctx)
+    work = _with_tree(work, ctx)
     fetched: list[Copy] = []
     notes: list[str] = []
     moved: dict[Path, Path] = {}
@@ -290,6 +292,35 @@ def _localized(
             moved[Path(copy.path)] = local
     args = tuple(_moved(a, ctx, moved) for a in work.args)
     return functools.partial(work.func, *args, **work.keywords), fetched, notes
+
+
+def _with_tree(work: functools.partial[Any], ctx: Context) -> functools.partial[Any]:
+    """A tree unit on a worker that lacks the tree or the variant's commit (its
+    own cache, the tree's worker lost): the tree is prepared and the series
+    applied here first (same base and tree; only the commit's dates differ)."""
+    args = list(work.args)
+    prepared = next((a for a in args if isinstance(a, units.Prepared)), None)
+    if prepared is None:
+        return work
+    here = prepared
+    if not prepared.repo.is_dir():
+        here = units.prepare(ctx)
+        if here.base != prepared.base:
+            raise InfraError(
+                f"the kernel tree moved: base {here.base[:12]} on this worker, "
+                f"{prepared.base[:12]} where the run started"
+            )
+    for i, arg in enumerate(args):
+        if arg is prepared:
+            args[i] = here
+        elif isinstance(arg, units.Applied) and not _has_commit(here.repo, arg.head):
+            variant = next(a for a in args if isinstance(a, str))
+            args[i] = replace(arg, head=units.apply(ctx, variant, here).head)
+    return functools.partial(work.func, *args, **work.keywords)
+
+
+def _has_commit(repo: Path, commit: str) -> bool:
+    return bool(commit) and git(repo, "cat-file", "-e", f"{commit}^{{commit}}", check=False).ok
 
 
 def _worker_context(ctx: Context) -> Context:

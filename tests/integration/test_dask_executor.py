@@ -9,7 +9,9 @@ starts is killed in its teardown, and the teardown checks none is left.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,8 +24,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import cli, results
-from orchestrator.results import RunResult
+from orchestrator import cli, config, dask_executor, journal, results, units
+from orchestrator.cache import Cache
+from orchestrator.results import RunResult, Status
+from orchestrator.runner import collect_series
 from orchestrator.vm import guest
 from tests import dask_fake_boots
 from tests.integration.test_runner import _whole_matrix, project  # noqa: F401 - a fixture
@@ -244,3 +248,31 @@ def test_a_bad_address_is_exit_2_and_no_scheduler_exit_3(
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_tree_unit_on_a_worker_without_the_tree_prepares_and_applies_it_first(
+    project: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a worker with a cache of its own does when the tree's worker is lost."""
+    code, first = _run(project / "matrix.yaml", tmp_path, "a", "--until", "build")
+    assert code == 1
+    done = {r.unit: r.output for r in journal.read(tmp_path / "run-a").done}
+    prepared, applied = done["prepare"], done["apply:tweak"]
+    assert isinstance(prepared, units.Prepared) and isinstance(applied, units.Applied)
+    matrix = config.load(project / "matrix.yaml")
+    patches = collect_series(matrix, ())
+    ctx = units.Context(matrix, Cache(tmp_path / "cache-a"), tmp_path / "run-b", patches)
+    monkeypatch.setenv(dask_executor.CACHE_ENV, str(tmp_path / "cache-b"))
+    shutil.rmtree(tmp_path / "cache-a")  # the tree's worker is gone
+
+    work = functools.partial(units.configure, ctx, "tweak", prepared, applied)
+    here, fetched, _notes = dask_executor._localized(work, (), "tcp://b:1")
+    assert fetched == []
+    configured = here()
+    assert isinstance(configured, units.Configured)
+    assert configured.stage.status is Status.PASS
+    tweak = next(v for v in first.variants if v.name == "tweak")
+    assert tweak.build is not None and configured.tree == tweak.build.tree
+    assert (tmp_path / "cache-b" / "trees").is_dir()
