@@ -64,8 +64,16 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {"PYTHONPATH": str(REPO)}
-    scheduler = [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
-    worker = [DASK, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1"]
+    scheduler: list[str | Path] = [
+        DASK,
+        "scheduler",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-dashboard",
+    ]
+    worker: list[str | Path] = [DASK, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1"]
     worker += ["--resources", "vm=1,build=1", "--no-dashboard"]
     worker += ["--local-directory", str(work / "worker")]
     try:
