@@ -426,6 +426,8 @@ class DaskExecutor:
 
     def __init__(self, address: str, *, timeout: float = CONNECT_TIMEOUT) -> None:
         self.address = address
+        # Its retries while connecting are ours to report, in one line.
+        logging.getLogger("distributed.client").setLevel(logging.ERROR)
         try:
             self._client = distributed.Client(
                 address, timeout=timeout, set_as_default=False, name="orchestrate"
@@ -565,6 +567,3 @@ def _shippable(work: Callable[[], T]) -> Callable[[], T]:
         return work
     args = tuple(replace(a, progress=_quiet) if isinstance(a, Context) else a for a in work.args)
     return functools.partial(work.func, *args, **work.keywords)
-
-
-logging.getLogger("distributed.client").setLevel(logging.ERROR)

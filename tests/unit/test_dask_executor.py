@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import cloudpickle  # type: ignore[import-untyped]
+import distributed
 import pytest
 
 from orchestrator import config, dask_executor, results, units
 from orchestrator.cache import Cache
 from orchestrator.dask_executor import Artifacts, Copy, preferred
-from orchestrator.errors import UserError
+from orchestrator.errors import InfraError, UserError
 from orchestrator.executor import SerialExecutor, for_spec, placement_of
 from orchestrator.plan import Unit, UnitKind
 from orchestrator.results import BuildInfo, Placement, RunResult, Stage, StageResult, Status
@@ -24,6 +25,7 @@ from orchestrator.units import Built, Context, GuestState
 
 REPO = Path(__file__).resolve().parents[2]
 NONE = cast(Any, None)  # an input these tests do not look at
+A, B, C = "tcp://a:1", "tcp://b:1", "tcp://c:1"
 
 
 @pytest.mark.parametrize(
@@ -90,9 +92,68 @@ def test_a_fetched_copy_replaces_nothing_already_there(tmp_path: Path) -> None:
     assert [p.name for p in dest.parent.iterdir()] == ["k"]  # no staging left behind
 
 
+class _Task:
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def result(self, timeout: float) -> dict[str, bytes]:
+        return self.files
+
+    def cancel(self) -> None:
+        pass
+
+
+class _Client:
+    """What a fetch asks of distributed: the live workers, and a task on one of them."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.asked: list[tuple[str, list[str]]] = []
+
+    def scheduler_info(self, n_workers: int) -> dict[str, Any]:
+        return {"workers": {A: {}, B: {}}}
+
+    def submit(self, fn: Any, path: str, *, workers: list[str], **kw: Any) -> _Task:
+        self.asked.append((path, workers))
+        return _Task(self.files)
+
+
+def test_a_fetched_kernel_is_checked_by_hash_on_arrival(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = {"vmlinux": b"kernel", "artifact.json": b"{}"}
+    manifest = tuple(sorted((n, hashlib.sha256(d).hexdigest()) for n, d in good.items()))
+    art = Artifacts("k", manifest, (Copy(A, "/a/artifacts/k"),))
+    client = _Client({**good, "vmlinux": b"kernel, changed on the way"})
+    monkeypatch.setattr(distributed, "get_client", lambda: client)
+    monkeypatch.delenv(dask_executor.SHARED_ENV, raising=False)
+    with pytest.raises(InfraError, match=r"artifacts k from tcp://a:1: vmlinux has sha256"):
+        dask_executor._fetch(art, tmp_path / "k", B)
+    assert not (tmp_path / "k").exists()
+    client.files = good
+    assert dask_executor._fetch(art, tmp_path / "k", B) == A
+    assert client.asked[-1] == ("/a/artifacts/k", [A])
+    assert (tmp_path / "k" / "vmlinux").read_bytes() == b"kernel"
+
+
+def test_a_shared_directory_is_looked_at_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared"
+    (shared / "k").mkdir(parents=True)
+    (shared / "k" / "vmlinux").write_bytes(b"kernel")
+    art = Artifacts("k", (("vmlinux", hashlib.sha256(b"kernel").hexdigest()),), ())
+    monkeypatch.setenv(dask_executor.SHARED_ENV, str(shared))
+    assert dask_executor._fetch(art, tmp_path / "cache" / "k", B) == str(shared)
+    # Corrupt there, and no worker holds it: an infrastructure fault that says so.
+    (shared / "k" / "vmlinux").write_bytes(b"rotten")
+    monkeypatch.setattr(distributed, "get_client", lambda: _Client({}))
+    with pytest.raises(InfraError, match="none reachable"):
+        dask_executor._fetch(art, tmp_path / "other" / "k", B)
+
+
 # --- where a unit goes ---------------------------------------------------------------------
 
-A, B, C = "tcp://a:1", "tcp://b:1", "tcp://c:1"
 BOTH = {A: {"vm": 1.0, "build": 1.0}, B: {"vm": 1.0, "build": 1.0}}
 
 
