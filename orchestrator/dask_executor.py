@@ -366,7 +366,7 @@ def _fetch(art: Artifacts, dest: Path, address: str) -> str:
             _install(files, dest)
             return shared
     client = distributed.get_client()
-    alive = set(client.scheduler_info(n_workers=-1)["workers"])
+    alive = set(live_workers(client))
     sources = [c for c in art.copies if c.worker != address and c.worker in alive]
     for copy in sources:
         task = client.submit(
@@ -414,6 +414,19 @@ def _publish(directory: Path) -> None:
     _install(read_artifacts(str(directory)), Path(shared) / directory.name)
 
 
+def live_workers(client: distributed.Client) -> dict[str, dict[str, float]]:
+    """Each worker the scheduler has now, with its resources.
+
+    Asked of the scheduler itself: `Client.scheduler_info()` returns a cache
+    that the client's periodic refresh replaces with one without workers.
+    """
+    scheduler = client.scheduler
+    if scheduler is None:  # closed
+        return {}
+    info = client.sync(scheduler.identity, n_workers=-1)
+    return {addr: dict(w.get("resources") or {}) for addr, w in info["workers"].items()}
+
+
 def _allow_failures(dask_scheduler: Any, count: int) -> None:
     dask_scheduler.allowed_failures = count
 
@@ -449,8 +462,7 @@ class DaskExecutor:
         self.capacity = max(1, sum(_slots(r) for r in self._workers().values()))
 
     def _workers(self) -> dict[str, dict[str, float]]:
-        info = self._client.scheduler_info(n_workers=-1)["workers"]
-        return {addr: dict(w.get("resources") or {}) for addr, w in info.items()}
+        return live_workers(self._client)
 
     def submit(self, unit: Unit, work: Callable[[], T]) -> Future[T]:
         alive = self._workers()

@@ -22,6 +22,7 @@ import pytest
 
 from orchestrator import cli, config, dask_executor, journal, results, units
 from orchestrator.cache import Cache
+from orchestrator.dask_executor import CACHE_ENV, SHARED_ENV
 from orchestrator.results import RunResult, Status
 from orchestrator.runner import collect_series
 from orchestrator.vm import guest
@@ -113,8 +114,11 @@ def test_a_worker_killed_mid_unit_loses_no_verdict(
     serial: RunResult,
     cluster: Cluster,
 ) -> None:
-    slow = {"ORCHESTRATE_TEST_BOOT_SECONDS": "3"}
-    cluster.start({"w1": slow, "w2": slow})  # one cache for both: the default
+    # A cache each, and a shared artifacts directory: a kernel outlives its builder.
+    shared = {"ORCHESTRATE_TEST_BOOT_SECONDS": "3", SHARED_ENV: str(tmp_path / "shared")}
+    cluster.start({
+        name: {**shared, CACHE_ENV: str(tmp_path / f"cache-{name}")} for name in ("w1", "w2")
+    })  # fmt: skip
     killed: list[str] = []
 
     def kill_the_first_boot() -> None:
@@ -137,6 +141,11 @@ def test_a_worker_killed_mid_unit_loses_no_verdict(
     assert code == 1
     assert verdicts(run) == verdicts(serial)
     assert len({p.worker for p in run.workers if p.unit.startswith(("functional", "perf"))}) == 1
+    # Every kernel that booted was published for the others.
+    built = {
+        Path(v.build.artifact_dir).name for v in run.variants if v.build and not v.build.first_error
+    }
+    assert built <= {p.name for p in (tmp_path / "shared").iterdir()}
 
 
 def test_a_unit_that_kills_two_workers_is_an_infrastructure_fault(

@@ -110,8 +110,10 @@ class _Client:
         self.files = files
         self.asked: list[tuple[str, list[str]]] = []
 
-    def scheduler_info(self, n_workers: int) -> dict[str, Any]:
+    def sync(self, fn: Any, n_workers: int) -> dict[str, Any]:
         return {"workers": {A: {}, B: {}}}
+
+    scheduler = type("rpc", (), {"identity": None})
 
     def submit(self, fn: Any, path: str, *, workers: list[str], **kw: Any) -> _Task:
         self.asked.append((path, workers))
