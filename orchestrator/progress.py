@@ -156,7 +156,7 @@ def overall(snapshot: RunStatus, now: float) -> str:
         else:
             text = f"perf round {perf.round} of {'at most ' if perf.at_most else ''}{perf.of}"
         parts.append(text + (f" (batch {perf.batch})" if perf.batch > 1 else ""))
-    if snapshot.left is not None:
+    if snapshot.left is not None and snapshot.done < snapshot.total:
         # The estimate was made when the snapshot was; the run has gone on since.
         left = snapshot.left.seconds - max(now - snapshot.at, 0.0)
         minutes = max(math.ceil(left / 60), 1)
