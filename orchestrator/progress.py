@@ -75,7 +75,7 @@ class RunningUnit:
 @dataclass(frozen=True)
 class PerfRound:
     round: int  # 0 is the discarded warm-up
-    of: int  # the rounds planned, or at most, when rounds may stop early
+    of: int  # the rounds planned: the most there can be when at_most (rounds may stop early)
     at_most: bool = False
     batch: int = 1  # a rerun of the rounds (the A/A control asked) is batch 2, 3...
 
@@ -151,10 +151,11 @@ def overall(snapshot: RunStatus, now: float) -> str:
     parts = [f"units {snapshot.done} of {snapshot.total}"] if snapshot.total else []
     perf = snapshot.perf
     if perf is not None:
+        most = "at most " if perf.at_most else ""
         if perf.round == 0:
-            text = f"perf warm-up, then {perf.of} rounds"
+            text = f"perf warm-up, then {most}{perf.of} rounds"
         else:
-            text = f"perf round {perf.round} of {'at most ' if perf.at_most else ''}{perf.of}"
+            text = f"perf round {perf.round} of {most}{perf.of}"
         parts.append(text + (f" (batch {perf.batch})" if perf.batch > 1 else ""))
     if snapshot.left is not None and snapshot.done < snapshot.total:
         # The estimate was made when the snapshot was; the run has gone on since.
@@ -167,7 +168,11 @@ def overall(snapshot: RunStatus, now: float) -> str:
 def _label(unit: RunningUnit) -> str:
     """[pre-fix] build, or [perf-round:1:3] for a unit of the whole run."""
     name = for_terminal(unit.variant or unit.id, one_line=True, limit=NAME)
-    where = "" if unit.where == "local" else f" on {for_terminal(unit.where, one_line=True)}"
+    where = (
+        ""
+        if unit.where == "local"
+        else f" on {for_terminal(unit.where, one_line=True, limit=NAME)}"
+    )
     return f"[{name}] {unit.kind.value}{where}" if unit.variant else f"[{name}]{where}"
 
 
