@@ -17,6 +17,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Collection, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from orchestrator.journal import Journal
 from orchestrator.kernel import build, series, source
 from orchestrator.matrix import Matrix
 from orchestrator.plan import STAGE_OF, Unit, UnitKind, unit_id
+from orchestrator.progress import PerfRound, RunningUnit, RunStatus, StatusSink, estimate_left
 from orchestrator.results import Batch, PerfPlan, RunResult, Stage
 from orchestrator.suites import Installed
 from orchestrator.units import Context, GuestState, Progress
@@ -173,8 +175,9 @@ class Runner:
             if len(self.running) >= self.executor.capacity:
                 return False
             self._announce_start(unit)
+            start = time.monotonic()  # before submit: the serial executor runs the unit in it
             future = self.executor.submit(unit, self._work(unit))
-            self.running[future] = (unit, time.monotonic())
+            self.running[future] = (unit, start)
             self._started.add(unit.id)
             if future.done():
                 self._finish(future)
@@ -238,6 +241,7 @@ class Runner:
         self.done[unit.id] = result
         run = self._write(f"running: {self._count()}")
         self._announce(run)
+        self._status()
 
     def _skip_reason(self, unit: Unit) -> str | None:
         failed = [d for d in unit.needs if not units.passed(self.done[d].output)]
@@ -462,6 +466,7 @@ class Runner:
         stage = STAGE_OF.get(unit.kind)
         if stage is not None:
             self.progress(unit.variant, stage, None, "")
+        self._status(unit)
 
     def _announce(self, run: RunResult) -> None:
         """Report every stage that appeared in the results since the last unit."""
@@ -472,6 +477,38 @@ class Runner:
                 if stage.stage in wanted:
                     self.progress(v.name, stage.stage, stage.status, stage.reason)
             self._shown[v.name] = len(v.stages)
+
+    def _status(self, starting: Unit | None = None) -> None:
+        """The run as a whole, for a progress that shows it: after a unit starts or is done."""
+        if not isinstance(self.progress, StatusSink):
+            return
+        now = time.monotonic()
+        running = [*self.running.values(), *([(starting, now)] if starting else [])]
+        since = {u.id: t for u, t in running}
+        left = [u for u in self.units if u.id not in self.done]
+        done = [(u, self.done[u.id]) for u in self.units if u.id in self.done]
+        finished = [
+            (u.kind, r.seconds) for u, r in done if r.output is not None
+        ]  # ran: not skipped
+        snapshot = RunStatus(
+            at=now,
+            # Every executor today runs units on this machine; one that places
+            # them on workers or guest slots will name where.
+            running=tuple(RunningUnit(u.id, u.kind, u.variant, "local", t) for u, t in running),
+            done=len(self.done),
+            total=len(self.units),
+            perf=perf_position(self.units, {*self._started, *since}, self._most_rounds()),
+            left=estimate_left(
+                finished,
+                [(u.kind, now - since.get(u.id, now)) for u in left],
+                self.executor.capacity,
+            ),
+        )
+        self.progress.status(snapshot)
+
+    def _most_rounds(self) -> int:
+        """A sequential plan's most rounds per batch; 0 for a fixed plan (planned up front)."""
+        return max((n for _, n in self.perf_plan.max_boots), default=0) if self.perf_plan else 0
 
     def _remove_sockets(self) -> None:
         guest = self.done.get(unit_id(UnitKind.GUEST))
@@ -495,6 +532,26 @@ def perf_plan_of(matrix: Matrix) -> PerfPlan | None:
         max_boots=tuple((t.name, t.repeats) for t in tests),
         budget=matrix.perf.budget or 0.0,
     )
+
+
+def perf_position(
+    plan_units: Sequence[Unit], started: Collection[str], most: int = 0
+) -> PerfRound | None:
+    """The perf round the run is at (the last one started) and the rounds of its batch.
+
+    A fixed plan's rounds are planned up front (plan.perf_batch), so their
+    number is exact; a sequential plan adds rounds while comparisons are
+    open, up to `most` (its largest most boots): then N is a maximum.
+    """
+    rounds = [u for u in plan_units if u.kind is UnitKind.PERF_ROUND]
+    begun = [u for u in rounds if u.id in started]
+    if not begun:
+        return None
+    at = begun[-1]  # plan order is round order, batch after batch
+    if most:
+        return PerfRound(at.round, most, at_most=True, batch=at.batch)
+    planned = max(u.round for u in rounds if u.batch == at.batch)
+    return PerfRound(at.round, planned, at_most=False, batch=at.batch)
 
 
 def _now() -> str:
