@@ -118,6 +118,7 @@ class Runner:
             host=host(),
             # Which quarantine entries hold is decided once, by the run's start date.
             quarantine=flakes.quarantine_on(self.matrix.quarantine, flakes.run_day(started)),
+            questions=self.matrix.report.questions,
         )
         confined = sandbox.for_run(
             cache=opts.cache.root,

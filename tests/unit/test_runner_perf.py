@@ -28,6 +28,7 @@ from orchestrator.results import (
     TestResult,
     Verdict,
 )
+from orchestrator.report import html, text
 from orchestrator.runner import Options, Runner
 from orchestrator.stats import Change
 from orchestrator.vm import image, testbed
@@ -179,7 +180,7 @@ def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
         tree=Tree(TreeKind.PATH, str(tmp_path)),
         kconfig=Kconfig(),
         variants=tuple(Variant(n) for n in names),
-        report=Report(tmp_path / "reports", baseline="up"),
+        report=Report(tmp_path / "reports", baseline="up", questions=(("twin", "same"),)),
         tests=(Test("map_perf", "map_perf", "/opt/map_perf", repeats=40),),
         perf=Perf(aa_control=True),
     )
@@ -202,3 +203,13 @@ def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
     rounds = stops["same"][0]
     assert host["up"] == host["up~aa"] == rounds + 1  # and the warm-up
     assert host["slow"] == stops["slow"][0] + 1
+    # The reports say how it was decided, each guest's boots, and answer the question.
+    summary, page = text.render(run), html.render(run)
+    for out in (summary, page):
+        assert "Benjamini-Hochberg" in out and "two one-sided" in out
+        assert "every comparison decided" in out
+    assert f"same: {rounds} (every comparison decided)" in summary
+    assert f"up~aa: {rounds} (the reference" in summary
+    answer = "Is twin measurably different from same? twin boots up's build, so same against"
+    assert answer in " ".join(summary.split())
+    assert "map_perf: no, the same within" in page
