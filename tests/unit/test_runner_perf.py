@@ -17,6 +17,7 @@ from orchestrator import perf, units
 from orchestrator.cache import Cache
 from orchestrator.kernel import kconfig
 from orchestrator.matrix import Kconfig, Matrix, Perf, Report, Test, Tree, TreeKind, Variant
+from orchestrator.report import html, text
 from orchestrator.results import (
     Batch,
     BootInfo,
@@ -28,7 +29,6 @@ from orchestrator.results import (
     TestResult,
     Verdict,
 )
-from orchestrator.report import html, text
 from orchestrator.runner import Options, Runner
 from orchestrator.stats import Change
 from orchestrator.vm import image, testbed
