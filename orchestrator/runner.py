@@ -361,7 +361,8 @@ class Runner:
         assert self.perf_plan is not None
         design = perf.design_of(self.perf_plan)
         spent = f"the perf budget of {self.perf_plan.budget / 60:g} min was spent"
-        if last.round < design.n_min:
+        most = max(n for _, n in self.perf_plan.max_boots)
+        if last.round < sequential.first_look(design, most):
             if self._room(last) < len(self._measured()):
                 self._end_sequence(last, spent + " before the first look")
             else:
@@ -374,7 +375,6 @@ class Runner:
             return
         # Rounds whose boots gave no sample (a crashed test) do not count towards
         # a comparison's most boots; this bounds the rounds all the same.
-        most = max(n for _, n in self.perf_plan.max_boots)
         if last.round >= most + most // 2:
             self._end_sequence(last, f"{last.round} rounds, half again its most boots")
             return
