@@ -15,6 +15,7 @@ from orchestrator import aa_control, flakes, verdicts
 from orchestrator.plan import Unit, UnitKind, unit_id
 from orchestrator.results import (
     Batch,
+    PerfPlan,
     Placement,
     Quarantine,
     RunResult,
@@ -59,6 +60,7 @@ class RunMeta:
     until: Stage = Stage.TEST
     host: dict[str, str] = field(default_factory=dict)
     quarantine: tuple[Quarantine, ...] = ()  # the matrix's, as of the run's start (flakes.py)
+    questions: tuple[tuple[str, str], ...] = ()  # the matrix's report.questions
 
 
 def run_result(
@@ -69,6 +71,7 @@ def run_result(
     finished: str,
     batches: Sequence[Batch] = (),
     incomplete: str = "",
+    perf_plan: PerfPlan | None = None,
 ) -> RunResult:
     rounds = [done[u.id] for u in units if u.kind is UnitKind.PERF_ROUND and u.id in done]
     perf_done = all(u.id in done for u in units if u.kind is UnitKind.PERF_ROUND)
@@ -85,6 +88,8 @@ def run_result(
         incomplete=incomplete,
         quarantine=meta.quarantine,
         workers=tuple(p for u in units if u.id in done and (p := done[u.id].placement)),
+        perf_plan=perf_plan,
+        questions=meta.questions,
     )
 
 

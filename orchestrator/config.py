@@ -42,12 +42,14 @@ from orchestrator.yaml_nodes import (
     choice,
     claim,
     document,
+    duration,
     entries,
     get,
     integer,
     local_path,
     local_paths,
     mapping,
+    percent,
     scalar,
     seconds,
     sequence,
@@ -70,10 +72,10 @@ TEST_KEYS = ("name", "kind", "command", "timeout", "repeats", "retries", "args",
 QUARANTINE_KEYS = ("test", "reason", "expires")
 # Reruns of a test that missed its expectation (flakes.py): a few at most.
 MAX_RETRIES = 10
-PERF_KEYS = ("aa_control", "max_reruns")
+PERF_KEYS = ("aa_control", "max_reruns", "sequential", "equivalence", "fdr", "budget")
 BISECT_KEYS = ("enabled", "runs")
 MAX_BISECT_RUNS = 100  # runs of a test per bisection step (syzbot does 10)
-REPORT_KEYS = ("dir", "formats", "baseline")
+REPORT_KEYS = ("dir", "formats", "baseline", "questions")
 VARIANT_KEYS = ("name", "series", "reverts", "kconfig", "expect", "bisect")
 
 ARCHES = ("x86_64",)
@@ -565,6 +567,11 @@ def _perf(cur: Node) -> Perf:
         aa_control=get(fields, "aa_control", boolean, default.aa_control),
         # Each rerun costs a whole batch of boots: a few at most.
         max_reruns=get(fields, "max_reruns", lambda n: integer(n, 0, 5), default.max_reruns),
+        sequential=get(fields, "sequential", boolean, default.sequential),
+        # Bounds past 50 % say nothing; under 0.5 % no boot-to-boot noise here reaches them.
+        equivalence=get(fields, "equivalence", lambda n: percent(n, 0.5, 50), default.equivalence),
+        fdr=get(fields, "fdr", lambda n: percent(n, 0.1, 20), default.fdr),
+        budget=get(fields, "budget", duration, default.budget),
     )
 
 
@@ -576,7 +583,24 @@ def _report(cur: Node | None, base: Path, variants: tuple[Variant, ...]) -> Repo
         dir=get(fields, "dir", lambda n: local_path(n, ""), base / "reports"),
         formats=get(fields, "formats", _formats, FORMATS),
         baseline=get(fields, "baseline", lambda n: _baseline(n, variants), ""),
+        questions=get(fields, "questions", lambda n: _questions(n, variants), ()),
     )
+
+
+def _questions(cur: Node, variants: tuple[Variant, ...]) -> tuple[tuple[str, str], ...]:
+    """[[a, b], ...]: pairs of declared variants, each asked "is a different from b?"."""
+    out = []
+    for item in sequence(cur, "a list of [variant, variant] pairs"):
+        pair = sequence(item, "a pair of variant names: [a, b]")
+        if len(pair) != 2:
+            raise item.error(f"must name two variants, got {len(pair)}")
+        a, b = (_baseline(n, variants) for n in pair)
+        if not a or not b:
+            raise item.error("must name two declared variants")
+        if a == b:
+            raise item.error(f"asks whether {a!r} differs from itself")
+        out.append((a, b))
+    return tuple(out)
 
 
 def _formats(cur: Node) -> tuple[str, ...]:

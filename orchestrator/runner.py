@@ -17,6 +17,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Collection, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,7 +25,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from orchestrator import aa_control, flakes, journal, plan, results, sandbox, units, verdicts
+from orchestrator import (
+    aa_control,
+    flakes,
+    journal,
+    perf,
+    plan,
+    results,
+    sandbox,
+    sequential,
+    units,
+    verdicts,
+)
 from orchestrator.assemble import RunMeta, UnitResult, run_result, stages_to
 from orchestrator.cache import Cache
 from orchestrator.errors import UserError
@@ -33,7 +45,9 @@ from orchestrator.journal import Journal
 from orchestrator.kernel import build, series, source
 from orchestrator.matrix import Matrix
 from orchestrator.plan import STAGE_OF, Unit, UnitKind, unit_id
-from orchestrator.results import Batch, RunResult, Stage
+from orchestrator.progress import PerfRound, RunningUnit, RunStatus, StatusSink, estimate_left
+from orchestrator.results import Batch, PerfPlan, RunResult, Stage
+from orchestrator.sequential import State
 from orchestrator.suites import Installed
 from orchestrator.units import Context, GuestState, Progress
 
@@ -77,6 +91,8 @@ class Runner:
         self.accel: tuple[str, str] | None = None  # chosen at the first boot
         self._shown: dict[str, int] = {}  # stages already announced, per variant
         self._started: set[str] = set()  # units handed to the executor
+        self.perf_plan = perf_plan_of(matrix)  # None: fixed rounds
+        self.perf_stopped = ""  # why a sequential plan's rounds stopped
 
     @property
     def results_path(self) -> Path:
@@ -103,6 +119,7 @@ class Runner:
             host=host(),
             # Which quarantine entries hold is decided once, by the run's start date.
             quarantine=flakes.quarantine_on(self.matrix.quarantine, flakes.run_day(started)),
+            questions=self.matrix.report.questions,
         )
         confined = sandbox.for_run(
             cache=opts.cache.root,
@@ -160,8 +177,9 @@ class Runner:
             if len(self.running) >= self.executor.capacity:
                 return False
             self._announce_start(unit)
+            start = time.monotonic()  # before submit: the serial executor runs the unit in it
             future = self.executor.submit(unit, self._work(unit))
-            self.running[future] = (unit, time.monotonic())
+            self.running[future] = (unit, start)
             self._started.add(unit.id)
             if future.done():
                 self._finish(future)
@@ -174,9 +192,18 @@ class Runner:
         seconds = time.monotonic() - start
         result = UnitResult(unit.id, output, seconds, placement=placement_of(self.executor, unit))
         self._absorb(unit, result)
+        self.done[unit.id] = result
+        # The next round is planned before results.json and the journal are
+        # written, so a run stopped in between resumes with it.
+        if unit.kind is UnitKind.PERF_ROUND and self._last_perf_unit(unit):
+            if self.perf_plan is None:
+                self._end_batch(unit)
+            else:
+                self._after_round(unit)
         self._record(result, unit)
-        if unit.kind is UnitKind.PERF_ROUND and unit.round == plan.perf_rounds(self.matrix.tests):
-            self._end_batch(unit)
+
+    def _last_perf_unit(self, unit: Unit) -> bool:
+        return not any(u.kind is UnitKind.PERF_ROUND and u.id not in self.done for u in self.units)
 
     def _absorb(self, unit: Unit, result: UnitResult) -> None:
         """What later units need to know of a finished one."""
@@ -217,6 +244,7 @@ class Runner:
         self.done[unit.id] = result
         run = self._write(f"running: {self._count()}")
         self._announce(run)
+        self._status()
 
     def _skip_reason(self, unit: Unit) -> str | None:
         failed = [d for d in unit.needs if not units.passed(self.done[d].output)]
@@ -269,8 +297,18 @@ class Runner:
             case UnitKind.PERF_ROUND:
                 setup = out(UnitKind.GUEST).setup
                 guests = self._measured()
+                measure = dict(unit.measure) if unit.measure else None
+                if measure is not None:
+                    guests = tuple(g for g in guests if g.name in measure)
                 return partial(
-                    units.perf_round, ctx, unit.batch, unit.round, guests, setup, self.accel
+                    units.perf_round,
+                    ctx,
+                    unit.batch,
+                    unit.round,
+                    guests,
+                    setup,
+                    self.accel,
+                    measure,
                 )
         raise AssertionError(unit.kind)
 
@@ -280,12 +318,19 @@ class Runner:
         return output
 
     def _measured(self) -> tuple[GuestState, ...]:
-        """The guests of a perf round: every variant that booted, then the A/A control."""
+        """The guests of a perf round: every variant that booted, then the A/A control.
+
+        A sequential plan leaves out the variants that boot the baseline's
+        very build: measuring it again is the A/A control's job.
+        """
         booted = [
             u.variant
             for u in self.units
             if u.kind is UnitKind.FUNCTIONAL and units.passed(self.done[u.id].output)
         ]
+        if self.perf_plan is not None:
+            twins = self._twins()
+            booted = [name for name in booted if name not in twins]
         guests = [self.guests[name] for name in booted]
         base = self.meta.baseline
         if self.matrix.perf.aa_control and base in booted:
@@ -294,6 +339,96 @@ class Runner:
             fresh = GuestState(name, base, of.kernel, of.initrd, of.installed)
             guests.append(self.guests.get(name, fresh))
         return tuple(guests)
+
+    def _twins(self) -> frozenset[str]:
+        """The variants whose build is the baseline's (perf.same_kernel_as, from the units)."""
+        built = {
+            u.variant: r.output.build.artifact_dir
+            for u in self.units
+            if u.kind is UnitKind.BUILD
+            and (r := self.done.get(u.id)) is not None
+            and isinstance(r.output, units.Built)
+        }
+        base = built.get(self.meta.baseline)
+        return frozenset(
+            v for v, a in built.items() if base and a == base and v != self.meta.baseline
+        )
+
+    def _after_round(self, last: Unit) -> None:
+        """A sequential plan's look: the next round while a comparison is open, else the end.
+
+        Rounds before the first look boot every guest; each round, those
+        too, must fit in what is left of the budget.
+        """
+        assert self.perf_plan is not None
+        design = perf.design_of(self.perf_plan)
+        spent = f"the perf budget of {self.perf_plan.budget / 60:g} min was spent"
+        most = max(n for _, n in self.perf_plan.max_boots)
+        if last.round < sequential.first_look(design, most):
+            if self._room(last) < len(self._measured()):
+                self._end_sequence(last, spent + " before the first look")
+            else:
+                self._plan_round(last, ())
+            return
+        found = perf.tracks(self._assemble(""), last.batch)
+        open_ = sequential.open_tests(found)
+        if not open_:
+            decided = all(t.state in (State.CHANGED, State.SAME) for t in found.values())
+            why = "every comparison decided" + ("" if decided else " or at its most boots")
+            self._end_sequence(last, why if found else "nothing to compare")
+            return
+        # Rounds whose boots gave no sample (a crashed test) do not count towards
+        # a comparison's most boots; this bounds the rounds all the same.
+        if last.round >= most + most // 2:
+            self._end_sequence(last, f"{last.round} rounds, half again its most boots")
+            return
+        # Furthest from decided first: when the budget has no room for every
+        # open variant, those are the ones it boots.
+        distance = {
+            v: max(sequential.distance(t, design) for k, t in found.items() if k[0] == v and t.open)
+            for v in open_
+        }
+        references = 1 + int(self.matrix.perf.aa_control)
+        chosen = sorted(open_, key=lambda v: -distance[v])[: self._room(last) - references]
+        if not chosen:
+            self._end_sequence(last, spent)
+            return
+        tests = tuple(sorted({t for v in chosen for t in open_[v]}))
+        measure = [(v, tuple(sorted(open_[v]))) for v in chosen]
+        measure.append((self.meta.baseline, tests))
+        if self.matrix.perf.aa_control:
+            measure.append((aa_control.name_for(self.meta.baseline), tests))
+        self._plan_round(last, tuple(measure))
+
+    def _plan_round(self, last: Unit, measure: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+        functional = tuple(u.id for u in self.units if u.kind is UnitKind.FUNCTIONAL)
+        self.units.append(
+            plan.perf_round_unit(
+                self.matrix, functional, last.batch, last.round + 1, (last.id,), measure
+            )
+        )
+
+    def _room(self, last: Unit) -> int:
+        """How many boots the budget has room for, at the last round's time per boot."""
+        assert self.perf_plan is not None
+        if not self.perf_plan.budget:
+            return 1 << 30
+        left = self.perf_plan.budget - self._perf_seconds()
+        result = self.done[last.id]
+        booted = len(result.output.samples) if isinstance(result.output, units.Round) else 0
+        per_boot = result.seconds / max(1, booted)
+        return int(left // per_boot) if per_boot > 0 else 1 << 30
+
+    def _perf_seconds(self) -> float:
+        return sum(
+            r.seconds
+            for u in self.units
+            if u.kind is UnitKind.PERF_ROUND and (r := self.done.get(u.id)) is not None
+        )
+
+    def _end_sequence(self, last: Unit, why: str) -> None:
+        self.perf_stopped = why
+        self._end_batch(last)
 
     def _end_batch(self, last: Unit) -> None:
         """Judge a finished perf batch by its A/A control; queue a rerun if it asks for one."""
@@ -312,6 +447,10 @@ class Runner:
     # --- results and progress ---------------------------------------------------------------
 
     def _assemble(self, incomplete: str) -> RunResult:
+        perf_plan = self.perf_plan
+        if perf_plan is not None:
+            spent = round(self._perf_seconds(), 1)
+            perf_plan = replace(perf_plan, spent=spent, stopped=self.perf_stopped)
         return run_result(
             self.meta,
             self.units,
@@ -319,6 +458,7 @@ class Runner:
             finished=_now(),
             batches=self.batches,
             incomplete=incomplete,
+            perf_plan=perf_plan,
         )
 
     def _write(self, incomplete: str) -> RunResult:
@@ -341,6 +481,7 @@ class Runner:
         stage = STAGE_OF.get(unit.kind)
         if stage is not None:
             self.progress(unit.variant, stage, None, "")
+        self._status(unit)
 
     def _announce(self, run: RunResult) -> None:
         """Report every stage that appeared in the results since the last unit."""
@@ -352,10 +493,80 @@ class Runner:
                     self.progress(v.name, stage.stage, stage.status, stage.reason)
             self._shown[v.name] = len(v.stages)
 
+    def _status(self, starting: Unit | None = None) -> None:
+        """The run as a whole, for a progress that shows it: after a unit starts or is done."""
+        if not isinstance(self.progress, StatusSink):
+            return
+        now = time.monotonic()
+        running = [*self.running.values(), *([(starting, now)] if starting else [])]
+        since = {u.id: t for u, t in running}
+        left = [u for u in self.units if u.id not in self.done]
+        done = [(u, self.done[u.id]) for u in self.units if u.id in self.done]
+        finished = [
+            (u.kind, r.seconds) for u, r in done if r.output is not None
+        ]  # ran: not skipped
+        snapshot = RunStatus(
+            at=now,
+            # Every executor today runs units on this machine; one that places
+            # them on workers or guest slots will name where.
+            running=tuple(RunningUnit(u.id, u.kind, u.variant, "local", t) for u, t in running),
+            done=len(self.done),
+            total=len(self.units),
+            perf=perf_position(self.units, {*self._started, *since}, self._most_rounds()),
+            left=estimate_left(
+                finished,
+                [(u.kind, now - since.get(u.id, now)) for u in left],
+                self.executor.capacity,
+            ),
+        )
+        self.progress.status(snapshot)
+
+    def _most_rounds(self) -> int:
+        """A sequential plan's most rounds per batch; 0 for a fixed plan (planned up front)."""
+        return max((n for _, n in self.perf_plan.max_boots), default=0) if self.perf_plan else 0
+
     def _remove_sockets(self) -> None:
         guest = self.done.get(unit_id(UnitKind.GUEST))
         if guest is not None and isinstance(guest.output, units.GuestReady):
             shutil.rmtree(guest.output.setup.sockets, ignore_errors=True)
+
+
+def perf_plan_of(matrix: Matrix) -> PerfPlan | None:
+    """A sequential plan's rules as the results record them; None for fixed rounds."""
+    tests = plan.perf_tests(matrix.tests)
+    if not matrix.perf.sequential or not tests:
+        return None
+    d = matrix.perf.design
+    return PerfPlan(
+        method=sequential.METHOD,
+        fdr=d.q,
+        equivalence=d.equivalence,
+        alpha_eq=d.alpha_eq,
+        rho=d.rho,
+        n_min=d.n_min,
+        max_boots=tuple((t.name, t.repeats) for t in tests),
+        budget=matrix.perf.budget or 0.0,
+    )
+
+
+def perf_position(
+    plan_units: Sequence[Unit], started: Collection[str], most: int = 0
+) -> PerfRound | None:
+    """The perf round the run is at (the last one started) and the rounds of its batch.
+
+    A fixed plan's rounds are planned up front (plan.perf_batch), so their
+    number is exact; a sequential plan adds rounds while comparisons are
+    open, up to `most` (its largest most boots): then N is a maximum.
+    """
+    rounds = [u for u in plan_units if u.kind is UnitKind.PERF_ROUND]
+    begun = [u for u in rounds if u.id in started]
+    if not begun:
+        return None
+    at = begun[-1]  # plan order is round order, batch after batch
+    if most:
+        return PerfRound(at.round, most, at_most=True, batch=at.batch)
+    planned = max(u.round for u in rounds if u.batch == at.batch)
+    return PerfRound(at.round, planned, at_most=False, batch=at.batch)
 
 
 def _now() -> str:
