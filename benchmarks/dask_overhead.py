@@ -22,7 +22,7 @@ from pathlib import Path
 
 import distributed
 
-from orchestrator import proc, results
+from orchestrator import journal, proc, results
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "orchestrator.cli"]
@@ -37,7 +37,7 @@ def free_port() -> int:
 
 
 def timed_run(matrix: Path, cache: Path, out: Path, *extra: str) -> tuple[float, str]:
-    """Seconds of one `orchestrate run`, and its variants' statuses."""
+    """Seconds of one `orchestrate run`, and what it did (units, variants' statuses)."""
     start = time.monotonic()
     ran = proc.run(
         [*CLI, "run", matrix, "--cache-dir", cache, "--out", out, *extra],
@@ -49,7 +49,11 @@ def timed_run(matrix: Path, cache: Path, out: Path, *extra: str) -> tuple[float,
     if not (out / "results.json").is_file():
         raise SystemExit(f"no results (exit {ran.returncode}):\n{ran.stdout[-2000:]}{ran.stderr}")
     run = results.read(out / "results.json")
-    return seconds, " ".join(f"{v.name}={v.status.value}" for v in run.variants)
+    # Sequential perf plans stop when they have decided: say how many units ran.
+    units = len(journal.read(out).done)
+    return seconds, f"{units} units; " + " ".join(
+        f"{v.name}={v.status.value}" for v in run.variants
+    )
 
 
 def main() -> None:
