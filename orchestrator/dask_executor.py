@@ -41,7 +41,7 @@ import platform
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -455,6 +455,7 @@ class DaskExecutor:
         self._client.run_on_scheduler(_allow_failures, count=ALLOWED_FAILURES)
         self._lock = threading.Lock()
         self._inflight: dict[str, distributed.Future[Any]] = {}
+        self._keys: dict[str, str] = {}  # task key -> unit id, while it runs
         self._ran_on: dict[str, str] = {}  # unit id -> worker address
         self._placements: dict[str, Placement] = {}
         self._artifacts: dict[str, Artifacts] = {}  # by directory name
@@ -498,6 +499,7 @@ class DaskExecutor:
         result: Future[T] = Future()
         with self._lock:
             self._inflight[key] = task
+            self._keys[key] = unit.id
         task.add_done_callback(functools.partial(self._done, unit, key, result, guest_on))
         return result
 
@@ -517,6 +519,7 @@ class DaskExecutor:
         finally:
             with self._lock:
                 self._inflight.pop(key, None)
+                self._keys.pop(key, None)
                 if guest_on:
                     self._guests_on[guest_on] -= 1
             task.release()  # else a lost worker's copy would be recomputed
@@ -558,6 +561,20 @@ class DaskExecutor:
     def placement(self, unit: Unit) -> Placement | None:
         with self._lock:
             return self._placements.get(unit.id)
+
+    def where(self, units: Sequence[Unit]) -> dict[str, str]:
+        """The worker each running unit's task is on, or "queued" before the scheduler
+        has started it (one question to the scheduler for all of them)."""
+        with self._lock:
+            keys = {k: u for k, u in self._keys.items() if u in {x.id for x in units}}
+        on: dict[str, str] = {}
+        if keys:
+            try:
+                processing = self._client.processing()
+            except (OSError, TimeoutError):
+                processing = {}
+            on = {keys[k]: w for w, ks in processing.items() for k in ks if k in keys}
+        return {u.id: on.get(u.id, "queued") for u in units}
 
     def shutdown(self) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ dask_executor.py hands them to a Dask cluster (`--executor dask://HOST:PORT`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -40,10 +40,20 @@ class Placing(Protocol):
 
     def placement(self, unit: Unit) -> Placement | None: ...
 
+    def where(self, units: Sequence[Unit]) -> dict[str, str]:
+        """Where each of these running units is now, by unit id."""
+
 
 def placement_of(executor: Executor, unit: Unit) -> Placement | None:
     """Where a finished unit ran; None when it ran on this machine."""
     return executor.placement(unit) if isinstance(executor, Placing) else None
+
+
+def where_of(executor: Executor, units: Sequence[Unit]) -> dict[str, str]:
+    """Where running units are, for the progress display: "local" on this machine."""
+    if isinstance(executor, Placing):
+        return executor.where(units)
+    return {u.id: "local" for u in units}
 
 
 def for_spec(spec: str) -> Executor:

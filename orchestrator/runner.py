@@ -40,7 +40,7 @@ from orchestrator import (
 from orchestrator.assemble import RunMeta, UnitResult, run_result, stages_to
 from orchestrator.cache import Cache
 from orchestrator.errors import UserError
-from orchestrator.executor import Executor, SerialExecutor, placement_of
+from orchestrator.executor import Executor, SerialExecutor, placement_of, where_of
 from orchestrator.journal import Journal
 from orchestrator.kernel import build, series, source
 from orchestrator.matrix import Matrix
@@ -505,11 +505,10 @@ class Runner:
         finished = [
             (u.kind, r.seconds) for u, r in done if r.output is not None
         ]  # ran: not skipped
+        where = where_of(self.executor, [u for u, _ in running])
         snapshot = RunStatus(
             at=now,
-            # Every executor today runs units on this machine; one that places
-            # them on workers or guest slots will name where.
-            running=tuple(RunningUnit(u.id, u.kind, u.variant, "local", t) for u, t in running),
+            running=tuple(RunningUnit(u.id, u.kind, u.variant, where[u.id], t) for u, t in running),
             done=len(self.done),
             total=len(self.units),
             perf=perf_position(self.units, {*self._started, *since}, self._most_rounds()),
