@@ -43,10 +43,11 @@ class Cluster:
         self.marks.mkdir(parents=True)
 
     def _start(self, argv: list[str], name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """argv with exactly this environment, logging into the cluster's directory."""
         with (self.tmp / f"{name}.log").open("wb") as log:
             child = subprocess.Popen(
                 argv,
-                env={**os.environ, "PYTHONPATH": str(REPO), **env},
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -56,7 +57,9 @@ class Cluster:
 
     def start(self, workers: dict[str, dict[str, str]]) -> None:
         scheduler = ["scheduler", "--host", "127.0.0.1", "--port", str(self.port)]
-        self._start([str(DASK), *scheduler, "--no-dashboard"], "scheduler", {})
+        # The scheduler unpickles task graphs: it imports orchestrate too.
+        here = {**os.environ, "PYTHONPATH": str(REPO)}
+        self._start([str(DASK), *scheduler, "--no-dashboard"], "scheduler", here)
         for name, env in workers.items():
             argv = [
                 str(DASK), "worker", f"tcp://127.0.0.1:{self.port}", "--name", name,
@@ -66,7 +69,7 @@ class Cluster:
             if self.preload:
                 argv += ["--preload", self.preload]
             marks = {"ORCHESTRATE_TEST_BOOT_MARKS": str(self.marks)}
-            self.workers[name] = self._start(argv, name, {**marks, **env})
+            self.workers[name] = self._start(argv, name, {**here, **marks, **env})
         self._wait_for(len(workers))
 
     def _wait_for(self, count: int) -> None:
