@@ -103,3 +103,15 @@ def test_open_tests_are_what_the_next_round_measures() -> None:
         ("b", "t1", "m"): _track(0.001, State.CHANGED),
     }
     assert sequential.open_tests(found) == {"a": frozenset({"t1"})}
+
+
+def test_calibrated_p_values_hold_their_level_over_every_look() -> None:
+    """Gaussian rounds of unknown spread (other draws than the calibration's):
+    a comparison looked at after every round is called changed as often as
+    its level says, at the run's level and at a family member's."""
+    rng = np.random.default_rng(99)
+    x = rng.normal(0.0, 0.07, (40_000, 40))
+    for level in (0.05, 0.05 / 12):
+        found = sequential.tracks_of(x, 40, 1, Design(q=level, equivalence=1e-4))
+        rate = np.mean([t.p <= level for t in found])
+        assert rate == pytest.approx(level, rel=0.15)
