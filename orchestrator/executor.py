@@ -8,15 +8,27 @@ Ctrl-C and SIGTERM landing in the unit that runs.  The thread executor runs
 up to N at once; it proves the runner does not depend on the order units
 finish in, and is the shape of executors that hand units to other processes
 or machines (the unit's inputs and results are plain, JSON-able data).
+The guest executor runs several guests at once on this machine, each on
+host CPUs of its own (`orchestrate run --vms N`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import enum
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
-from orchestrator.plan import Unit
+import psutil
+
+from orchestrator import units
+from orchestrator.plan import Unit, UnitKind
+from orchestrator.vm.cpusets import CpuSet
 
 T = TypeVar("T")
 
@@ -61,3 +73,178 @@ class ThreadExecutor:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Claim(enum.Enum):
+    """What a unit holds while it runs on the guest executor."""
+
+    BUILD = "build"  # the one build slot: make -j already uses every core
+    GUEST = "guest"  # one CPU set, which its QEMU is pinned to
+    MACHINE = "machine"  # every CPU set and the build slot: nothing else runs beside it
+
+
+def claim_of(kind: UnitKind) -> Claim:
+    if kind is UnitKind.FUNCTIONAL:
+        return Claim.GUEST
+    # A perf round boots its guests one at a time on the whole machine, as a
+    # serial run does: its samples stay comparable with serial runs and the
+    # history, and no functional guest or build perturbs them.  (One CPU set
+    # per round would run rounds side by side, but then rounds on different
+    # sets differ by more than the variants do unless the verdicts are
+    # computed within a set; perf.py does not do that.)
+    if kind is UnitKind.PERF_ROUND:
+        return Claim.MACHINE
+    return Claim.BUILD
+
+
+@dataclass
+class _Queued:
+    unit: Unit
+    work: Callable[[], Any]
+    future: Future[Any]
+    claim: Claim
+
+
+STOP_POLL = 0.5  # seconds between kills of what stopping units start while they unwind
+STOP_LIMIT = 60.0  # seconds a stopping unit may take to unwind before it is left to die
+
+
+class GuestExecutor:
+    """Guests run up to one per CPU set at once, each QEMU pinned to its set;
+    other units run one at a time beside them (see claim_of).
+
+    A unit that cannot have what it claims yet waits here, in submission
+    order; nothing overtakes a perf round waiting for the whole machine.
+    The set a unit holds reaches its QEMU as data: units.on_cpus puts it in
+    the Context its work gets.
+    """
+
+    def __init__(self, sets: Sequence[CpuSet]) -> None:
+        if not sets:
+            raise ValueError("a guest executor needs at least one CPU set")
+        self.sets = tuple(sets)
+        # Every guest at once, and a build or the guest image beside them.
+        self.capacity = len(self.sets) + 1
+        self._free: list[CpuSet] = list(self.sets)
+        self._build_free = True
+        self._queue: list[_Queued] = []
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, unit: Unit, work: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the executor was shut down")
+            self._queue.append(_Queued(unit, work, future, claim_of(unit.kind)))
+            self._dispatch()
+        return future
+
+    def _dispatch(self) -> None:
+        """Start every queued unit whose claim is free (the lock is held)."""
+        for item in list(self._queue):
+            held = self._take(item.claim)
+            if held is None:
+                if item.claim is Claim.MACHINE:
+                    break  # the machine drains for it
+                continue
+            self._queue.remove(item)
+            thread = threading.Thread(
+                target=self._run,
+                args=(item, held),
+                name=f"unit {item.unit.id}",
+                # Not joined at exit: a unit stuck past STOP_LIMIT must not
+                # keep the process alive (its children die with it: pdeathsig).
+                daemon=True,
+            )
+            self._threads.add(thread)
+            thread.start()
+
+    def _take(self, claim: Claim) -> tuple[CpuSet, ...] | None:
+        """The CPU sets claim holds (() for a build), or None when it must wait."""
+        match claim:
+            case Claim.BUILD:
+                if not self._build_free:
+                    return None
+                self._build_free = False
+                return ()
+            case Claim.GUEST:
+                return (self._free.pop(0),) if self._free else None
+            case Claim.MACHINE:
+                if not self._build_free or len(self._free) < len(self.sets):
+                    return None
+                self._build_free = False
+                held, self._free = tuple(self._free), []
+                return held
+        raise AssertionError(claim)
+
+    def _give_back(self, claim: Claim, held: tuple[CpuSet, ...]) -> None:
+        if claim is not Claim.GUEST:
+            self._build_free = True
+        # Back in the order they were made, so a set's CPUs are reused predictably.
+        self._free = sorted([*self._free, *held], key=self.sets.index)
+
+    def _run(self, item: _Queued, held: tuple[CpuSet, ...]) -> None:
+        try:
+            if not item.future.set_running_or_notify_cancel():
+                return
+            cpus = tuple(sorted({cpu for s in held for cpu in s}))
+            try:
+                work = item.work if item.claim is Claim.BUILD else units.on_cpus(item.work, cpus)
+                item.future.set_result(work())
+            except BaseException as exc:  # the runner re-raises it from the future
+                item.future.set_exception(exc)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+                self._give_back(item.claim, held)
+                if not self._closed:
+                    self._dispatch()
+
+    def shutdown(self) -> None:
+        """Cancel what waits; when units still run (the run was interrupted),
+        kill their children until they have unwound."""
+        with self._lock:
+            self._closed = True
+            for item in self._queue:
+                item.future.cancel()
+            self._queue.clear()
+        with self._lock:
+            stopping = bool(self._threads)
+        if not stopping:
+            return
+        deadline = time.monotonic() + STOP_LIMIT
+        sig = signal.SIGTERM  # then SIGKILL for what is still there next time round
+        try:
+            while time.monotonic() < deadline:
+                _signal_children(sig)
+                sig = signal.SIGKILL
+                with self._lock:
+                    running = list(self._threads)
+                if not running:
+                    return
+                for thread in running:
+                    thread.join(STOP_POLL / len(running))
+        finally:
+            # Also on a second Ctrl-C while waiting above.
+            _signal_children(signal.SIGKILL)
+
+
+def _signal_children(sig: signal.Signals) -> None:
+    """Signal the process trees of this process's children: each belongs to a unit
+    (the runner's own thread starts none while an executor runs its units).
+
+    Signals only: the unit that started a child reaps it and sees how it died.
+    (Waiting here would reap it first, and Popen then reports exit status 0
+    for a child it cannot find: a killed make would look like a build that
+    succeeded.)
+    """
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            child.suspend()  # no new children while the tree is listed
+            tree = [*child.children(recursive=True), child]
+            for p in tree:
+                with contextlib.suppress(psutil.Error):
+                    p.send_signal(sig)
+            child.resume()  # a stopped process would not act on SIGTERM
