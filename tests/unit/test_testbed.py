@@ -60,3 +60,12 @@ def test_a_tests_result_carries_its_expectations_and_about(
     a, b = result.subtests
     assert (a.expected, a.about) == ("fail", "problem 2")
     assert (b.expected, b.about) == ("", "")
+
+
+def test_socket_names_of_long_variants_stay_apart() -> None:
+    from orchestrator.vm.testbed import socket_name
+
+    a, b = "x" * 45 + "-ctor", "x" * 45 + "-gfp-zero"
+    assert socket_name("short") == "short"
+    assert len(socket_name(a)) == len(socket_name(b)) == 40
+    assert socket_name(a) != socket_name(b)  # their guests can boot at once (--vms)
