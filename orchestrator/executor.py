@@ -15,6 +15,7 @@ host CPUs of its own (`orchestrate run --vms N`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
 import signal
 import threading
@@ -105,7 +106,7 @@ class _Queued:
     claim: Claim
 
 
-STOP_POLL = 0.5  # seconds between kills of what stopping units start while they unwind
+STOP_POLL = 0.5  # seconds between signals to what stopping units still run
 STOP_LIMIT = 60.0  # seconds a stopping unit may take to unwind before it is left to die
 
 
@@ -186,6 +187,11 @@ class GuestExecutor:
         self._free = sorted([*self._free, *held], key=self.sets.index)
 
     def _run(self, item: _Queued, held: tuple[CpuSet, ...]) -> None:
+        # shutdown's KeyboardInterrupt, landing after the unit's work: the run stops anyway.
+        with contextlib.suppress(KeyboardInterrupt):
+            self._unit(item, held)
+
+    def _unit(self, item: _Queued, held: tuple[CpuSet, ...]) -> None:
         try:
             if not item.future.set_running_or_notify_cancel():
                 return
@@ -203,32 +209,48 @@ class GuestExecutor:
                     self._dispatch()
 
     def shutdown(self) -> None:
-        """Cancel what waits; when units still run (the run was interrupted),
-        kill their children until they have unwound."""
+        """Cancel what waits; stop what runs (the run was interrupted) as Ctrl-C
+        stops a unit of a serial run, and wait until it has unwound."""
         with self._lock:
             self._closed = True
             for item in self._queue:
                 item.future.cancel()
             self._queue.clear()
-        with self._lock:
-            stopping = bool(self._threads)
-        if not stopping:
+            running = list(self._threads)
+            # Raised in each unit as Ctrl-C is in a serial run's: its `finally`s
+            # and `except BaseException`s kill QEMU and make and write nothing
+            # more (no cache record of a command that was killed, a build
+            # directory's make-running marker left for the next build to see).
+            for thread in running:
+                _interrupt(thread)
+        if not running:
             return
         deadline = time.monotonic() + STOP_LIMIT
-        sig = signal.SIGTERM  # then SIGKILL for what is still there next time round
+        # The exception lands once the unit's thread runs Python again: the
+        # signal ends the child it waits for.  TERM first, then KILL for what
+        # is still there next time round.
+        sig = signal.SIGTERM
         try:
             while time.monotonic() < deadline:
-                _signal_children(sig)
-                sig = signal.SIGKILL
-                with self._lock:
-                    running = list(self._threads)
+                running = [t for t in running if t.is_alive()]
                 if not running:
                     return
+                _signal_children(sig)
+                sig = signal.SIGKILL
                 for thread in running:
                     thread.join(STOP_POLL / len(running))
         finally:
             # Also on a second Ctrl-C while waiting above.
             _signal_children(signal.SIGKILL)
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise KeyboardInterrupt in thread (CPython's async exception: it is raised
+    at the thread's next Python instruction)."""
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
+        )
 
 
 def _signal_children(sig: signal.Signals) -> None:
