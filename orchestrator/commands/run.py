@@ -259,8 +259,10 @@ def _run_matrix(
             "Kconfig, selftests) runs unconfined, as you, with your files and network",
             file=sys.stderr,
         )
-    # Nothing boots with --until build: one unit at a time, and no memory check.
-    placed = placement(matrix, ns.vms) if options.until is Stage.TEST else None
+    # Nothing boots with --until build: one unit at a time unless --vms says
+    # otherwise (units still run one at a time, in a worker thread).
+    booting = options.until is Stage.TEST or ns.vms is not None
+    placed = placement(matrix, ns.vms) if booting else None
     if placed is not None and placed.warning:
         print(f"orchestrate: warning: {placed.warning}", file=sys.stderr)
     if placed is not None and placed.vms > 1:

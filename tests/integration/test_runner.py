@@ -383,13 +383,16 @@ def _slow_project(project: Path) -> Path:
     return matrix
 
 
+# With --vms 2 the units run in the guest executor's threads, where SIGTERM
+# does not land: its shutdown stops them.
+@pytest.mark.parametrize("vms", [[], ["--vms", "2"]], ids=["serial", "vms-2"])
 def test_sigterm_leaves_partial_results_that_render_and_resume(
-    project: Path, tmp_path: Path
+    project: Path, tmp_path: Path, vms: list[str]
 ) -> None:
     matrix = _slow_project(project)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "orchestrator.cli", "run", str(matrix), "--until", "build",
-            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]  # fmt: skip
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out), *vms]  # fmt: skip
     # A marker of this run's own processes: a scan for any `sleep 300` on the
     # machine also finds other tests' (and other users') sleepers.
     env = {**os.environ, "FAKELINUX_SLOW": "1", "ORCHESTRATE_TEST_RUN": str(tmp_path)}
