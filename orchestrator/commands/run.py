@@ -186,7 +186,8 @@ def run(ns: argparse.Namespace) -> int:
     if ns.command == "plan":
         print(preview.render(preview.make_preview(matrix, cache, patches, tuple(ns.only))))
         placed = placement(matrix, ns.vms)
-        print(f"guests at once: {placed.vms} ({placed.why}); CPU sets: {_sets(placed)}")
+        where = f"CPU sets: {_sets(placed)}" if placed.vms > 1 else "one at a time, not pinned"
+        print(f"guests at once: {placed.vms} ({placed.why}); {where}")
         if placed.warning:
             print(f"orchestrate: warning: {placed.warning}", file=sys.stderr)
         return 0
