@@ -1,35 +1,57 @@
-"""Power of the default perf plan: measure map_perf's boot-to-boot noise under
-this machine's emulator with an A/A run (the baseline kernel as two independent
-variants, interleaved boot by boot, running exactly the default matrix's
-map_perf tests), then print, per test, the smallest throughput change the
-plan's repeats detect with 95% power at a 5% false-alarm rate, and what the
-plan costs per pair of variants.
+"""How the sequential perf plan does on this machine's recorded A/A boots.
 
-    python benchmarks/perf_power.py [--rounds N] [--matrix matrix.yaml]
+Replays per-boot samples recorded with the real tool (benchmarks/record_aa.py:
+stock upstream booted as two variants, every perf test in every boot) through
+the plan's own decision code (orchestrator.sequential), over thousands of
+resampled runs of the matrix's family (its variants x perf tests), and prints:
 
-Goal: a change of 5% or less detected within 10 minutes per pair.
+* false alarms per run: the chance of any "faster"/"slower" when nothing
+  changed (family-wise; under the complete null it is also the FDR);
+* power at 3, 5 and 10 % per value size: one comparison of the family is 5 %
+  slower (its variant's samples scaled by 0.95), the rest unchanged;
+* the boots this costs: per variant, and for the whole matrix against the
+  fixed plan of schema-2 runs (every variant, every round).
+
+    python benchmarks/perf_power.py [--data benchmarks/data/aa-samples.json] [--runs 2000]
+
+Goals (issue "Faster, sharper perf verdicts"): at most 5 % false alarms per
+run; at least 90 % power for a 5 % change at every value size.  Each goal
+line ends PASS or NOT MET.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import math
 import sys
-import tempfile
-import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from orchestrator import plan, proc, results, stats
+import numpy as np
+
+from orchestrator import plan, results, sequential
 from orchestrator.config import load
 from orchestrator.matrix import Test
+from orchestrator.sequential import Design, State
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "benchmarks" / "data" / "aa-samples.json"
 METRIC = "events_per_sec"
-GOAL = 0.05
+FIXED_ROUNDS = {"map_perf_8": 30, "map_perf_256": 10, "map_perf_4096": 15}  # schema-2's plan
+SEED = 20261207
+
+
+# --- the A/A matrix record_aa.py runs --------------------------------------------------------
 
 
 def aa_matrix(directory: Path, source: Path, rounds: int) -> tuple[Path, list[Test]]:
-    """The source matrix's perf tests, `rounds` boots each, on stock upstream twice."""
+    """The source matrix's perf tests, `rounds` boots each, on stock upstream twice.
+
+    The fixed plan (`sequential: false`): every boot runs every test, so each
+    side gets `rounds` samples of each.
+    """
     matrix = load(source)
     perf = list(plan.perf_tests(matrix.tests))
     frags = ", ".join(str(p) for p in matrix.kconfig.fragments)
@@ -45,6 +67,7 @@ def aa_matrix(directory: Path, source: Path, rounds: int) -> tuple[Path, list[Te
         f"guest: {{cpus: {matrix.guest.cpus}, memory: {matrix.guest.memory_mb}, "
         f"selftests: {REPO / 'selftests'}}}\n"
         f"tests:\n{tests}"
+        "perf: {sequential: false}\n"
         "report: {formats: [json]}\n"
         "variants:\n  - {name: a}\n  - {name: b}\n"  # the same stock tree twice: A/A
     )
@@ -60,63 +83,6 @@ def samples(run: results.RunResult, variant: str, test: str) -> list[float]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--matrix", type=Path, default=REPO / "matrix.yaml")
-    parser.add_argument(
-        "--rounds", type=int, default=0, help="A/A boots per side (default: the plan's largest)"
-    )
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="perf-power-") as tmp:
-        work = Path(tmp)
-        planned = plan.perf_tests(load(args.matrix).tests)
-        rounds = args.rounds or max(t.repeats for t in planned)
-        matrix, perf = aa_matrix(work, args.matrix, rounds)
-        start = time.monotonic()
-        argv = [sys.executable, "-m", "orchestrator.cli", str(matrix), "--out", str(work / "run")]
-        outcome = proc.run(argv, timeout=7200)
-        wall = time.monotonic() - start
-        run = results.read(work / "run" / "results.json")
-    boots = 2 * (rounds + 1)  # + the warm-up round; every test in every boot
-    per_boot = wall / boots
-    print(f"A/A on {args.matrix.name}'s perf tests: {rounds}+{rounds} boots after a warm-up")
-    print(f"  wall time {wall:.0f} s: {per_boot:.1f} s per boot running all {len(perf)} tests")
-    seconds: dict[str, float] = {}  # a test's mean time in one boot
-    repeats: dict[str, int] = {}  # what the plan needs for GOAL
-    worst = 0.0
-    for t in perf:
-        a, b = samples(run, "a", t.name), samples(run, "b", t.name)
-        if outcome.returncode != 0 or len(a) < 3 or len(b) < 3:
-            sys.exit(f"A/A run failed for {t.name}:\n{outcome.stdout[-3000:]}")
-        seconds[t.name] = statistics.mean(durations(run, t.name))
-        noise = stats.cv(
-            [*(x / stats.estimate(a).median for x in a), *(x / stats.estimate(b).median for x in b)]
-        )
-        p = stats.mann_whitney(a, b)
-        change = stats.detectable_change(t.repeats, t.repeats, noise)
-        needed = next((n for n in range(3, 80) if stats.detectable_change(n, n, noise) <= GOAL), 80)
-        repeats[t.name] = needed
-        alarm = "FALSE ALARM" if p < stats.ALPHA else "no false alarm"
-        print(f"{t.name} ({', '.join(f'{k} {v}' for k, v in t.args)}), "
-              f"{seconds[t.name]:.1f} s per boot:")  # fmt: skip
-        print(f"  a median {stats.estimate(a).median:,.0f}/s, b {stats.estimate(b).median:,.0f}/s;"
-              f" A/A Mann-Whitney p = {p:.2f} ({alarm})")  # fmt: skip
-        print(f"  boot-to-boot CV {noise:.1%}; the plan's {t.repeats}+{t.repeats} boots detect "
-              f"{change:.1%}; {needed}+{needed} would detect {GOAL:.0%}")  # fmt: skip
-        worst = max(worst, change)
-    overhead = per_boot - sum(seconds.values())  # boot, SSH, image: paid once per boot
-    minutes = pair_minutes(overhead, seconds, {t.name: t.repeats for t in perf})
-    verdict = "OK" if worst <= GOAL and minutes <= 10 else "NOT MET"
-    print(f"boot overhead {overhead:.1f} s per boot")
-    print(f"default plan: every test detects {worst:.1%} or less, {minutes:.1f} min per pair "
-          f"of variants (goal: {GOAL:.0%} within 10 min) {verdict}")  # fmt: skip
-    print(
-        f"a plan detecting {GOAL:.0%} in every test: "
-        + ", ".join(f"{name} x{n}" for name, n in repeats.items())
-        + f", {pair_minutes(overhead, seconds, repeats):.1f} min per pair"
-    )
-
-
 def durations(run: results.RunResult, test: str) -> list[float]:
     return [
         t.duration
@@ -126,13 +92,121 @@ def durations(run: results.RunResult, test: str) -> list[float]:
     ]
 
 
-def pair_minutes(overhead: float, seconds: dict[str, float], repeats: dict[str, int]) -> float:
-    """Two variants' boots for a plan: round N boots each variant once and runs
-    the tests with at least N repeats; round 0 is the warm-up and runs all."""
-    rounds = max(repeats.values()) + 1
-    work = sum(seconds[name] * (n + 1) for name, n in repeats.items())
-    return 2 * (rounds * overhead + work) / 60
+# --- the simulation ---------------------------------------------------------------------------
+
+
+def simulate(
+    pools: dict[str, np.ndarray],
+    n_max: dict[str, int],
+    variants: int,
+    design: Design,
+    runs: int,
+    rng: np.random.Generator,
+    effect: tuple[str, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`runs` resampled runs of the family: per run, whether any comparison
+    was called changed, whether the affected one was called slower, and the
+    boots each variant took (columns: variants..., then the baseline).
+
+    Every boot draws its log-throughput from the test's pooled A/A boots; all
+    comparisons of a run share the baseline's draws, as in a real run.
+    `effect`: (test, drop) applied to variant 0's samples of that test.
+    """
+    tests = list(pools)
+    family = variants * len(tests)
+    any_alarm = np.zeros(runs, dtype=bool)
+    hit = np.zeros(runs, dtype=bool)
+    boots = np.zeros((runs, variants + 1), dtype=int)
+    decided: dict[tuple[int, str], list[sequential.Track]] = {}
+    for test in tests:
+        pool, n = pools[test], n_max[test]
+        base = rng.choice(pool, size=(runs, n))
+        for v in range(variants):
+            mine = rng.choice(pool, size=(runs, n))
+            if effect is not None and v == 0 and effect[0] == test:
+                mine = mine + math.log1p(-effect[1])
+            decided[(v, test)] = sequential.tracks_of(mine - base, n, family, design)
+    for r in range(runs):
+        found = {(str(v), t, METRIC): decided[(v, t)][r] for (v, t) in decided}
+        changed = sequential.discoveries(found, design)
+        any_alarm[r] = bool(changed)
+        if effect is not None:
+            key = ("0", effect[0], METRIC)
+            hit[r] = key in changed and found[key].ratio < 1.0
+        for v in range(variants):
+            boots[r, v] = max(found[(str(v), t, METRIC)].n for t in tests)
+        boots[r, variants] = boots[r, :variants].max()
+    return any_alarm, hit, boots
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "NOT MET"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--matrix", type=Path, default=REPO / "matrix.yaml")
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument(
+        "--same-kernel",
+        action="append",
+        default=None,
+        help="a variant that boots the baseline's very build (default: gfp-zero)",
+    )
+    parser.add_argument("--max-boots", type=int, default=0, help="instead of the tests' repeats")
+    parser.add_argument("--rho", type=float, default=0.0, help="instead of the plan's spending")
+    args = parser.parse_args(argv)
+    data = json.loads(args.data.read_text())
+    matrix = load(args.matrix)
+    design = matrix.perf.design
+    if args.rho:
+        design = replace(design, rho=args.rho)
+    perf = plan.perf_tests(matrix.tests)
+    n_max = {t.name: args.max_boots or t.repeats for t in perf}
+    pools = {
+        t.name: np.log(np.array(data["tests"][t.name]["a"] + data["tests"][t.name]["b"]))
+        for t in perf
+    }
+    # The default family: the variants that boot a kernel of their own.  gfp-zero
+    # boots upstream's very build: its comparisons are "same kernel", never measured.
+    twins = set(args.same_kernel or ["gfp-zero"]) & {v.name for v in matrix.variants}
+    variants = len(matrix.variants) - 1 - len(twins)
+    rng = np.random.default_rng(SEED)
+    host = data["host"]
+    print(f"A/A data: {args.data.name}, recorded {data['recorded'][:16]} on {host.get('cpu', '?')}"
+          f" ({host.get('cpus', '?')} CPUs), {data['boots_per_side']}+{data['boots_per_side']}"
+          " boots per test")  # fmt: skip
+    for t in perf:
+        values = np.exp(pools[t.name])
+        cv = np.std(values, ddof=1) / np.mean(values)
+        print(f"  {t.name}: boot-to-boot CV {cv:.1%} over {len(values)} boots; "
+              f"at most {n_max[t.name]} boots per variant")  # fmt: skip
+    family = variants * len(perf)
+    print(f"family: {variants} variants x {len(perf)} tests = {family} comparisons; "
+          f"{sequential.METHOD}; q = {design.q:.0%}; "
+          f"same = TOST at +-{design.equivalence:.0%}")  # fmt: skip
+    print(f"simulated runs: {args.runs} per line\n")
+
+    alarm, _, boots = simulate(pools, n_max, variants, design, args.runs, rng)
+    fixed_boots = max(FIXED_ROUNDS.values()) * (len(matrix.variants) + 1)
+    per_run = boots[:, :variants].sum(axis=1) + 2 * boots[:, variants]  # + baseline and A/A
+    print(f"A/A: any false faster/slower in {alarm.mean():.1%} of runs (goal <= 5 %) "
+          f"{verdict(alarm.mean() <= 0.05)}")  # fmt: skip
+    print(f"     boots per variant {boots[:, :variants].mean():.1f}, baseline and A/A "
+          f"{boots[:, variants].mean():.1f} each; {per_run.mean():.0f} perf boots per run "
+          f"(the fixed plan: {fixed_boots}; {per_run.mean() / fixed_boots:.0%})")  # fmt: skip
+    for t in perf:
+        for drop in (0.03, 0.05, 0.10):
+            _, hit, boots = simulate(pools, n_max, variants, design, args.runs, rng, (t.name, drop))
+            goal = f" (goal >= 90 %) {verdict(hit.mean() >= 0.90)}" if drop == 0.05 else ""
+            print(f"{t.name}: {drop:.0%} slower found in {hit.mean():.1%} of runs, "
+                  f"{boots[:, 0].mean():.1f} boots for that variant{goal}")  # fmt: skip
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
     main()
+
+
+__all__ = ["State", "aa_matrix", "durations", "samples", "simulate"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from orchestrator import proc, results
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perf_power import REPO, aa_matrix, durations, samples  # noqa: E402
+from perf_power import REPO, aa_matrix, durations, samples
 
 DATA = REPO / "benchmarks" / "data" / "aa-samples.json"
 

@@ -15,6 +15,7 @@ from orchestrator import aa_control, flakes, verdicts
 from orchestrator.plan import Unit, UnitKind, unit_id
 from orchestrator.results import (
     Batch,
+    PerfPlan,
     Quarantine,
     RunResult,
     Stage,
@@ -67,6 +68,7 @@ def run_result(
     finished: str,
     batches: Sequence[Batch] = (),
     incomplete: str = "",
+    perf_plan: PerfPlan | None = None,
 ) -> RunResult:
     rounds = [done[u.id] for u in units if u.kind is UnitKind.PERF_ROUND and u.id in done]
     perf_done = all(u.id in done for u in units if u.kind is UnitKind.PERF_ROUND)
@@ -82,6 +84,7 @@ def run_result(
         batches=tuple(batches),
         incomplete=incomplete,
         quarantine=meta.quarantine,
+        perf_plan=perf_plan,
     )
 
 

@@ -42,12 +42,14 @@ from orchestrator.yaml_nodes import (
     choice,
     claim,
     document,
+    duration,
     entries,
     get,
     integer,
     local_path,
     local_paths,
     mapping,
+    percent,
     scalar,
     seconds,
     sequence,
@@ -70,7 +72,7 @@ TEST_KEYS = ("name", "kind", "command", "timeout", "repeats", "retries", "args",
 QUARANTINE_KEYS = ("test", "reason", "expires")
 # Reruns of a test that missed its expectation (flakes.py): a few at most.
 MAX_RETRIES = 10
-PERF_KEYS = ("aa_control", "max_reruns")
+PERF_KEYS = ("aa_control", "max_reruns", "sequential", "equivalence", "fdr", "budget")
 BISECT_KEYS = ("enabled", "runs")
 MAX_BISECT_RUNS = 100  # runs of a test per bisection step (syzbot does 10)
 REPORT_KEYS = ("dir", "formats", "baseline")
@@ -565,6 +567,11 @@ def _perf(cur: Node) -> Perf:
         aa_control=get(fields, "aa_control", boolean, default.aa_control),
         # Each rerun costs a whole batch of boots: a few at most.
         max_reruns=get(fields, "max_reruns", lambda n: integer(n, 0, 5), default.max_reruns),
+        sequential=get(fields, "sequential", boolean, default.sequential),
+        # Bounds past 50 % say nothing; under 0.5 % no boot-to-boot noise here reaches them.
+        equivalence=get(fields, "equivalence", lambda n: percent(n, 0.5, 50), default.equivalence),
+        fdr=get(fields, "fdr", lambda n: percent(n, 0.1, 20), default.fdr),
+        budget=get(fields, "budget", duration, default.budget),
     )
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from orchestrator.sequential import Design
+
 
 class TreeKind(enum.Enum):
     DEBIAN = "debian"  # Debian's linux-source tarball, imported into git once
@@ -124,6 +126,16 @@ class Perf:
     # to see the batch's noise floor; a batch it shows too noisy is rerun.
     aa_control: bool = False
     max_reruns: int = 1
+    # Rounds go on only while a comparison is open (sequential.py); a test's
+    # `repeats` is then its most boots.  False: every test gets its repeats.
+    sequential: bool = True
+    equivalence: float = 0.05  # "same" means within +-this (a two-one-sided test)
+    fdr: float = 0.05  # the false discovery rate across the run's comparisons
+    budget: float | None = None  # seconds of perf rounds at most
+
+    @property
+    def design(self) -> Design:
+        return Design(q=self.fdr, equivalence=self.equivalence)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator import stats
-from orchestrator.results import Batch, RunResult, VariantResult
-from orchestrator.stats import Comparison, Estimate, NoiseFloor
+from orchestrator import sequential, stats
+from orchestrator.results import Batch, PerfPlan, RunResult, VariantResult
+from orchestrator.sequential import Design, State, Track
+from orchestrator.stats import Change, Comparison, Estimate, NoiseFloor
 from orchestrator.verdicts import baseline_of, walk
 
 MetricKey = tuple[str, str]  # (test name, metric); a subtest's name is test.subtest
@@ -217,6 +218,10 @@ def perf(run: RunResult) -> list[MetricSummary]:
     by_metric = metric_samples(run.variants, batch, subtests=False)
     twins = same_kernel_as(run, baseline)
     details = breakdowns(by_metric)
+    found = tracks(run, batch)
+    changed = (
+        sequential.discoveries(found, design_of(run.perf_plan)) if run.perf_plan else frozenset()
+    )
     for (test, metric), samples in by_metric.items():
         if max(len(x) for x in samples.values()) < 2:
             continue
@@ -224,12 +229,33 @@ def perf(run: RunResult) -> list[MetricSummary]:
         aa = next(iter(controls.get((test, metric), {}).items()), None)
         floor, row = _noise_floor(metric, baseline, base, aa) if base and aa else (None, None)
         rows = [_same_kernel(r, twins) for r in summarize(samples, baseline, metric, floor)]
+        if run.perf_plan is not None:
+            rows = [_sequential_row(r, found, changed, run, (test, metric), floor) for r in rows]
         has_base = any(r.variant == baseline for r in rows)
         name = baseline if has_base else ""
         detail = (test, metric) in details
         out.append(MetricSummary(test, metric, name, tuple(rows), row, floor, detail))
     # Headline metrics first: they carry the verdicts; breakdowns are detail.
     return sorted(out, key=lambda s: s.breakdown)
+
+
+def _sequential_row(
+    row: MetricRow,
+    found: Mapping[sequential.Key, Track],
+    changed: frozenset[sequential.Key],
+    run: RunResult,
+    key: MetricKey,
+    floor: NoiseFloor | None,
+) -> MetricRow:
+    """A row whose comparison is the sequential plan's, when it has one."""
+    track = found.get((row.variant, *key))
+    if track is None or row.comparison is None or run.perf_plan is None:
+        return row
+    full = (row.variant, *key)
+    comparison = sequential_comparison(full, track, full in changed, run.perf_plan, run.baseline)
+    if floor is not None:
+        comparison = stats.distrusted(comparison, floor)
+    return dataclasses.replace(row, comparison=comparison)
 
 
 def same_kernel_as(run: RunResult, baseline: str) -> frozenset[str]:
@@ -311,3 +337,128 @@ def batch_note(run: RunResult) -> str:
 def _few(names: Sequence[str], shown: int = 2) -> str:
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
+
+
+# --- sequential rounds ----------------------------------------------------------------------
+#
+# A sequential plan (sequential.py) compares each variant with the baseline round by
+# round: a round boots every guest once, so a variant's boot and the baseline's in
+# the same round are a pair.  The A/A control boots the baseline's very kernel in the
+# same round: both are the reference, which takes a third off the variance of every
+# comparison's ratio (the A/A's own check of the batch, noise_floor, still compares
+# the two).  Variants that boot the baseline's own build (same_kernel_as) are never
+# measured again: their comparisons are the baseline's with itself.
+
+
+def design_of(plan: PerfPlan) -> Design:
+    return Design(
+        q=plan.fdr,
+        equivalence=plan.equivalence,
+        alpha_eq=plan.alpha_eq,
+        rho=plan.rho,
+        n_min=plan.n_min,
+    )
+
+
+def _by_round(v: VariantResult, batch: int) -> dict[MetricKey, dict[int, float]]:
+    """A guest's headline metrics of one batch's rounds, by round (warm-up left out)."""
+    out: dict[MetricKey, dict[int, float]] = {}
+    for t in v.tests:
+        if t.batch != batch or t.round < 1 or t.warmup:
+            continue
+        for metric, value in t.metrics.items():
+            if value > 0:  # a ratio needs both sides positive
+                out.setdefault((t.name, metric), {})[t.round] = value
+    details = breakdowns(out)
+    return {key: by for key, by in out.items() if key not in details}
+
+
+def paired_ratios(run: RunResult, batch: int) -> dict[sequential.Key, list[float]]:
+    """Per comparison, the per-round log ratios to the reference, in round order."""
+    base = next((v for v in run.variants if v.name == run.baseline), None)
+    if base is None:
+        return {}
+    reference = _reference(base, run.control, batch)
+    twins = same_kernel_as(run, run.baseline)
+    out: dict[sequential.Key, list[float]] = {}
+    for v in run.variants:
+        if v.name == run.baseline or v.name in twins:
+            continue
+        for key, by in _by_round(v, batch).items():
+            ref = reference.get(key, {})
+            rounds = sorted(set(by) & set(ref))
+            out[(v.name, *key)] = [math.log(by[r]) - ref[r] for r in rounds]
+    return out
+
+
+def _reference(
+    base: VariantResult, control: VariantResult | None, batch: int
+) -> dict[MetricKey, dict[int, float]]:
+    """The baseline's log value per round, averaged with the A/A control's where it booted."""
+    mine = _by_round(base, batch)
+    theirs = _by_round(control, batch) if control is not None else {}
+    out: dict[MetricKey, dict[int, float]] = {}
+    for key, by in mine.items():
+        aa = theirs.get(key, {})
+        out[key] = {
+            r: (math.log(x) + math.log(aa[r])) / 2 if r in aa else math.log(x)
+            for r, x in by.items()
+        }
+    return out
+
+
+def tracks(run: RunResult, batch: int | None = None) -> dict[sequential.Key, Track]:
+    """Every comparison of a sequential run, as far as its rounds go ({} for a fixed plan)."""
+    plan = run.perf_plan
+    if plan is None:
+        return {}
+    batch = (
+        latest_batch([*run.variants, *([run.control] if run.control else [])])
+        if (batch is None)
+        else batch
+    )
+    n_max = dict(plan.max_boots)
+    ratios = {k: d for k, d in paired_ratios(run, batch).items() if k[1] in n_max}
+    return sequential.tracks(ratios, n_max, design_of(plan))
+
+
+def sequential_comparison(
+    key: sequential.Key, track: Track, changed: bool, plan: PerfPlan, baseline: str
+) -> Comparison:
+    """A comparison as the reports show it, from its track and the family's verdict."""
+    variant, _test, metric = key
+    verdict, bound, reason = Change.INCONCLUSIVE, None, ""
+    if changed:
+        better = (track.ratio > 1.0) == stats.higher_is_better(metric)
+        verdict = Change.FASTER if better else Change.SLOWER
+    elif track.state is State.SAME:
+        verdict, bound = Change.SAME, math.ceil(round(track.bound * 100, 6))
+    elif math.isnan(track.low):
+        reason = f"{track.n} rounds, fewer than the {plan.n_min} of the first look"
+    else:
+        reached = math.ceil(round(track.bound * 100, 6))
+        why = "its most boots" if track.state is State.MAXED else (plan.stopped or "stopped")
+        reason = f"within ±{reached}% after {track.n} boots ({why}), not ±{plan.equivalence:.0%}"
+    return Comparison(
+        variant, baseline, track.ratio, track.low, track.high, track.p, verdict, bound, reason
+    )
+
+
+def stop_reasons(run: RunResult) -> dict[str, tuple[int, str]]:
+    """Per measured variant: its perf boots in the last batch, and why they stopped."""
+    plan = run.perf_plan
+    if plan is None:
+        return {}
+    found = tracks(run)
+    out: dict[str, tuple[int, str]] = {}
+    for variant in dict.fromkeys(k[0] for k in found):
+        mine = [t for k, t in found.items() if k[0] == variant]
+        boots = max(t.n for t in mine)
+        if all(t.state in (State.CHANGED, State.SAME) for t in mine):
+            why = "every comparison decided"
+        elif any(t.state is State.OPEN for t in mine):
+            why = plan.stopped or "still running"
+        else:
+            why = "its most boots reached"
+        out[variant] = (boots, why)
+    return out

@@ -68,6 +68,9 @@ class Unit:
     inputs: tuple[tuple[str, str], ...] = ()
     batch: int = 0  # PERF_ROUND: the batch (1, then 2... when the A/A control asks)
     round: int = 0  # PERF_ROUND: 0 is the discarded warm-up
+    # PERF_ROUND of a sequential plan: the guests this round boots and the perf
+    # tests each runs (those with an open comparison); () boots every guest.
+    measure: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def deps(self) -> tuple[str, ...]:
@@ -242,28 +245,42 @@ def units(
 def perf_batch(
     matrix: Matrix, functional: tuple[str, ...], *, batch: int, after: tuple[str, ...]
 ) -> list[Unit]:
-    """The rounds of one perf batch, each after the one before.
+    """The rounds of one perf batch known up front, each after the one before.
 
     Batch 1 starts with a warm-up round whose samples are discarded (first
     boots after a build run against cold host caches); a rerun starts warm.
+    A fixed plan knows every round; a sequential one the rounds before its
+    first look, and the runner adds each next round while a comparison is
+    open (perf_round_after).
     """
     rounds = perf_rounds(matrix.tests)
     if not rounds:
         return []
+    if matrix.perf.sequential:
+        rounds = min(rounds, matrix.perf.design.n_min)
     out: list[Unit] = []
-    key = (("tests", _tests_key(perf_tests(matrix.tests))),)
     for round_ in range(0 if batch == 1 else 1, rounds + 1):
-        uid = unit_id(UnitKind.PERF_ROUND, batch=batch, round=round_)
-        out.append(
-            Unit(
-                uid,
-                UnitKind.PERF_ROUND,
-                needs_any=functional,
-                after=after,
-                inputs=key,
-                batch=batch,
-                round=round_,
-            )
-        )
-        after = (uid,)
+        unit = perf_round_unit(matrix, functional, batch, round_, after)
+        out.append(unit)
+        after = (unit.id,)
     return out
+
+
+def perf_round_unit(
+    matrix: Matrix,
+    functional: tuple[str, ...],
+    batch: int,
+    round_: int,
+    after: tuple[str, ...],
+    measure: tuple[tuple[str, tuple[str, ...]], ...] = (),
+) -> Unit:
+    return Unit(
+        unit_id(UnitKind.PERF_ROUND, batch=batch, round=round_),
+        UnitKind.PERF_ROUND,
+        needs_any=functional,
+        after=after,
+        inputs=(("tests", _tests_key(perf_tests(matrix.tests))),),
+        batch=batch,
+        round=round_,
+        measure=measure,
+    )

@@ -301,6 +301,26 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class PerfPlan:
+    """How a sequential run planned and judged its perf rounds (sequential.py).
+
+    The reports recompute every verdict from the samples and these rules, so
+    the file alone says what was decided and why; absent for a fixed plan.
+    """
+
+    method: str  # the error control, in words
+    fdr: float  # false discovery rate across the run's comparisons
+    equivalence: float  # "same" means within +-this
+    alpha_eq: float  # per side of the two-one-sided test
+    rho: float  # alpha spending alpha * t**rho
+    n_min: int  # rounds before the first look
+    max_boots: tuple[tuple[str, int], ...]  # per perf test
+    budget: float = 0.0  # seconds of perf rounds at most; 0: none
+    spent: float = 0.0  # seconds the perf rounds took
+    stopped: str = ""  # why the rounds stopped ("" while they run)
+
+
+@dataclass(frozen=True)
 class Quarantine:
     """A matrix `quarantine:` entry as the run saw it (flakes.py)."""
 
@@ -331,6 +351,7 @@ class RunResult:
     incomplete: str = ""
     # The matrix's quarantine list, expired entries included (flakes.py).
     quarantine: tuple[Quarantine, ...] = ()
+    perf_plan: PerfPlan | None = None  # a sequential plan's rules; None: fixed rounds
 
     @property
     def ok(self) -> bool:

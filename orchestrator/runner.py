@@ -17,6 +17,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Collection, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,7 +25,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from orchestrator import aa_control, flakes, journal, plan, results, sandbox, units, verdicts
+from orchestrator import (
+    aa_control,
+    flakes,
+    journal,
+    perf,
+    plan,
+    results,
+    sandbox,
+    sequential,
+    units,
+    verdicts,
+)
 from orchestrator.assemble import RunMeta, UnitResult, run_result, stages_to
 from orchestrator.cache import Cache
 from orchestrator.errors import UserError
@@ -33,7 +45,8 @@ from orchestrator.journal import Journal
 from orchestrator.kernel import build, series, source
 from orchestrator.matrix import Matrix
 from orchestrator.plan import STAGE_OF, Unit, UnitKind, unit_id
-from orchestrator.results import Batch, RunResult, Stage
+from orchestrator.progress import PerfRound, RunningUnit, RunStatus, StatusSink, estimate_left
+from orchestrator.results import Batch, PerfPlan, RunResult, Stage
 from orchestrator.suites import Installed
 from orchestrator.units import Context, GuestState, Progress
 
@@ -77,6 +90,8 @@ class Runner:
         self.accel: tuple[str, str] | None = None  # chosen at the first boot
         self._shown: dict[str, int] = {}  # stages already announced, per variant
         self._started: set[str] = set()  # units handed to the executor
+        self.perf_plan = perf_plan_of(matrix)  # None: fixed rounds
+        self.perf_stopped = ""  # why a sequential plan's rounds stopped
 
     @property
     def results_path(self) -> Path:
@@ -160,8 +175,9 @@ class Runner:
             if len(self.running) >= self.executor.capacity:
                 return False
             self._announce_start(unit)
+            start = time.monotonic()  # before submit: the serial executor runs the unit in it
             future = self.executor.submit(unit, self._work(unit))
-            self.running[future] = (unit, time.monotonic())
+            self.running[future] = (unit, start)
             self._started.add(unit.id)
             if future.done():
                 self._finish(future)
@@ -173,9 +189,18 @@ class Runner:
         output = future.result()  # the unit's own fault propagates from here
         result = UnitResult(unit.id, output, seconds=time.monotonic() - start)
         self._absorb(unit, result)
+        self.done[unit.id] = result
+        # The next round is planned before results.json and the journal are
+        # written, so a run stopped in between resumes with it.
+        if unit.kind is UnitKind.PERF_ROUND and self._last_perf_unit(unit):
+            if self.perf_plan is None:
+                self._end_batch(unit)
+            else:
+                self._after_round(unit)
         self._record(result, unit)
-        if unit.kind is UnitKind.PERF_ROUND and unit.round == plan.perf_rounds(self.matrix.tests):
-            self._end_batch(unit)
+
+    def _last_perf_unit(self, unit: Unit) -> bool:
+        return not any(u.kind is UnitKind.PERF_ROUND and u.id not in self.done for u in self.units)
 
     def _absorb(self, unit: Unit, result: UnitResult) -> None:
         """What later units need to know of a finished one."""
@@ -216,6 +241,7 @@ class Runner:
         self.done[unit.id] = result
         run = self._write(f"running: {self._count()}")
         self._announce(run)
+        self._status()
 
     def _skip_reason(self, unit: Unit) -> str | None:
         failed = [d for d in unit.needs if not units.passed(self.done[d].output)]
@@ -268,8 +294,18 @@ class Runner:
             case UnitKind.PERF_ROUND:
                 setup = out(UnitKind.GUEST).setup
                 guests = self._measured()
+                measure = dict(unit.measure) if unit.measure else None
+                if measure is not None:
+                    guests = tuple(g for g in guests if g.name in measure)
                 return partial(
-                    units.perf_round, ctx, unit.batch, unit.round, guests, setup, self.accel
+                    units.perf_round,
+                    ctx,
+                    unit.batch,
+                    unit.round,
+                    guests,
+                    setup,
+                    self.accel,
+                    measure,
                 )
         raise AssertionError(unit.kind)
 
@@ -279,12 +315,19 @@ class Runner:
         return output
 
     def _measured(self) -> tuple[GuestState, ...]:
-        """The guests of a perf round: every variant that booted, then the A/A control."""
+        """The guests of a perf round: every variant that booted, then the A/A control.
+
+        A sequential plan leaves out the variants that boot the baseline's
+        very build: measuring it again is the A/A control's job.
+        """
         booted = [
             u.variant
             for u in self.units
             if u.kind is UnitKind.FUNCTIONAL and units.passed(self.done[u.id].output)
         ]
+        if self.perf_plan is not None:
+            twins = self._twins()
+            booted = [name for name in booted if name not in twins]
         guests = [self.guests[name] for name in booted]
         base = self.meta.baseline
         if self.matrix.perf.aa_control and base in booted:
@@ -293,6 +336,84 @@ class Runner:
             fresh = GuestState(name, base, of.kernel, of.initrd, of.installed)
             guests.append(self.guests.get(name, fresh))
         return tuple(guests)
+
+    def _twins(self) -> frozenset[str]:
+        """The variants whose build is the baseline's (perf.same_kernel_as, from the units)."""
+        built = {
+            u.variant: r.output.build.artifact_dir
+            for u in self.units
+            if u.kind is UnitKind.BUILD
+            and (r := self.done.get(u.id)) is not None
+            and isinstance(r.output, units.Built)
+        }
+        base = built.get(self.meta.baseline)
+        return frozenset(
+            v for v, a in built.items() if base and a == base and v != self.meta.baseline
+        )
+
+    def _after_round(self, last: Unit) -> None:
+        """A sequential plan's look: the next round while a comparison is open, else the end."""
+        assert self.perf_plan is not None
+        found = perf.tracks(self._assemble(""), last.batch)
+        open_ = sequential.open_tests(found)
+        if not open_:
+            self._end_sequence(last, "every comparison decided" if found else "nothing to compare")
+            return
+        chosen = self._within_budget(found, open_, last)
+        if not chosen:
+            budget = f"{self.perf_plan.budget / 60:g} min"
+            self._end_sequence(last, f"the perf budget of {budget} was spent")
+            return
+        tests = sorted({t for v in chosen for t in open_[v]})
+        measure = [(v, tuple(sorted(open_[v]))) for v in chosen]
+        measure.append((self.meta.baseline, tuple(tests)))
+        if self.matrix.perf.aa_control:
+            measure.append((aa_control.name_for(self.meta.baseline), tuple(tests)))
+        functional = tuple(u.id for u in self.units if u.kind is UnitKind.FUNCTIONAL)
+        self.units.append(
+            plan.perf_round_unit(
+                self.matrix, functional, last.batch, last.round + 1, (last.id,), tuple(measure)
+            )
+        )
+
+    def _within_budget(
+        self,
+        found: dict[sequential.Key, sequential.Track],
+        open_: dict[str, frozenset[str]],
+        last: Unit,
+    ) -> list[str]:
+        """The variants the next round boots: every open one, or as many as the
+        budget has room for, those furthest from decided first."""
+        assert self.perf_plan is not None
+        order = sorted(
+            open_,
+            key=lambda v: (
+                -max(
+                    sequential.distance(t, perf.design_of(self.perf_plan))  # type: ignore[arg-type]
+                    for k, t in found.items()
+                    if k[0] == v and t.open
+                )
+            ),
+        )
+        if not self.perf_plan.budget:
+            return order
+        left = self.perf_plan.budget - self._perf_seconds()
+        result = self.done[last.id]
+        booted = len(result.output.samples) if isinstance(result.output, units.Round) else 0
+        per_boot = result.seconds / max(1, booted)
+        room = int(left // per_boot) - (1 + int(self.matrix.perf.aa_control)) if per_boot else 0
+        return order[: max(0, room)]
+
+    def _perf_seconds(self) -> float:
+        return sum(
+            r.seconds
+            for u in self.units
+            if u.kind is UnitKind.PERF_ROUND and (r := self.done.get(u.id)) is not None
+        )
+
+    def _end_sequence(self, last: Unit, why: str) -> None:
+        self.perf_stopped = why
+        self._end_batch(last)
 
     def _end_batch(self, last: Unit) -> None:
         """Judge a finished perf batch by its A/A control; queue a rerun if it asks for one."""
@@ -311,6 +432,10 @@ class Runner:
     # --- results and progress ---------------------------------------------------------------
 
     def _assemble(self, incomplete: str) -> RunResult:
+        perf_plan = self.perf_plan
+        if perf_plan is not None:
+            spent = round(self._perf_seconds(), 1)
+            perf_plan = replace(perf_plan, spent=spent, stopped=self.perf_stopped)
         return run_result(
             self.meta,
             self.units,
@@ -318,6 +443,7 @@ class Runner:
             finished=_now(),
             batches=self.batches,
             incomplete=incomplete,
+            perf_plan=perf_plan,
         )
 
     def _write(self, incomplete: str) -> RunResult:
@@ -340,6 +466,7 @@ class Runner:
         stage = STAGE_OF.get(unit.kind)
         if stage is not None:
             self.progress(unit.variant, stage, None, "")
+        self._status(unit)
 
     def _announce(self, run: RunResult) -> None:
         """Report every stage that appeared in the results since the last unit."""
@@ -351,10 +478,80 @@ class Runner:
                     self.progress(v.name, stage.stage, stage.status, stage.reason)
             self._shown[v.name] = len(v.stages)
 
+    def _status(self, starting: Unit | None = None) -> None:
+        """The run as a whole, for a progress that shows it: after a unit starts or is done."""
+        if not isinstance(self.progress, StatusSink):
+            return
+        now = time.monotonic()
+        running = [*self.running.values(), *([(starting, now)] if starting else [])]
+        since = {u.id: t for u, t in running}
+        left = [u for u in self.units if u.id not in self.done]
+        done = [(u, self.done[u.id]) for u in self.units if u.id in self.done]
+        finished = [
+            (u.kind, r.seconds) for u, r in done if r.output is not None
+        ]  # ran: not skipped
+        snapshot = RunStatus(
+            at=now,
+            # Every executor today runs units on this machine; one that places
+            # them on workers or guest slots will name where.
+            running=tuple(RunningUnit(u.id, u.kind, u.variant, "local", t) for u, t in running),
+            done=len(self.done),
+            total=len(self.units),
+            perf=perf_position(self.units, {*self._started, *since}, self._most_rounds()),
+            left=estimate_left(
+                finished,
+                [(u.kind, now - since.get(u.id, now)) for u in left],
+                self.executor.capacity,
+            ),
+        )
+        self.progress.status(snapshot)
+
+    def _most_rounds(self) -> int:
+        """A sequential plan's most rounds per batch; 0 for a fixed plan (planned up front)."""
+        return max((n for _, n in self.perf_plan.max_boots), default=0) if self.perf_plan else 0
+
     def _remove_sockets(self) -> None:
         guest = self.done.get(unit_id(UnitKind.GUEST))
         if guest is not None and isinstance(guest.output, units.GuestReady):
             shutil.rmtree(guest.output.setup.sockets, ignore_errors=True)
+
+
+def perf_plan_of(matrix: Matrix) -> PerfPlan | None:
+    """A sequential plan's rules as the results record them; None for fixed rounds."""
+    tests = plan.perf_tests(matrix.tests)
+    if not matrix.perf.sequential or not tests:
+        return None
+    d = matrix.perf.design
+    return PerfPlan(
+        method=sequential.METHOD,
+        fdr=d.q,
+        equivalence=d.equivalence,
+        alpha_eq=d.alpha_eq,
+        rho=d.rho,
+        n_min=d.n_min,
+        max_boots=tuple((t.name, t.repeats) for t in tests),
+        budget=matrix.perf.budget or 0.0,
+    )
+
+
+def perf_position(
+    plan_units: Sequence[Unit], started: Collection[str], most: int = 0
+) -> PerfRound | None:
+    """The perf round the run is at (the last one started) and the rounds of its batch.
+
+    A fixed plan's rounds are planned up front (plan.perf_batch), so their
+    number is exact; a sequential plan adds rounds while comparisons are
+    open, up to `most` (its largest most boots): then N is a maximum.
+    """
+    rounds = [u for u in plan_units if u.kind is UnitKind.PERF_ROUND]
+    begun = [u for u in rounds if u.id in started]
+    if not begun:
+        return None
+    at = begun[-1]  # plan order is round order, batch after batch
+    if most:
+        return PerfRound(at.round, most, at_most=True, batch=at.batch)
+    planned = max(u.round for u in rounds if u.batch == at.batch)
+    return PerfRound(at.round, planned, at_most=False, batch=at.batch)
 
 
 def _now() -> str:

@@ -361,12 +361,19 @@ def perf_round(
     guests: tuple[GuestState, ...],
     setup: testbed.GuestSetup,
     accel: tuple[str, str] | None,
+    measure: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Round:
-    """One sample of every perf test per guest, one guest after another."""
-    pending = testbed.perf_round(ctx.matrix.tests, round_, batch)
+    """One sample of every perf test per guest, one guest after another.
+
+    `measure`: a sequential round's perf tests per guest (those with an open
+    comparison); None runs every test the round has on every guest.
+    """
+    every = testbed.perf_round(ctx.matrix.tests, round_, batch)
     chooser = _Accelerator(ctx, accel)
     samples = []
     for state in guests:
+        wanted = None if measure is None else set(measure.get(state.name, ()))
+        pending = [p for p in every if wanted is None or p.test.name in wanted]
         if not pending:
             samples.append(Sampled(state, ()))
             continue

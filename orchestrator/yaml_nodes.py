@@ -267,6 +267,49 @@ def seconds(cur: Node) -> float:
     return float(value)
 
 
+_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|min|h)?")
+_UNIT = {None: 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """ "20m", "90s", "1.5h" or plain seconds; None when it is none of these."""
+    m = _DURATION.fullmatch(text.strip())
+    if m is None:
+        return None
+    value = float(m["n"]) * _UNIT[m["unit"]]
+    return value if value > 0 else None
+
+
+def duration(cur: Node) -> float:
+    """A positive time: seconds as a number, or text such as "20m", "90s", "1h"."""
+    value = scalar(cur, "a duration such as 20m, 90s or 1h")
+    if isinstance(value, bool):
+        raise wrong(cur, "a duration such as 20m, 90s or 1h")
+    if isinstance(value, int | float):
+        return seconds(cur)
+    parsed = parse_duration(str(value))
+    if parsed is None:
+        raise cur.error(
+            f"must be a duration such as 20m, 90s or 1h; got {quote(str(value), QUOTE)}"
+        )
+    return parsed
+
+
+def percent(cur: Node, low: float, high: float) -> float:
+    """A percentage written "5%" (or 5), as a fraction (0.05), within [low, high] percent."""
+    value = scalar(cur, "a percentage such as 5%")
+    if isinstance(value, bool):
+        raise wrong(cur, "a percentage such as 5%")
+    text = str(value).strip()
+    try:
+        number = float(text[:-1] if text.endswith("%") else text)
+    except ValueError:
+        raise cur.error(f"must be a percentage such as 5%; got {quote(text, QUOTE)}") from None
+    if not (math.isfinite(number) and low <= number <= high):
+        raise cur.error(f"must be between {low:g}% and {high:g}%, got {text}")
+    return number / 100
+
+
 def choice(cur: Node, choices: tuple[str, ...]) -> str:
     value = string(cur, "one of " + ", ".join(choices))
     if value not in choices:

@@ -1,4 +1,4 @@
-"""The runner's perf rounds: interleaving, the A/A control and batch reruns.
+"""The runner's perf rounds: interleaving, the A/A control, batch reruns, sequential rounds.
 
 The runner and the perf-round unit are real; the other units are replaced
 by fakes returning their usual records, and each guest is a FakeGuest whose
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import units
+from orchestrator import perf, units
 from orchestrator.cache import Cache
 from orchestrator.kernel import kconfig
 from orchestrator.matrix import Kconfig, Matrix, Perf, Report, Test, Tree, TreeKind, Variant
@@ -29,6 +29,7 @@ from orchestrator.results import (
     Verdict,
 )
 from orchestrator.runner import Options, Runner
+from orchestrator.stats import Change
 from orchestrator.vm import image, testbed
 from orchestrator.vm.testbed import Pending
 
@@ -42,6 +43,7 @@ class FakeGuest:
     name: str
     host: dict[str, int]  # runs so far per guest name, shared by every guest
     shifted_runs: int = 0  # the control's first N runs read 20 % high (a disturbed batch)
+    effects: dict[str, float] = field(default_factory=dict)  # a guest's throughput x this
     boots: int = 0
     boot_info: BootInfo | None = None
     boot_failure: str | None = None
@@ -52,6 +54,7 @@ class FakeGuest:
         self.boots += 1
         self.boot_info = self.boot_info or BootInfo("tcg", "fake", 1.0, "")
         shift = 1.2 if self.name.endswith("~aa") and count <= self.shifted_runs else 1.0
+        shift *= self.effects.get(self.name, 1.0)
         seed = sum(map(ord, self.name)) * 1000 + count
         (value,) = boots(1, 0.03, shift, seed=seed)
         return tuple(
@@ -60,7 +63,14 @@ class FakeGuest:
         )
 
 
-def _fake_units(monkeypatch: pytest.MonkeyPatch, host: dict[str, int], shifted_runs: int) -> None:
+def _fake_units(
+    monkeypatch: pytest.MonkeyPatch,
+    host: dict[str, int],
+    shifted_runs: int,
+    effects: dict[str, float] | None = None,
+    builds: dict[str, str] | None = None,
+) -> None:
+    """`builds`: a variant's artifact dir (default /art for all: one build)."""
     ok = StageResult
 
     def functional(ctx: units.Context, variant: str, *_: Any) -> units.Tested:
@@ -68,17 +78,22 @@ def _fake_units(monkeypatch: pytest.MonkeyPatch, host: dict[str, int], shifted_r
         return units.Tested(ok(Stage.BOOT, Status.PASS, "fake"), (), state, ("tcg", "fake"))
 
     def guest_run(ctx: units.Context, state: units.GuestState, *_: Any) -> FakeGuest:
-        return FakeGuest(state.name, host, shifted_runs, state.boots, state.boot_info)
+        guest = FakeGuest(state.name, host, shifted_runs, effects or {})
+        guest.boots, guest.boot_info = state.boots, state.boot_info
+        return guest
+
+    def build_kernel(ctx: units.Context, variant: str, *_: Any) -> units.Built:
+        art = (builds or {}).get(variant, "/art")
+        return units.Built(ok(Stage.BUILD, Status.PASS), BuildInfo("t" * 40, "c" * 64, art, True))
 
     done = kconfig.Configured("", "c" * 64, (), (), Path("/k.log"))
     keys = image.Keys(Path("/k"), "", Path("/h"), "")
     setup = testbed.GuestSetup(Path("/initrd"), keys, Path("/sockets"), None)
-    built = BuildInfo("t" * 40, "c" * 64, "/art", cached=True)
     fakes = {
         "prepare": lambda ctx: units.Prepared(Path("/repo"), "b" * 40),
         "apply": lambda ctx, v, *_: units.Applied(ok(Stage.APPLY, Status.PASS), "b", "h" * 40, ()),
         "configure": lambda *_: units.Configured(ok(Stage.KCONFIG, Status.PASS), "t" * 40, done),
-        "build_kernel": lambda *_: units.Built(ok(Stage.BUILD, Status.PASS), built),
+        "build_kernel": build_kernel,
         "make_guest": lambda ctx: units.GuestReady(setup),
         "functional": functional,
         "_guest_run": guest_run,
@@ -100,7 +115,7 @@ def _run(
         variants=(Variant("up"), Variant("slow")),
         report=Report(tmp_path / "reports", baseline="up"),
         tests=(Test("map_perf", "map_perf", "/opt/map_perf", repeats=5),),
-        perf=Perf(aa_control=aa, max_reruns=1),
+        perf=Perf(aa_control=aa, max_reruns=1, sequential=False),
     )
     options = Options(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
     run = Runner(matrix, options, lambda *_: None).run({"up": (), "slow": ()})
@@ -149,3 +164,41 @@ def test_without_the_option_there_is_no_control(
     assert run.control is None and run.batches == (Batch(1),)
     assert set(host) == {"up", "slow"}
     assert not (tmp_path / "run" / "logs" / "up~aa").exists()
+
+
+def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host: dict[str, int] = {}
+    names = ("up", "slow", "same", "twin")
+    builds = {"up": "/up", "slow": "/slow", "same": "/same", "twin": "/up"}
+    _fake_units(monkeypatch, host, 0, {"slow": 0.7}, builds)
+    matrix = Matrix(
+        path=tmp_path / "m.yaml",
+        name="m",
+        tree=Tree(TreeKind.PATH, str(tmp_path)),
+        kconfig=Kconfig(),
+        variants=tuple(Variant(n) for n in names),
+        report=Report(tmp_path / "reports", baseline="up"),
+        tests=(Test("map_perf", "map_perf", "/opt/map_perf", repeats=40),),
+        perf=Perf(aa_control=True),
+    )
+    options = Options(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
+    run = Runner(matrix, options, lambda *_: None).run({n: () for n in names})
+    assert run.perf_plan is not None
+    assert run.perf_plan.stopped == "every comparison decided"
+    rows = {r.variant: r for s in perf.perf(run) for r in s.rows}
+    slow, same = rows["slow"].comparison, rows["same"].comparison
+    assert slow is not None and slow.verdict is Change.SLOWER
+    assert same is not None and same.verdict is Change.SAME and same.bound is not None
+    assert same.bound <= 5
+    # The twin boots the baseline's own build: never measured in perf rounds.
+    assert "twin" not in rows and "twin" not in host
+    # A 30 % drop is decided within a few looks and stops being booted; the
+    # baseline and the A/A control go on as long as "same" is open.
+    stops = perf.stop_reasons(run)
+    assert stops["slow"][0] < stops["same"][0] <= 40
+    assert stops["slow"][1] == stops["same"][1] == "every comparison decided"
+    rounds = stops["same"][0]
+    assert host["up"] == host["up~aa"] == rounds + 1  # and the warm-up
+    assert host["slow"] == stops["slow"][0] + 1
