@@ -106,6 +106,18 @@ class _Queued:
     claim: Claim
 
 
+_WANTS = {
+    Claim.BUILD: "the build slot",
+    Claim.GUEST: "a CPU set",
+    Claim.MACHINE: "the whole machine",
+}
+
+
+def _place(held: tuple[CpuSet, ...]) -> str:
+    cpus = sorted({cpu for s in held for cpu in s})
+    return f"CPUs {','.join(map(str, cpus))}" if cpus else "local"
+
+
 STOP_POLL = 0.5  # seconds between signals to what stopping units still run
 STOP_LIMIT = 60.0  # seconds a stopping unit may take to unwind before it is left to die
 
@@ -132,13 +144,16 @@ class GuestExecutor:
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._places: dict[str, str] = {}  # unit id -> where it runs or waits (see where)
 
     def submit(self, unit: Unit, work: Callable[[], T]) -> Future[T]:
         future: Future[T] = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("the executor was shut down")
-            self._queue.append(_Queued(unit, work, future, claim_of(unit.kind)))
+            claim = claim_of(unit.kind)
+            self._queue.append(_Queued(unit, work, future, claim))
+            self._places[unit.id] = f"waiting for {_WANTS[claim]}"
             self._dispatch()
         return future
 
@@ -151,6 +166,7 @@ class GuestExecutor:
                     break  # the machine drains for it
                 continue
             self._queue.remove(item)
+            self._places[item.unit.id] = _place(held)
             thread = threading.Thread(
                 target=self._run,
                 args=(item, held),
@@ -192,21 +208,39 @@ class GuestExecutor:
             self._unit(item, held)
 
     def _unit(self, item: _Queued, held: tuple[CpuSet, ...]) -> None:
+        value: Any = None
+        fault: BaseException | None = None
+        started = False
         try:
-            if not item.future.set_running_or_notify_cancel():
-                return
-            cpus = tuple(sorted({cpu for s in held for cpu in s}))
-            try:
-                work = item.work if item.claim is Claim.BUILD else units.on_cpus(item.work, cpus)
-                item.future.set_result(work())
-            except BaseException as exc:  # the runner re-raises it from the future
-                item.future.set_exception(exc)
+            started = item.future.set_running_or_notify_cancel()
+            if started:
+                cpus = tuple(sorted({cpu for s in held for cpu in s}))
+                try:
+                    work = item.work
+                    if item.claim is not Claim.BUILD:
+                        work = units.on_cpus(work, cpus)
+                    value = work()
+                except BaseException as exc:  # the runner re-raises it from the future
+                    fault = exc
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
+                self._places.pop(item.unit.id, None)
                 self._give_back(item.claim, held)
                 if not self._closed:
                     self._dispatch()
+        # The future last: the runner, woken by it, finds the next unit placed.
+        if not started:
+            return
+        if fault is not None:
+            item.future.set_exception(fault)
+        else:
+            item.future.set_result(value)
+
+    def where(self, unit_id: str) -> str:
+        """Where a unit submitted here runs, for the progress view."""
+        with self._lock:
+            return self._places.get(unit_id, "local")
 
     def shutdown(self) -> None:
         """Cancel what waits; stop what runs (the run was interrupted) as Ctrl-C

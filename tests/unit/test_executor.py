@@ -73,8 +73,12 @@ def test_guests_run_at_once_each_on_a_set_of_its_own(pool: GuestExecutor) -> Non
     # Both sets are held: a third guest waits for one.
     fc = pool.submit(unit(UnitKind.FUNCTIONAL, "c"), c.work())
     assert not c.started.is_set()
+    # What the progress view shows for each.
+    assert {pool.where("functional:a"), pool.where("functional:b")} == {"CPUs 0", "CPUs 1"}
+    assert pool.where("functional:c") == "waiting for a CPU set"
     a.go.set()
     assert fa.result(WAIT) == "done"
+    assert pool.where("functional:a") == "local"  # done: no longer placed
     assert started(c) and c.cpus == a.cpus
     b.go.set()
     c.go.set()
