@@ -109,7 +109,8 @@ def simulate(
     boots each variant took (columns: variants..., then the baseline).
 
     Every boot draws its log-throughput from the test's pooled A/A boots; all
-    comparisons of a run share the baseline's draws, as in a real run.
+    comparisons of a run share the baseline's and the A/A control's draws, as
+    in a real run.
     `effect`: (test, drop) applied to variant 0's samples of that test.
     """
     tests = list(pools)
@@ -120,7 +121,9 @@ def simulate(
     decided: dict[tuple[int, str], list[sequential.Track]] = {}
     for test in tests:
         pool, n = pools[test], n_max[test]
-        base = rng.choice(pool, size=(runs, n))
+        # The reference of every comparison: the baseline's boot and the A/A
+        # control's in the same round, averaged (perf.paired_ratios).
+        base = (rng.choice(pool, size=(runs, n)) + rng.choice(pool, size=(runs, n))) / 2
         for v in range(variants):
             mine = rng.choice(pool, size=(runs, n))
             if effect is not None and v == 0 and effect[0] == test:

@@ -58,6 +58,7 @@ class RunMeta:
     until: Stage = Stage.TEST
     host: dict[str, str] = field(default_factory=dict)
     quarantine: tuple[Quarantine, ...] = ()  # the matrix's, as of the run's start (flakes.py)
+    questions: tuple[tuple[str, str], ...] = ()  # the matrix's report.questions
 
 
 def run_result(
@@ -85,6 +86,7 @@ def run_result(
         incomplete=incomplete,
         quarantine=meta.quarantine,
         perf_plan=perf_plan,
+        questions=meta.questions,
     )
 
 

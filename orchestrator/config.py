@@ -75,7 +75,7 @@ MAX_RETRIES = 10
 PERF_KEYS = ("aa_control", "max_reruns", "sequential", "equivalence", "fdr", "budget")
 BISECT_KEYS = ("enabled", "runs")
 MAX_BISECT_RUNS = 100  # runs of a test per bisection step (syzbot does 10)
-REPORT_KEYS = ("dir", "formats", "baseline")
+REPORT_KEYS = ("dir", "formats", "baseline", "questions")
 VARIANT_KEYS = ("name", "series", "reverts", "kconfig", "expect", "bisect")
 
 ARCHES = ("x86_64",)
@@ -583,7 +583,24 @@ def _report(cur: Node | None, base: Path, variants: tuple[Variant, ...]) -> Repo
         dir=get(fields, "dir", lambda n: local_path(n, ""), base / "reports"),
         formats=get(fields, "formats", _formats, FORMATS),
         baseline=get(fields, "baseline", lambda n: _baseline(n, variants), ""),
+        questions=get(fields, "questions", lambda n: _questions(n, variants), ()),
     )
+
+
+def _questions(cur: Node, variants: tuple[Variant, ...]) -> tuple[tuple[str, str], ...]:
+    """[[a, b], ...]: pairs of declared variants, each asked "is a different from b?"."""
+    out = []
+    for item in sequence(cur, "a list of [variant, variant] pairs"):
+        pair = sequence(item, "a pair of variant names: [a, b]")
+        if len(pair) != 2:
+            raise item.error(f"must name two variants, got {len(pair)}")
+        a, b = (_baseline(n, variants) for n in pair)
+        if not a or not b:
+            raise item.error("must name two declared variants")
+        if a == b:
+            raise item.error(f"asks whether {a!r} differs from itself")
+        out.append((a, b))
+    return tuple(out)
 
 
 def _formats(cur: Node) -> tuple[str, ...]:

@@ -116,6 +116,9 @@ class Report:
     dir: Path
     formats: tuple[str, ...] = ("json", "junit", "html", "text")
     baseline: str = ""  # variant name; "" means the first
+    # Pairs of variants the reports answer "is A measurably different from B?"
+    # for, one sentence per pair (perf.answers).
+    questions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

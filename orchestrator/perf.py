@@ -433,6 +433,7 @@ def sequential_comparison(
         verdict = Change.FASTER if better else Change.SLOWER
     elif track.state is State.SAME:
         verdict, bound = Change.SAME, math.ceil(round(track.bound * 100, 6))
+        reason = f"two one-sided tests at ±{plan.equivalence:.0%}, {track.n} boots"
     elif math.isnan(track.low):
         reason = f"{track.n} rounds, fewer than the {plan.n_min} of the first look"
     else:
@@ -461,4 +462,100 @@ def stop_reasons(run: RunResult) -> dict[str, tuple[int, str]]:
         else:
             why = "its most boots reached"
         out[variant] = (boots, why)
+    return out
+
+
+# --- what the reports say of the plan -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanNote:
+    """A sequential plan in words: its method, why it stopped, each guest's boots."""
+
+    method: str
+    stopped: str
+    boots: tuple[tuple[str, int, str], ...]  # (guest, perf boots, why it stopped)
+    twins: str  # the variants not measured again, and why; "" when none
+
+
+def plan_note(run: RunResult) -> PlanNote | None:
+    plan = run.perf_plan
+    if plan is None:
+        return None
+    found = tracks(run)
+    family = len(found)
+    method = (
+        f"Sequential rounds: after every round from the {_nth(plan.n_min)}, each comparison with "
+        f"{run.baseline} (per-round ratios to {run.baseline} and its A/A control together) meets a "
+        f"{plan.method.split(', ')[0]} boundary; rounds go on only for variants with an open "
+        f"comparison.  Faster/slower: false discovery rate {plan.fdr:.0%} over the run's "
+        f"{family} comparisons (Benjamini-Hochberg on repeated p-values).  Same: two one-sided "
+        f"tests at ±{plan.equivalence:.0%} (the {1 - 2 * plan.alpha_eq:.0%} repeated interval "
+        f"inside ±{plan.equivalence:.0%}).  Most boots: "
+        + ", ".join(f"{test} {n}" for test, n in plan.max_boots)
+        + "."
+    )
+    budget = f" of a {plan.budget / 60:g} min budget" if plan.budget else ""
+    stopped = (
+        f"Perf rounds stopped: {plan.stopped or 'not yet'}, after "
+        f"{plan.spent / 60:.1f} min{budget}."
+    )
+    reasons = stop_reasons(run)
+    last = latest_batch([*run.variants, *([run.control] if run.control else [])])
+    boots = []
+    for v in (*run.variants, *([run.control] if run.control else [])):
+        n = len({t.round for t in v.tests if t.batch == last and t.round >= 1 and not t.warmup})
+        if v.name in reasons:
+            boots.append((v.name, n, reasons[v.name][1]))
+        elif n:
+            boots.append((v.name, n, "the reference: on while any comparison was open"))
+    twins = sorted(same_kernel_as(run, run.baseline))
+    twin_note = (
+        f"{', '.join(twins)} boot{'s' if len(twins) == 1 else ''} {run.baseline}'s very build: "
+        f"not measured again (its comparisons would be {run.baseline}'s with itself, which the "
+        "A/A control measures)."
+        if twins
+        else ""
+    )
+    return PlanNote(method, stopped, tuple(boots), twin_note)
+
+
+def _nth(n: int) -> str:
+    return {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth"}.get(n, f"{n}th")
+
+
+def answers(run: RunResult, summaries: Sequence[MetricSummary]) -> list[str]:
+    """One sentence per report.questions pair: is A measurably different from B?"""
+    twins = same_kernel_as(run, run.baseline) | {run.baseline}
+    out = []
+    for a, b in run.questions:
+        ask = f"Is {a} measurably different from {b}?"
+        if a in twins and b in twins:
+            out.append(f"{ask} No: both boot {run.baseline}'s very build.")
+            continue
+        if a not in twins and b not in twins:
+            out.append(f"{ask} Not compared: neither boots {run.baseline}'s build.")
+            continue
+        other, same = (b, a) if a in twins else (a, b)
+        via = (
+            f"{same} boots {run.baseline}'s build, so {other} against it: "
+            if (same != run.baseline)
+            else ""
+        )
+        parts = []
+        for s in summaries:
+            row = next((r for r in s.rows if r.variant == other), None)
+            if s.breakdown or row is None or row.comparison is None:
+                continue
+            c = row.comparison
+            if c.verdict is Change.SAME:
+                parts.append(f"{s.test}: no, the same within ±{c.bound}%")
+            elif c.verdict in (Change.FASTER, Change.SLOWER):
+                parts.append(f"{s.test}: yes, {other} {c.ratio:.2f}x ({c.verdict})")
+            else:
+                parts.append(f"{s.test}: {c.text}")
+        if not parts:
+            out.append(f"{ask} Not measured{via}.")
+            continue
+        out.append(f"{ask} {via}" + "; ".join(parts) + ".")
     return out

@@ -249,15 +249,14 @@ def perf_batch(
 
     Batch 1 starts with a warm-up round whose samples are discarded (first
     boots after a build run against cold host caches); a rerun starts warm.
-    A fixed plan knows every round; a sequential one the rounds before its
-    first look, and the runner adds each next round while a comparison is
-    open (perf_round_after).
+    A fixed plan knows every round; a sequential one its first, and the
+    runner adds each next round while it may (runner._after_round).
     """
     rounds = perf_rounds(matrix.tests)
     if not rounds:
         return []
     if matrix.perf.sequential:
-        rounds = min(rounds, matrix.perf.design.n_min)
+        rounds = 0 if batch == 1 else 1  # the runner adds each next one (and checks the budget)
     out: list[Unit] = []
     for round_ in range(0 if batch == 1 else 1, rounds + 1):
         unit = perf_round_unit(matrix, functional, batch, round_, after)

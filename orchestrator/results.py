@@ -352,6 +352,7 @@ class RunResult:
     # The matrix's quarantine list, expired entries included (flakes.py).
     quarantine: tuple[Quarantine, ...] = ()
     perf_plan: PerfPlan | None = None  # a sequential plan's rules; None: fixed rounds
+    questions: tuple[tuple[str, str], ...] = ()  # the matrix's report.questions
 
     @property
     def ok(self) -> bool:

@@ -118,6 +118,7 @@ class Runner:
             host=host(),
             # Which quarantine entries hold is decided once, by the run's start date.
             quarantine=flakes.quarantine_on(self.matrix.quarantine, flakes.run_day(started)),
+            questions=self.matrix.report.questions,
         )
         confined = sandbox.for_run(
             cache=opts.cache.root,
@@ -352,57 +353,67 @@ class Runner:
         )
 
     def _after_round(self, last: Unit) -> None:
-        """A sequential plan's look: the next round while a comparison is open, else the end."""
+        """A sequential plan's look: the next round while a comparison is open, else the end.
+
+        Rounds before the first look boot every guest; each round, those
+        too, must fit in what is left of the budget.
+        """
         assert self.perf_plan is not None
+        design = perf.design_of(self.perf_plan)
+        spent = f"the perf budget of {self.perf_plan.budget / 60:g} min was spent"
+        most = max(n for _, n in self.perf_plan.max_boots)
+        if last.round < sequential.first_look(design, most):
+            if self._room(last) < len(self._measured()):
+                self._end_sequence(last, spent + " before the first look")
+            else:
+                self._plan_round(last, ())
+            return
         found = perf.tracks(self._assemble(""), last.batch)
         open_ = sequential.open_tests(found)
         if not open_:
             self._end_sequence(last, "every comparison decided" if found else "nothing to compare")
             return
-        chosen = self._within_budget(found, open_, last)
-        if not chosen:
-            budget = f"{self.perf_plan.budget / 60:g} min"
-            self._end_sequence(last, f"the perf budget of {budget} was spent")
+        # Rounds whose boots gave no sample (a crashed test) do not count towards
+        # a comparison's most boots; this bounds the rounds all the same.
+        if last.round >= most + most // 2:
+            self._end_sequence(last, f"{last.round} rounds, half again its most boots")
             return
-        tests = sorted({t for v in chosen for t in open_[v]})
+        # Furthest from decided first: when the budget has no room for every
+        # open variant, those are the ones it boots.
+        distance = {
+            v: max(sequential.distance(t, design) for k, t in found.items() if k[0] == v and t.open)
+            for v in open_
+        }
+        references = 1 + int(self.matrix.perf.aa_control)
+        chosen = sorted(open_, key=lambda v: -distance[v])[: self._room(last) - references]
+        if not chosen:
+            self._end_sequence(last, spent)
+            return
+        tests = tuple(sorted({t for v in chosen for t in open_[v]}))
         measure = [(v, tuple(sorted(open_[v]))) for v in chosen]
-        measure.append((self.meta.baseline, tuple(tests)))
+        measure.append((self.meta.baseline, tests))
         if self.matrix.perf.aa_control:
-            measure.append((aa_control.name_for(self.meta.baseline), tuple(tests)))
+            measure.append((aa_control.name_for(self.meta.baseline), tests))
+        self._plan_round(last, tuple(measure))
+
+    def _plan_round(self, last: Unit, measure: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
         functional = tuple(u.id for u in self.units if u.kind is UnitKind.FUNCTIONAL)
         self.units.append(
             plan.perf_round_unit(
-                self.matrix, functional, last.batch, last.round + 1, (last.id,), tuple(measure)
+                self.matrix, functional, last.batch, last.round + 1, (last.id,), measure
             )
         )
 
-    def _within_budget(
-        self,
-        found: dict[sequential.Key, sequential.Track],
-        open_: dict[str, frozenset[str]],
-        last: Unit,
-    ) -> list[str]:
-        """The variants the next round boots: every open one, or as many as the
-        budget has room for, those furthest from decided first."""
+    def _room(self, last: Unit) -> int:
+        """How many boots the budget has room for, at the last round's time per boot."""
         assert self.perf_plan is not None
-        order = sorted(
-            open_,
-            key=lambda v: (
-                -max(
-                    sequential.distance(t, perf.design_of(self.perf_plan))  # type: ignore[arg-type]
-                    for k, t in found.items()
-                    if k[0] == v and t.open
-                )
-            ),
-        )
         if not self.perf_plan.budget:
-            return order
+            return 1 << 30
         left = self.perf_plan.budget - self._perf_seconds()
         result = self.done[last.id]
         booted = len(result.output.samples) if isinstance(result.output, units.Round) else 0
         per_boot = result.seconds / max(1, booted)
-        room = int(left // per_boot) - (1 + int(self.matrix.perf.aa_control)) if per_boot else 0
-        return order[: max(0, room)]
+        return int(left // per_boot) if per_boot > 0 else 1 << 30
 
     def _perf_seconds(self) -> float:
         return sum(

@@ -169,7 +169,7 @@ def track(d: Sequence[float], n_max: int, family: int, design: Design) -> Track:
     that (the runner no longer asks for them) do not count.
     """
     x = np.asarray(d, dtype=np.float64)
-    if len(x) < design.n_min:
+    if len(x) < first_look(design, n_max):
         return Track(len(x), n_max, _ratio(x), math.nan, math.nan, 1.0, State.OPEN)
     return tracks_of(x[None, :], n_max, family, design)[0]
 
@@ -189,7 +189,8 @@ def tracks_of(x: Floats, n_max: int, family: int, design: Design) -> list[Track]
     state = np.full(rows, State.OPEN.value, dtype=object)
     used = np.full(rows, length)
     mean_at, low_at, high_at, p_at = (np.full(rows, math.nan) for _ in range(4))
-    for n in range(design.n_min, last_look + 1):
+    first = first_look(design, n_max)
+    for n in range(first, last_look + 1):
         live = state == State.OPEN.value
         if not live.any():
             break
@@ -199,7 +200,7 @@ def tracks_of(x: Floats, n_max: int, family: int, design: Design) -> list[Track]
         se = np.maximum(np.sqrt(var / n), 1e-12)
         df = n - 1
         z = sps.norm.isf(sps.t.sf(np.abs(mean / se), df))
-        col = boundaries(design.n_min, n_max, design.rho)[:, _look(n, design.n_min, n_max)]
+        col = boundaries(first, n_max, design.rho)[:, _look(n, first, n_max)]
         p = _p_from(col, z)
         best = np.where(live, np.minimum(best, p), best)
         c = float(np.interp(math.log(2 * design.alpha_eq), np.log(_ALPHAS), col))
@@ -232,6 +233,12 @@ def tracks_of(x: Floats, n_max: int, family: int, design: Design) -> list[Track]
     ]
 
 
+def first_look(design: Design, n_max: int) -> int:
+    """The round of a comparison's first look: n_min, or its most boots when
+    fewer (at least 2: a t-statistic needs a spread)."""
+    return max(2, min(design.n_min, n_max))
+
+
 def _p_from(col: Floats, z: Floats) -> Floats:
     """Repeated p-values of many |z| at one look: col falls as alpha rises."""
     p = np.exp(np.interp(-np.abs(z), -col, np.log(_ALPHAS)))
@@ -259,7 +266,7 @@ def tracks(
 
 def discoveries(found: Mapping[Key, Track], design: Design) -> frozenset[Key]:
     """The comparisons Benjamini-Hochberg at q says changed."""
-    keys = [k for k, t in found.items() if t.n >= design.n_min]
+    keys = [k for k, t in found.items() if not math.isnan(t.low)]  # looked at
     if not keys:
         return frozenset()
     adjusted = sps.false_discovery_control([found[k].p for k in keys], method="bh")

@@ -67,11 +67,13 @@ class Comparison:
     p: float  # Mann-Whitney U, two-sided
     verdict: Change
     bound: int | None = None  # "within ±bound %", for Change.SAME only
-    reason: str = ""  # why a verdict is inconclusive
+    reason: str = ""  # why a verdict is inconclusive; for SAME, the test behind it
 
     @property
     def text(self) -> str:
         """The verdict as people read it: "slower", "no measurable change (within ±4%)"."""
+        if self.verdict is Change.SAME and self.bound is not None and self.reason:
+            return f"same within ±{self.bound}% ({self.reason})"  # an equivalence test's
         if self.verdict is Change.SAME and self.bound is not None:
             return f"{self.verdict} (within ±{self.bound}%)"
         if self.verdict is Change.INCONCLUSIVE and self.reason:

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from orchestrator.report import write_reports
 from orchestrator.results import RunResult, Stage
 from orchestrator.runner import Options, Runner, collect_series
 from orchestrator.vm import cpusets
+from orchestrator.yaml_nodes import parse_duration
 
 NAMES: tuple[str, ...] = ("run", "plan")
 
@@ -38,7 +40,8 @@ def add_parsers(sub: Subparsers) -> None:
         "run": "examples:\n  orchestrate run matrix.yaml --only pre-fix -j 4\n"
         "  orchestrate run matrix.yaml --vms 2   (two guests at once, on CPUs of their own)\n"
         "  orchestrate run --resume reports/bpf-reuse/20261206-101500\n"
-        "  orchestrate run matrix.yaml --shard 2/4 --out shard-2   (one CI shard)",
+        "  orchestrate run matrix.yaml --shard 2/4 --out shard-2   (one CI shard)\n"
+        "  orchestrate run matrix.yaml --perf-budget 20m   (perf rounds end within 20 min)",
         "plan": "examples:\n  orchestrate plan matrix.yaml --only gfp-zero\n"
         "  orchestrate plan matrix.yaml --shards 4 --format github   (a CI matrix)",
     }
@@ -127,6 +130,13 @@ def add_parsers(sub: Subparsers) -> None:
                 help="stop after this stage (build: apply, configure and build only)",
             )
             cmd.add_argument(
+                "--perf-budget",
+                default=None,
+                metavar="TIME",
+                help="spend at most this on perf rounds, e.g. 20m or 1h (instead of the "
+                "matrix's perf: {budget}); what it could not decide is said so",
+            )
+            cmd.add_argument(
                 "--no-sandbox",
                 action="store_true",
                 help="run the tree's make, kconfig and selftest builds unconfined (not advised "
@@ -170,6 +180,14 @@ def run(ns: argparse.Namespace) -> int:
         print("orchestrate: error: run needs a matrix file (or --resume RUN_DIR)", file=sys.stderr)
         return 2
     matrix = config.load(ns.matrix)
+    budget = getattr(ns, "perf_budget", None)
+    if budget is not None:
+        seconds = parse_duration(budget)
+        if seconds is None:
+            raise UserError(
+                f"--perf-budget: expected a time such as 20m, 90s or 1h, got {budget!r}"
+            )
+        matrix = replace(matrix, perf=replace(matrix.perf, budget=seconds))
     unknown = sorted(set(ns.only) - {v.name for v in matrix.variants})
     if unknown:
         names = ", ".join(v.name for v in matrix.variants)

@@ -17,7 +17,15 @@ import jinja2
 import markupsafe
 
 from orchestrator import flakes
-from orchestrator.perf import History, MetricRow, MetricSummary, batch_note, perf
+from orchestrator.perf import (
+    History,
+    MetricRow,
+    MetricSummary,
+    answers,
+    batch_note,
+    perf,
+    plan_note,
+)
 from orchestrator.report.charts import Spark, charts, ci_text, spark
 from orchestrator.report.common import (
     LOG_BYTES,
@@ -96,6 +104,8 @@ def render(
         baseline=baseline_of(run),
         control=run.control.name if run.control is not None else "",
         batch_note=batch_note(run),
+        plan=plan_note(run),
+        answers=answers(run, summaries),
         history=history,
         flakes=_flakes(run, history),
         variants=[

@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator import flakes
-from orchestrator.perf import History, MetricRow, MetricSummary, batch_note, perf
+from orchestrator.perf import (
+    History,
+    MetricRow,
+    MetricSummary,
+    PlanNote,
+    answers,
+    batch_note,
+    perf,
+    plan_note,
+)
 from orchestrator.report.common import aa_line, comparison_line, plural, reproduce
 from orchestrator.results import (
     PatchOutcome,
@@ -55,7 +64,7 @@ def render(run: RunResult, history: History | None = None) -> str:
         _failures(run),
         _flakes(run, history),
         _expected(run),
-        _perf(summaries, batch_note(run)),
+        _perf(summaries, batch_note(run), plan_note(run), answers(run, summaries)),
         _metrics(summaries),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
@@ -284,10 +293,17 @@ def _changes(history: History | None) -> str:
     return "\n".join(lines)
 
 
-def _perf(summaries: Sequence[MetricSummary], note: str = "") -> str:
+def _perf(
+    summaries: Sequence[MetricSummary],
+    note: str = "",
+    plan: PlanNote | None = None,
+    answered: Sequence[str] = (),
+) -> str:
     """Every comparison with the baseline, regressions first, then the noise floors.
 
-    `note` says in one line when the A/A control found a batch noisy.
+    `note` says in one line when the A/A control found a batch noisy; `plan`
+    how a sequential plan decided and how many boots each guest took;
+    `answered` the matrix's questions, one sentence each.
     """
     compared = [
         (s, r) for s in summaries if not s.breakdown for r in s.rows if r.comparison is not None
@@ -300,6 +316,8 @@ def _perf(summaries: Sequence[MetricSummary], note: str = "") -> str:
         slower = r.comparison is not None and r.comparison.verdict is Change.SLOWER
         (regressions if slower else others).append((s, r))
     lines = _title(f"Performance against {compared[0][0].baseline}")
+    for sentence in answered:
+        lines += wrap(sentence, "", "  ")
     lines += wrap(note, "", "  ") if note else []
     for heading, group in (("Regressions:", regressions), ("Other comparisons:", others)):
         if group:
@@ -316,11 +334,24 @@ def _perf(summaries: Sequence[MetricSummary], note: str = "") -> str:
         lines += wrap(text, "  ", "    ")
         if s.floor is not None:  # what the A/A control measured of the same kernel
             lines += wrap(aa_line(s), "    ", "      ")
+    if plan is not None:
+        lines += _plan(plan)
     details = [s.name for s in summaries if s.breakdown]
     if details:
         note = f"{len(details)} breakdowns (per CPU, min, max) are compared in report.html."
         lines += wrap(note, "", "  ")
     return "\n".join(lines)
+
+
+def _plan(plan: PlanNote) -> list[str]:
+    """How the sequential plan decided, and each guest's boots."""
+    lines = ["How these were decided:"]
+    for text in (plan.method, plan.stopped, plan.twins):
+        lines += wrap(text, "  ", "  ") if text else []
+    lines.append("Perf boots (and why they stopped):")
+    for guest, n, why in plan.boots:
+        lines += wrap(f"{guest}: {n} ({why})", "  ", "    ")
+    return lines
 
 
 def _metrics(summaries: Sequence[MetricSummary]) -> str:

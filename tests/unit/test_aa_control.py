@@ -143,6 +143,10 @@ def test_perf_section(tmp_path: Path) -> None:
     assert config.load(_matrix(tmp_path, "")).perf == Perf(aa_control=False, max_reruns=1)
     loaded = config.load(_matrix(tmp_path, "perf:\n  aa_control: true\n  max_reruns: 2\n"))
     assert loaded.perf == Perf(aa_control=True, max_reruns=2)
+    section = "perf:\n  sequential: false\n  equivalence: 3%\n  fdr: 10%\n  budget: 20m\n"
+    loaded = config.load(_matrix(tmp_path, section))
+    assert loaded.perf == Perf(sequential=False, equivalence=0.03, fdr=0.1, budget=1200.0)
+    assert config.load(_matrix(tmp_path, "perf: {budget: 90}\n")).perf.budget == 90.0
 
 
 @pytest.mark.parametrize(
@@ -153,6 +157,12 @@ def test_perf_section(tmp_path: Path) -> None:
         ("perf:\n  aa_control: 1\n", 3, "perf.aa_control", "expected true or false"),
         ("perf:\n  max_reruns: 9\n", 3, "perf.max_reruns", "between 0 and 5, got 9"),
         ("perf:\n  reruns: 1\n", 3, "perf.reruns", "allowed keys: aa_control, max_reruns"),
+        ("perf:\n  equivalence: 80%\n", 3, "perf.equivalence", "between 0.5% and 50%, got 80%"),
+        ("perf:\n  equivalence: five\n", 3, "perf.equivalence", "a percentage such as 5%"),
+        ("perf:\n  fdr: 0%\n", 3, "perf.fdr", "between 0.1% and 20%"),
+        ("perf:\n  budget: 20 parsecs\n", 3, "perf.budget", "a duration such as 20m"),
+        ("perf:\n  budget: -5\n", 3, "perf.budget", "positive number of seconds"),
+        ("perf:\n  sequential: maybe\n", 3, "perf.sequential", "expected true or false"),
         ("perf: true\n", 2, "perf", "expected a mapping"),
     ],
 )  # fmt: skip

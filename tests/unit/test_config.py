@@ -268,9 +268,17 @@ def test_message_is_located(proj: Path) -> None:
 V = "variants:\n  - name: a\n"  # a valid variants section, two lines
 T = "tests:\n  - {name: smoke, kind: ktap, command: /bin/true}\n"  # one test, two lines
 
+V2 = "variants:\n  - name: a\n  - name: b\n"
+
 BAD: list[tuple[str, str, int, str, str]] = [
     # (id, matrix text,
     #  line, key path, message fragment)
+    ("question-not-a-variant", "report: {questions: [[a, c]]}\n" + V2,
+     1, "report.questions[0][1]", "'c' is not a declared variant"),
+    ("question-of-one", "report:\n  questions:\n    - [a]\n" + V2,
+     3, "report.questions[0]", "must name two variants, got 1"),
+    ("question-of-itself", "report:\n  questions:\n    - [a, a]\n" + V2,
+     3, "report.questions[0]", "whether 'a' differs from itself"),
     ("unknown-top-key", "name: m\ncolour: blue\n" + V,
      2, "colour", "unknown key 'colour'"),
     ("unknown-nested-key", "guest:\n  cpus: 2\n  ram: 5\n" + V,
@@ -539,3 +547,8 @@ def test_missing_default_tarball(proj: Path, monkeypatch: pytest.MonkeyPatch) ->
         load(proj, V)
     assert (info.value.line, info.value.key) == (1, "tree")
     assert "install the linux-source-6.1 package" in info.value.message
+
+
+def test_questions_are_pairs_of_variants(proj: Path) -> None:
+    m = load(proj, "report: {questions: [[b, a]]}\n" + V2)
+    assert m.report.questions == (("b", "a"),)

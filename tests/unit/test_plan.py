@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import plan
-from orchestrator.matrix import Kconfig, Matrix, Report, Test, Tree, TreeKind, Variant
+from orchestrator.matrix import Kconfig, Matrix, Perf, Report, Test, Tree, TreeKind, Variant
 from orchestrator.plan import BuildState, UnitKind, build_state, unit_id
 from orchestrator.results import Stage
 from orchestrator.suites.kselftest import Options as Kselftest
@@ -22,7 +22,10 @@ def fragments(tmp_path: Path) -> tuple[Path, Path]:
     return base, extra
 
 
-def _matrix(tmp_path: Path, fragments: tuple[Path, Path], tests: tuple[Test, ...]) -> Matrix:
+def _matrix(
+    tmp_path: Path, fragments: tuple[Path, Path], tests: tuple[Test, ...], sequential: bool = False
+) -> Matrix:
+    """A fixed perf plan unless `sequential`: its rounds are all known up front."""
     base, extra = fragments
     return Matrix(
         path=tmp_path / "m.yaml",
@@ -32,6 +35,7 @@ def _matrix(tmp_path: Path, fragments: tuple[Path, Path], tests: tuple[Test, ...
         variants=(Variant("a"), Variant("b"), Variant("other", fragments=(extra,)), Variant("c")),
         report=Report(tmp_path / "reports"),
         tests=tests,
+        perf=Perf(sequential=sequential),
     )
 
 
@@ -102,6 +106,16 @@ def test_a_rerun_batch_starts_warm(tmp_path: Path, fragments: tuple[Path, Path])
     again = plan.perf_batch(m, ("functional:a",), batch=2, after=("perf-round:1:2",))
     assert [(u.batch, u.round) for u in again] == [(2, 1), (2, 2)]
     assert again[0].after == ("perf-round:1:2",) and again[0].id == "perf-round:2:1"
+
+
+def test_a_sequential_plan_knows_only_its_first_round(
+    tmp_path: Path, fragments: tuple[Path, Path]
+) -> None:
+    m = _matrix(tmp_path, fragments, (PERF,), sequential=True)
+    rounds = [u for u in _units(m, tmp_path).values() if u.kind is UnitKind.PERF_ROUND]
+    assert [(u.batch, u.round, u.measure) for u in rounds] == [(1, 0, ())]  # the warm-up
+    again = plan.perf_batch(m, ("functional:a",), batch=2, after=("perf-round:1:9",))
+    assert [(u.batch, u.round) for u in again] == [(2, 1)]  # a rerun starts warm
 
 
 def test_without_perf_tests_there_are_no_rounds(

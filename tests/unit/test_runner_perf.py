@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from orchestrator import perf, units
+from orchestrator import perf, runner, units
 from orchestrator.cache import Cache
 from orchestrator.kernel import kconfig
 from orchestrator.matrix import Kconfig, Matrix, Perf, Report, Test, Tree, TreeKind, Variant
+from orchestrator.report import html, text
 from orchestrator.results import (
     Batch,
     BootInfo,
@@ -44,6 +46,7 @@ class FakeGuest:
     host: dict[str, int]  # runs so far per guest name, shared by every guest
     shifted_runs: int = 0  # the control's first N runs read 20 % high (a disturbed batch)
     effects: dict[str, float] = field(default_factory=dict)  # a guest's throughput x this
+    clock: list[float] = field(default_factory=lambda: [0.0])  # the runner's, when it is faked
     boots: int = 0
     boot_info: BootInfo | None = None
     boot_failure: str | None = None
@@ -51,6 +54,7 @@ class FakeGuest:
 
     def run(self, pending: list[Pending]) -> tuple[TestResult, ...]:
         count = self.host[self.name] = self.host.get(self.name, 0) + 1
+        self.clock[0] += 10.0  # a boot takes 10 s of the runner's clock
         self.boots += 1
         self.boot_info = self.boot_info or BootInfo("tcg", "fake", 1.0, "")
         shift = 1.2 if self.name.endswith("~aa") and count <= self.shifted_runs else 1.0
@@ -69,6 +73,7 @@ def _fake_units(
     shifted_runs: int,
     effects: dict[str, float] | None = None,
     builds: dict[str, str] | None = None,
+    clock: list[float] | None = None,
 ) -> None:
     """`builds`: a variant's artifact dir (default /art for all: one build)."""
     ok = StageResult
@@ -78,7 +83,7 @@ def _fake_units(
         return units.Tested(ok(Stage.BOOT, Status.PASS, "fake"), (), state, ("tcg", "fake"))
 
     def guest_run(ctx: units.Context, state: units.GuestState, *_: Any) -> FakeGuest:
-        guest = FakeGuest(state.name, host, shifted_runs, effects or {})
+        guest = FakeGuest(state.name, host, shifted_runs, effects or {}, clock or [0.0])
         guest.boots, guest.boot_info = state.boots, state.boot_info
         return guest
 
@@ -179,7 +184,7 @@ def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
         tree=Tree(TreeKind.PATH, str(tmp_path)),
         kconfig=Kconfig(),
         variants=tuple(Variant(n) for n in names),
-        report=Report(tmp_path / "reports", baseline="up"),
+        report=Report(tmp_path / "reports", baseline="up", questions=(("twin", "same"),)),
         tests=(Test("map_perf", "map_perf", "/opt/map_perf", repeats=40),),
         perf=Perf(aa_control=True),
     )
@@ -202,3 +207,45 @@ def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
     rounds = stops["same"][0]
     assert host["up"] == host["up~aa"] == rounds + 1  # and the warm-up
     assert host["slow"] == stops["slow"][0] + 1
+    # The reports say how it was decided, each guest's boots, and answer the question.
+    summary, page = text.render(run), html.render(run)
+    for out in (summary, page):
+        assert "Benjamini-Hochberg" in out and "two one-sided" in out
+        assert "every comparison decided" in out
+    assert f"same: {rounds} (every comparison decided)" in summary
+    assert f"up~aa: {rounds} (the reference" in summary
+    answer = "Is twin measurably different from same? twin boots up's build, so same against"
+    assert answer in " ".join(summary.split())
+    assert "map_perf: no, the same within" in page
+
+
+def test_a_budget_ends_the_rounds_it_has_no_room_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(runner, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    host: dict[str, int] = {}
+    builds = {"up": "/up", "slow": "/slow", "same": "/same"}
+    _fake_units(monkeypatch, host, 0, {"slow": 0.7}, builds, clock)
+    matrix = Matrix(
+        path=tmp_path / "m.yaml",
+        name="m",
+        tree=Tree(TreeKind.PATH, str(tmp_path)),
+        kconfig=Kconfig(),
+        variants=tuple(Variant(n) for n in builds),
+        report=Report(tmp_path / "reports", baseline="up"),
+        tests=(Test("map_perf", "map_perf", "/opt/map_perf", repeats=40),),
+        perf=Perf(aa_control=True, budget=300.0),
+    )
+    options = Options(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
+    run = Runner(matrix, options, lambda *_: None).run({n: () for n in builds})
+    # Four guests boot in the warm-up and in rounds 1-5 (240 s); then "same" is
+    # still open and the three boots of a round fit twice in what is left.
+    assert run.perf_plan is not None and run.perf_plan.spent <= 300
+    assert run.perf_plan.stopped == "the perf budget of 5 min was spent"
+    assert host == {"up": 8, "up~aa": 8, "slow": 6, "same": 8}
+    rows = {r.variant: r.comparison for s in perf.perf(run) for r in s.rows}
+    same = rows["same"]
+    assert same is not None and same.verdict is Change.INCONCLUSIVE
+    assert "the perf budget of 5 min was spent" in same.reason
+    assert "the perf budget of 5 min was spent" in text.render(run)
