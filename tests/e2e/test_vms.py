@@ -8,7 +8,9 @@ two variants are that kernel twice (same tree and config: built once).
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,16 @@ import pytest
 from orchestrator import proc
 from orchestrator.results import RunResult
 from orchestrator.vm import cpusets
-from tests.faults.harness import guest_matrix, qemus, read_results, run_cli
+from tests.conftest import REPO
+from tests.faults.harness import (
+    CLI,
+    MARKER,
+    guest_matrix,
+    processes_of,
+    qemus,
+    read_results,
+    run_cli,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -95,3 +106,30 @@ def test_two_guests_at_once_each_on_its_own_cpu(
     assert result.returncode == serial_ran.returncode == 0, result.stdout[-3000:]
     assert _verdicts(vms) == _verdicts(serial)
     assert [t.verdict.value for v in vms.variants for t in v.tests] == ["pass", "pass"]
+
+
+def test_ctrl_c_with_two_guests_up_stops_both(
+    kernel: Path, e2e_cache: Path, tmp_path: Path
+) -> None:
+    """The units run in the guest executor's threads, where Ctrl-C does not land:
+    its shutdown stops them as a serial run's unit is stopped."""
+    matrix = _matrix(tmp_path)
+    marker = f"vms-ctrl-c-{os.getpid()}"
+    out = tmp_path / "out"
+    argv: list[str | Path] = [*CLI, matrix, "--cache-dir", e2e_cache, "--out", out, "--vms", "2"]
+    run = proc.spawn(argv, log=tmp_path / "cli.log", env={MARKER: marker}, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 600  # a safety net: the kernel is built already
+        while len(qemus(marker)) < 2:
+            assert run.poll() is None, (tmp_path / "cli.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "never two guests at once"
+            time.sleep(0.1)
+        os.kill(run.pid, signal.SIGINT)
+        code = run.wait(120)
+    finally:
+        run.stop()
+    said = (tmp_path / "cli.log").read_text()
+    assert code == 130, said[-3000:]
+    assert "Traceback" not in said and "Exception in thread" not in said
+    assert processes_of(marker) == []  # both QEMUs and everything else gone
+    assert read_results(out).incomplete.startswith("interrupted (Ctrl-C) after ")
