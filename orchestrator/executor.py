@@ -98,7 +98,7 @@ def claim_of(kind: UnitKind) -> Claim:
     return Claim.BUILD
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)  # eq=False: queued twice is two units, found by identity
 class _Queued:
     unit: Unit
     work: Callable[[], Any]
