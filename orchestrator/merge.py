@@ -83,7 +83,11 @@ def merge(parts: list[Part]) -> RunResult:
     if unknown:
         raise UserError(f"merge: variants not in the partition: {', '.join(unknown)}")
     lowest = by_index[min(by_index)].run
-    perf = [p.run for p in by_index.values() if p.run.control is not None or p.run.batches]
+    perf = [
+        p.run
+        for p in by_index.values()
+        if p.run.control is not None or p.run.batches or p.run.perf_plan is not None
+    ]
     if len(perf) > 1:
         raise UserError("merge: more than one shard ran a perf comparison")
     source = perf[0] if perf else None
@@ -102,6 +106,8 @@ def merge(parts: list[Part]) -> RunResult:
         batches=source.batches if source else (),
         incomplete=_incomplete(first, by_index),
         quarantine=lowest.quarantine,
+        perf_plan=source.perf_plan if source else None,
+        questions=lowest.questions,
     )
 
 

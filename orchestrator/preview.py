@@ -100,7 +100,15 @@ def _guest_summary(matrix: Matrix) -> str:
         rounds = plan.perf_rounds(matrix.tests)
         names = ", ".join(_times(t) for t in perf)
         how = "plus a warm-up, one boot per variant per round, variants interleaved"
-        parts.append(f"{rounds} perf rounds {how}: {names}")
+        if matrix.perf.sequential:
+            eq = f"{matrix.perf.equivalence:.0%}"
+            parts.append(
+                f"sequential perf rounds ({how}), at most {rounds}: a variant is booted again "
+                f"only while a comparison is open (FDR {matrix.perf.fdr:.0%}, same within "
+                f"±{eq}): {names} at most"
+            )
+        else:
+            parts.append(f"{rounds} perf rounds {how}: {names}")
         if matrix.perf.aa_control:
             n = matrix.perf.max_reruns
             again = f"the rounds rerun up to {n}x when its A/A spread is too wide"

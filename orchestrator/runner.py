@@ -47,6 +47,7 @@ from orchestrator.matrix import Matrix
 from orchestrator.plan import STAGE_OF, Unit, UnitKind, unit_id
 from orchestrator.progress import PerfRound, RunningUnit, RunStatus, StatusSink, estimate_left
 from orchestrator.results import Batch, PerfPlan, RunResult, Stage
+from orchestrator.sequential import State
 from orchestrator.suites import Installed
 from orchestrator.units import Context, GuestState, Progress
 
@@ -371,7 +372,9 @@ class Runner:
         found = perf.tracks(self._assemble(""), last.batch)
         open_ = sequential.open_tests(found)
         if not open_:
-            self._end_sequence(last, "every comparison decided" if found else "nothing to compare")
+            decided = all(t.state in (State.CHANGED, State.SAME) for t in found.values())
+            why = "every comparison decided" + ("" if decided else " or at its most boots")
+            self._end_sequence(last, why if found else "nothing to compare")
             return
         # Rounds whose boots gave no sample (a crashed test) do not count towards
         # a comparison's most boots; this bounds the rounds all the same.

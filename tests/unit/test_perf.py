@@ -8,6 +8,7 @@ import math
 import pytest
 
 from orchestrator import aa_control, stats
+from orchestrator import perf as perf_module
 from orchestrator.perf import (
     batch_note,
     breakdowns,
@@ -218,3 +219,26 @@ def test_batch_note() -> None:
         "Noisy batch: batch 1 noisy (a.x, a.y and 1 more), rerun; batch 2 noisy (a.x) with no "
         "rerun left: its verdicts for those are inconclusive."
     )
+
+
+# --- sequential plans ------------------------------------------------------------------
+
+
+def test_paired_ratios_pair_rounds_against_the_baseline_and_its_control() -> None:
+    base = _variant("up", _round(1, 100.0), _round(2, 100.0), _round(3, 100.0))
+    aa = _variant("up~aa", _round(1, 100.0), _round(2, 121.0))  # round 3 gave no sample
+    slow = _variant("slow", _round(1, 90.0), _round(2, 110.0), _round(3, 80.0))
+    twin = _variant("twin", _round(1, 50.0))
+    art = {"up": "/up", "slow": "/slow", "twin": "/up"}
+    variants = tuple(
+        dataclasses.replace(v, build=BuildInfo("t", "c", art[v.name], True))
+        for v in (base, slow, twin)
+    )
+    run = RunResult("m", "", "", variants, baseline="up", control=aa)
+    ratios = perf_module.paired_ratios(run, 1)
+    # The twin boots up's own build: not a comparison.  Round 2's reference is
+    # the geometric mean of up's 100 and the control's 121 (110); round 3 has
+    # no control sample, so up alone.
+    assert list(ratios) == [("slow", "map_perf", "events_per_sec")]
+    got = ratios[("slow", "map_perf", "events_per_sec")]
+    assert got == pytest.approx([math.log(0.9), 0.0, math.log(0.8)])
