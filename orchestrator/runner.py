@@ -17,7 +17,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -506,9 +506,9 @@ class Runner:
         ]  # ran: not skipped
         snapshot = RunStatus(
             at=now,
-            # Every executor today runs units on this machine; one that places
-            # them on workers or guest slots will name where.
-            running=tuple(RunningUnit(u.id, u.kind, u.variant, "local", t) for u, t in running),
+            running=tuple(
+                RunningUnit(u.id, u.kind, u.variant, self._where(u), t) for u, t in running
+            ),
             done=len(self.done),
             total=len(self.units),
             perf=perf_position(self.units, {*self._started, *since}, self._most_rounds()),
@@ -519,6 +519,12 @@ class Runner:
             ),
         )
         self.progress.status(snapshot)
+
+    def _where(self, unit: Unit) -> str:
+        """Where the executor placed a unit ("local" unless it says: an optional
+        `where(unit_id)`, as GuestExecutor's CPU sets)."""
+        where: Callable[[str], str] | None = getattr(self.executor, "where", None)
+        return where(unit.id) if where is not None else "local"
 
     def _most_rounds(self) -> int:
         """A sequential plan's most rounds per batch; 0 for a fixed plan (planned up front)."""
