@@ -131,7 +131,8 @@ class Rounds:
         return cls(levels, np.concatenate([x - levels, y - levels]) * math.sqrt(2))
 
     def draw(self, rounds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self.levels[rounds] + rng.choice(self.residuals, size=rounds.shape)
+        out: np.ndarray = self.levels[rounds] + rng.choice(self.residuals, size=rounds.shape)
+        return out
 
 
 def simulate(
@@ -229,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"{within:.1%} within a round; at most {n_max[t.name]} boots a variant")  # fmt: skip
     family = variants * len(perf)
     print(f"family: {variants} variants x {len(perf)} tests = {family} comparisons; "
-          f"{sequential.METHOD}; q = {design.q:.0%}; "
+          f"{sequential.METHOD}; {design.control.text} at {design.q:.0%}; "
           f"same = TOST at +-{design.equivalence:.0%}")  # fmt: skip
     print(f"simulated runs: {args.runs} per line\n")
 

@@ -544,7 +544,8 @@ def perf_plan_of(matrix: Matrix) -> PerfPlan | None:
     d = matrix.perf.design
     return PerfPlan(
         method=sequential.METHOD,
-        fdr=d.q,
+        error_rate=d.q,
+        control=d.control.value,
         equivalence=d.equivalence,
         alpha_eq=d.alpha_eq,
         rho=d.rho,

@@ -14,10 +14,12 @@ drifts between rounds (the host's load, which set of CPUs ran the round).
   distribution (df = n - 1) before it meets them.
 * **Family**: a look's repeated p-value is the smallest alpha whose boundary
   it crosses; it is valid however the looks stop (Jennison and Turnbull,
-  ch. 9), so the run's comparisons form one family and Benjamini-Hochberg at
-  q (scipy's false_discovery_control) says which changed.  A comparison stops
-  early only when its p-value alone is under q / m, which BH rejects whatever
-  the others say.
+  ch. 9), so the run's comparisons form one family.  Holm's step-down at the
+  error rate (family-wise, the default: the chance of any false "slower" in a
+  run) or Benjamini-Hochberg (scipy's false_discovery_control: the expected
+  share of false ones) says which changed.  A comparison stops early only
+  when its p-value alone is under rate / m, which both reject whatever the
+  others say.
 * **Equivalence**: the repeated (1 - 2 * alpha_eq) interval of the ratio lying
   inside +-bound is a two-one-sided test at alpha_eq: "same within +-x %".
 
@@ -41,10 +43,21 @@ from scipy import stats as sps
 Floats = npt.NDArray[np.float64]
 Key = tuple[str, str, str]  # (variant, test, metric)
 
-METHOD = (
-    "group-sequential (Lan-DeMets alpha*t^2 spending), "
-    "Benjamini-Hochberg false discovery rate across the run's comparisons"
-)
+METHOD = "group-sequential (Lan-DeMets alpha*t^2 spending)"
+
+
+class Control(enum.StrEnum):
+    """Which error rate of the run's family of comparisons is held."""
+
+    FWER = "fwer"  # Holm: the chance of any false faster/slower in a run
+    FDR = "fdr"  # Benjamini-Hochberg: the expected share of false ones among those found
+
+    @property
+    def text(self) -> str:
+        if self is Control.FWER:
+            return "family-wise error rate (Holm)"
+        return "false discovery rate (Benjamini-Hochberg)"
+
 
 _ALPHAS = np.geomspace(1e-7, 1.0, 141)  # the grid repeated p-values are read from
 _STEP = 0.1  # of the score's grid, in units of one round's standard deviation
@@ -54,7 +67,8 @@ _STEP = 0.1  # of the score's grid, in units of one round's standard deviation
 class Design:
     """The rules of a sequential perf plan (the matrix's `perf:` keys)."""
 
-    q: float = 0.05  # false discovery rate across the run's comparisons
+    q: float = 0.05  # the error rate held across the run's comparisons
+    control: Control = Control.FWER
     equivalence: float = 0.05  # "same" means the ratio is within 1 +- this
     alpha_eq: float = 0.05  # per side of the two-one-sided test
     rho: float = 2.0  # spending alpha * t**rho
@@ -318,12 +332,23 @@ def tracks(
 
 
 def discoveries(found: Mapping[Key, Track], design: Design) -> frozenset[Key]:
-    """The comparisons Benjamini-Hochberg at q says changed."""
+    """The comparisons the family's error control at q says changed."""
     keys = [k for k, t in found.items() if not math.isnan(t.low)]  # looked at
     if not keys:
         return frozenset()
-    adjusted = sps.false_discovery_control([found[k].p for k in keys], method="bh")
-    return frozenset(k for k, a in zip(keys, adjusted, strict=True) if a <= design.q)
+    p = [found[k].p for k in keys]
+    if design.control is Control.FDR:
+        adjusted = sps.false_discovery_control(p, method="bh")
+        return frozenset(k for k, a in zip(keys, adjusted, strict=True) if a <= design.q)
+    # Holm: the i-th smallest p-value (from 0) is tested at q / (m - i), in
+    # order, until one fails.
+    ordered = sorted(range(len(keys)), key=lambda i: p[i])
+    out = set()
+    for rank, i in enumerate(ordered):
+        if p[i] > design.q / (len(keys) - rank):
+            break
+        out.add(keys[i])
+    return frozenset(out)
 
 
 def open_tests(found: Mapping[Key, Track]) -> dict[str, frozenset[str]]:

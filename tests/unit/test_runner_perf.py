@@ -220,7 +220,7 @@ def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
     # The reports say how it was decided, each guest's boots, and answer the question.
     summary, page = text.render(run), html.render(run)
     for out in (summary, page):
-        assert "Benjamini-Hochberg" in out and "two one-sided" in out
+        assert "family-wise error rate (Holm)" in out and "two one-sided" in out
         assert "every comparison decided" in out
     assert f"same: {rounds} (every comparison decided)" in summary
     assert f"up~aa: {rounds} (the reference" in summary
