@@ -110,8 +110,33 @@ class Outcome:
         return out
 
 
+@dataclass(frozen=True)
+class Rounds:
+    """A test's recorded A/A boots as rounds: what a round shares, what a boot adds.
+
+    Both boots of a recorded round ran back to back, so the host's drift is
+    in both: a boot's log-throughput is its round's level plus its own noise.
+    A simulated round takes one recorded round's level for every guest and
+    gives each guest a residual drawn from all the recorded ones.
+    """
+
+    levels: np.ndarray  # per recorded round, the mean of its two log-throughputs
+    residuals: np.ndarray  # each boot's distance from its round's level, x sqrt(2)
+
+    @classmethod
+    def of(cls, a: Sequence[float], b: Sequence[float]) -> Rounds:
+        x, y = np.log(np.asarray(a)), np.log(np.asarray(b))
+        levels = (x + y) / 2
+        # A boot's distance from a two-boot mean has half a boot's variance.
+        return cls(levels, np.concatenate([x - levels, y - levels]) * math.sqrt(2))
+
+    def draw(self, rounds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out: np.ndarray = self.levels[rounds] + rng.choice(self.residuals, size=rounds.shape)
+        return out
+
+
 def simulate(
-    pools: dict[str, np.ndarray],
+    recorded: dict[str, Rounds],
     n_max: dict[str, int],
     variants: int,
     design: Design,
@@ -121,20 +146,24 @@ def simulate(
 ) -> Outcome:
     """`runs` resampled runs of the family (variants x tests).
 
-    Every boot draws its log-throughput from the test's pooled A/A boots; all
-    comparisons of a run share the baseline's and the A/A control's draws, as
-    in a real run, whose average is the reference (perf.paired_ratios).
+    Each simulated round draws one recorded round for all its boots (every
+    test of a boot, every guest of the round) and a residual per boot; all
+    comparisons of a run share the baseline's and the A/A control's boots,
+    whose average is the reference, as in a real run (perf.paired_ratios).
     `effects`: (variant index, test) -> drop, applied to that variant's boots.
     """
     effects = effects or {}
-    tests = list(pools)
+    tests = list(recorded)
     family = variants * len(tests)
     decided: dict[tuple[int, str], list[sequential.Track]] = {}
+    longest = max(n_max.values())
+    which = rng.integers(0, len(recorded[tests[0]].levels), size=(runs, longest))
     for test in tests:
-        pool, n = pools[test], n_max[test]
-        base = (rng.choice(pool, size=(runs, n)) + rng.choice(pool, size=(runs, n))) / 2
+        rec, n = recorded[test], n_max[test]
+        rounds = which[:, :n]
+        base = (rec.draw(rounds, rng) + rec.draw(rounds, rng)) / 2
         for v in range(variants):
-            mine = rng.choice(pool, size=(runs, n)) + math.log1p(-effects.get((v, test), 0.0))
+            mine = rec.draw(rounds, rng) + math.log1p(-effects.get((v, test), 0.0))
             decided[(v, test)] = sequential.tracks_of(mine - base, n, family, design)
     false_alarm = np.zeros(runs, dtype=bool)
     false_share = np.zeros(runs)
@@ -181,9 +210,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         design = replace(design, rho=args.rho)
     perf = plan.perf_tests(matrix.tests)
     n_max = {t.name: args.max_boots or t.repeats for t in perf}
-    pools = {
-        t.name: np.log(np.array(data["tests"][t.name]["a"] + data["tests"][t.name]["b"]))
-        for t in perf
+    recorded = {
+        t.name: Rounds.of(data["tests"][t.name]["a"], data["tests"][t.name]["b"]) for t in perf
     }
     # The default family: the variants that boot a kernel of their own.  gfp-zero
     # boots upstream's very build: its comparisons are "same kernel", never measured.
@@ -195,18 +223,19 @@ def main(argv: Sequence[str] | None = None) -> None:
           f" ({host.get('cpus', '?')} CPUs), {data['boots_per_side']}+{data['boots_per_side']}"
           " boots per test")  # fmt: skip
     for t in perf:
-        values = np.exp(pools[t.name])
+        values = np.array(data["tests"][t.name]["a"] + data["tests"][t.name]["b"])
         cv = np.std(values, ddof=1) / np.mean(values)
-        print(f"  {t.name}: boot-to-boot CV {cv:.1%} over {len(values)} boots; "
-              f"at most {n_max[t.name]} boots per variant")  # fmt: skip
+        within = np.std(recorded[t.name].residuals, ddof=1)
+        print(f"  {t.name}: boot-to-boot CV {cv:.1%} over {len(values)} boots, "
+              f"{within:.1%} within a round; at most {n_max[t.name]} boots a variant")  # fmt: skip
     family = variants * len(perf)
     print(f"family: {variants} variants x {len(perf)} tests = {family} comparisons; "
-          f"{sequential.METHOD}; q = {design.q:.0%}; "
+          f"{sequential.METHOD}; {design.control.text} at {design.q:.0%}; "
           f"same = TOST at +-{design.equivalence:.0%}")  # fmt: skip
     print(f"simulated runs: {args.runs} per line\n")
 
     fixed_boots = max(FIXED_ROUNDS.values()) * (len(matrix.variants) + 1)
-    null = simulate(pools, n_max, variants, design, args.runs, rng)
+    null = simulate(recorded, n_max, variants, design, args.runs, rng)
     alarms = null.false_alarm.mean()
     print(f"A/A (nothing changed): any false faster/slower in {alarms:.1%} of runs "
           f"(goal <= 5 %) {verdict(alarms <= 0.05)}")  # fmt: skip
@@ -216,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # The default matrix as the cold run found it: no-reuse and reuse-after-rcu-gp
     # 25-35 % slower at every size, pre-fix and ctor within a few percent.
     strong = {(v, t.name): 0.30 for v in (0, 1) for t in perf}
-    mixed = simulate(pools, n_max, variants, design, args.runs, rng, strong)
+    mixed = simulate(recorded, n_max, variants, design, args.runs, rng, strong)
     mixed_boots = mixed.perf_boots(variants) + len(matrix.variants) + 1 - len(twins)  # warm-up
     print(f"default-like (2 variants 30 % slower, 2 unchanged): FDR {mixed.false_share.mean():.1%},"
           f" any false alarm {mixed.false_alarm.mean():.1%}, every slowdown found "
@@ -225,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"goal <= 45 %) {verdict(mixed_boots.mean() <= 0.45 * fixed_boots)}")  # fmt: skip
     for t in perf:
         for drop in (0.03, 0.05, 0.10):
-            one = simulate(pools, n_max, variants, design, args.runs, rng, {(0, t.name): drop})
+            one = simulate(recorded, n_max, variants, design, args.runs, rng, {(0, t.name): drop})
             power = one.found.mean()
             goal = f" (goal >= 90 %) {verdict(power >= 0.90)}" if drop == 0.05 else ""
             print(f"{t.name}: {drop:.0%} slower found in {power:.1%} of runs, "

@@ -34,6 +34,7 @@ from orchestrator.matrix import (
     TreeKind,
     Variant,
 )
+from orchestrator.sequential import Control
 from orchestrator.textfmt import quote
 from orchestrator.yaml_nodes import (
     QUOTE,
@@ -72,7 +73,9 @@ TEST_KEYS = ("name", "kind", "command", "timeout", "repeats", "retries", "args",
 QUARANTINE_KEYS = ("test", "reason", "expires")
 # Reruns of a test that missed its expectation (flakes.py): a few at most.
 MAX_RETRIES = 10
-PERF_KEYS = ("aa_control", "max_reruns", "sequential", "equivalence", "fdr", "budget")
+PERF_KEYS = (
+    "aa_control", "max_reruns", "sequential", "equivalence", "error_rate", "control", "budget",
+)  # fmt: skip
 BISECT_KEYS = ("enabled", "runs")
 MAX_BISECT_RUNS = 100  # runs of a test per bisection step (syzbot does 10)
 REPORT_KEYS = ("dir", "formats", "baseline", "questions")
@@ -570,7 +573,10 @@ def _perf(cur: Node) -> Perf:
         sequential=get(fields, "sequential", boolean, default.sequential),
         # Bounds past 50 % say nothing; under 0.5 % no boot-to-boot noise here reaches them.
         equivalence=get(fields, "equivalence", lambda n: percent(n, 0.5, 50), default.equivalence),
-        fdr=get(fields, "fdr", lambda n: percent(n, 0.1, 20), default.fdr),
+        error_rate=get(fields, "error_rate", lambda n: percent(n, 0.1, 20), default.error_rate),
+        control=get(
+            fields, "control", lambda n: Control(choice(n, tuple(Control))), default.control
+        ),
         budget=get(fields, "budget", duration, default.budget),
     )
 

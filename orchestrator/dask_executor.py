@@ -42,7 +42,7 @@ import platform
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -570,19 +570,18 @@ class DaskExecutor:
         with self._lock:
             return self._placements.get(unit.id)
 
-    def where(self, units: Sequence[Unit]) -> dict[str, str]:
-        """The worker each running unit's task is on, or "queued" before the scheduler
-        has started it (one question to the scheduler for all of them)."""
+    def where(self, unit_id: str) -> str:
+        """The worker a running unit's task is on, or "queued" before the scheduler
+        has started it (the runner's progress snapshots ask)."""
         with self._lock:
-            keys = {k: u for k, u in self._keys.items() if u in {x.id for x in units}}
-        on: dict[str, str] = {}
-        if keys:
-            try:
-                processing = self._client.processing()
-            except (OSError, TimeoutError):
-                processing = {}
-            on = {keys[k]: w for w, ks in processing.items() for k in ks if k in keys}
-        return {u.id: on.get(u.id, "queued") for u in units}
+            keys = [k for k, u in self._keys.items() if u == unit_id]
+        if not keys:
+            return "queued"
+        try:
+            processing = self._client.processing()
+        except (OSError, TimeoutError):
+            return "queued"
+        return next((w for w, ks in processing.items() if keys[0] in ks), "queued")
 
     def shutdown(self) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from orchestrator.sequential import Design
+from orchestrator.sequential import Control, Design
 
 
 class TreeKind(enum.Enum):
@@ -133,12 +133,13 @@ class Perf:
     # `repeats` is then its most boots.  False: every test gets its repeats.
     sequential: bool = True
     equivalence: float = 0.05  # "same" means within +-this (a two-one-sided test)
-    fdr: float = 0.05  # the false discovery rate across the run's comparisons
+    error_rate: float = 0.05  # held across the run's comparisons, as `control` says
+    control: Control = Control.FWER
     budget: float | None = None  # seconds of perf rounds at most
 
     @property
     def design(self) -> Design:
-        return Design(q=self.fdr, equivalence=self.equivalence)
+        return Design(q=self.error_rate, control=self.control, equivalence=self.equivalence)
 
 
 @dataclass(frozen=True)

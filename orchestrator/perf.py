@@ -352,7 +352,8 @@ def _few(names: Sequence[str], shown: int = 2) -> str:
 
 def design_of(plan: PerfPlan) -> Design:
     return Design(
-        q=plan.fdr,
+        q=plan.error_rate,
+        control=sequential.Control(plan.control),
         equivalence=plan.equivalence,
         alpha_eq=plan.alpha_eq,
         rho=plan.rho,
@@ -487,9 +488,10 @@ def plan_note(run: RunResult) -> PlanNote | None:
     method = (
         f"Sequential rounds: after every round from the {_nth(plan.n_min)}, each comparison with "
         f"{run.baseline} (per-round ratios to {run.baseline} and its A/A control together) meets a "
-        f"{plan.method.split(', ')[0]} boundary; rounds go on only for variants with an open "
-        f"comparison.  Faster/slower: false discovery rate {plan.fdr:.0%} over the run's "
-        f"{family} comparisons (Benjamini-Hochberg on repeated p-values).  Same: two one-sided "
+        f"{plan.method} boundary; rounds go on only for variants with an open "
+        f"comparison.  Faster/slower: {sequential.Control(plan.control).text} at "
+        f"{plan.error_rate:.0%} over the run's {family} comparisons (on repeated p-values, "
+        "calibrated for t-statistics).  Same: two one-sided "
         f"tests at ±{plan.equivalence:.0%} (the {1 - 2 * plan.alpha_eq:.0%} repeated interval "
         f"inside ±{plan.equivalence:.0%}).  Most boots: "
         + ", ".join(f"{test} {n}" for test, n in plan.max_boots)

@@ -104,7 +104,8 @@ def _guest_summary(matrix: Matrix) -> str:
             eq = f"{matrix.perf.equivalence:.0%}"
             parts.append(
                 f"sequential perf rounds ({how}), at most {rounds}: a variant is booted again "
-                f"only while a comparison is open (FDR {matrix.perf.fdr:.0%}, same within "
+                f"only while a comparison is open ({matrix.perf.control.text} "
+                f"{matrix.perf.error_rate:.0%}, same within "
                 f"±{eq}): {names} at most"
             )
         else:

@@ -309,7 +309,8 @@ class PerfPlan:
     """
 
     method: str  # the error control, in words
-    fdr: float  # false discovery rate across the run's comparisons
+    error_rate: float  # held across the run's comparisons
+    control: str  # which: "fwer" (Holm) or "fdr" (Benjamini-Hochberg); sequential.Control
     equivalence: float  # "same" means within +-this
     alpha_eq: float  # per side of the two-one-sided test
     rho: float  # alpha spending alpha * t**rho

@@ -17,7 +17,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -40,7 +40,7 @@ from orchestrator import (
 from orchestrator.assemble import RunMeta, UnitResult, run_result, stages_to
 from orchestrator.cache import Cache
 from orchestrator.errors import UserError
-from orchestrator.executor import Executor, SerialExecutor, placement_of, where_of
+from orchestrator.executor import Executor, SerialExecutor, placement_of
 from orchestrator.journal import Journal
 from orchestrator.kernel import build, series, source
 from orchestrator.matrix import Matrix
@@ -505,10 +505,11 @@ class Runner:
         finished = [
             (u.kind, r.seconds) for u, r in done if r.output is not None
         ]  # ran: not skipped
-        where = where_of(self.executor, [u for u, _ in running])
         snapshot = RunStatus(
             at=now,
-            running=tuple(RunningUnit(u.id, u.kind, u.variant, where[u.id], t) for u, t in running),
+            running=tuple(
+                RunningUnit(u.id, u.kind, u.variant, self._where(u), t) for u, t in running
+            ),
             done=len(self.done),
             total=len(self.units),
             perf=perf_position(self.units, {*self._started, *since}, self._most_rounds()),
@@ -519,6 +520,12 @@ class Runner:
             ),
         )
         self.progress.status(snapshot)
+
+    def _where(self, unit: Unit) -> str:
+        """Where the executor placed a unit ("local" unless it says: an optional
+        `where(unit_id)`, as GuestExecutor's CPU sets)."""
+        where: Callable[[str], str] | None = getattr(self.executor, "where", None)
+        return where(unit.id) if where is not None else "local"
 
     def _most_rounds(self) -> int:
         """A sequential plan's most rounds per batch; 0 for a fixed plan (planned up front)."""
@@ -538,7 +545,8 @@ def perf_plan_of(matrix: Matrix) -> PerfPlan | None:
     d = matrix.perf.design
     return PerfPlan(
         method=sequential.METHOD,
-        fdr=d.q,
+        error_rate=d.q,
+        control=d.control.value,
         equivalence=d.equivalence,
         alpha_eq=d.alpha_eq,
         rho=d.rho,

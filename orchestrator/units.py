@@ -14,8 +14,10 @@ import dataclasses
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from threading import Lock
+from typing import Any, TypeVar
 
 from orchestrator import plan, suites
 from orchestrator.cache import Cache
@@ -39,6 +41,7 @@ from orchestrator.sandbox import PLAIN, Sandbox
 from orchestrator.suites import Installed, Kernel
 from orchestrator.vm import qemu, testbed
 
+T = TypeVar("T")
 # Called on every stage change: variant, stage, status (None when starting), detail.
 Progress = Callable[[str, Stage, Status | None, str], None]
 
@@ -61,6 +64,9 @@ class Context:
     # Where code from the tree under test runs (make, kconfig, its selftests):
     # confined unless the user turned it off.
     sandbox: Sandbox = PLAIN
+    # The host CPUs this unit's guests run on (the executor's CPU set for it,
+    # see on_cpus); () is any CPU, as in a serial run.
+    host_cpus: tuple[int, ...] = ()
 
     def logs(self, variant: str) -> Path:
         path = self.run_dir / "logs" / variant
@@ -379,6 +385,19 @@ def perf_round(
     return Round(tuple(samples))
 
 
+def on_cpus(work: Callable[[], T], cpus: tuple[int, ...]) -> Callable[[], T]:
+    """A unit's work with its guests pinned to the host CPUs `cpus`.
+
+    Every unit's work is `partial(units.<kind>, ctx, ...)` (runner._work),
+    so the CPU set travels as data in the Context, like the rest of a unit's
+    inputs, and no thread-local or global says where a guest runs.
+    """
+    if not (isinstance(work, partial) and work.args and isinstance(work.args[0], Context)):
+        raise TypeError(f"not a unit's work (partial of a Context): {work!r}")
+    ctx: Any = replace(work.args[0], host_cpus=cpus)
+    return partial(work.func, ctx, *work.args[1:], **work.keywords)
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -418,6 +437,7 @@ def _guest_run(
         boots=state.boots,
         boot_info=state.boot_info,
         boot_failure=state.boot_failure,
+        host_cpus=ctx.host_cpus,
     )
 
 

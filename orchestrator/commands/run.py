@@ -20,7 +20,7 @@ from orchestrator.cache import Cache, default_root
 from orchestrator.commands import Subparsers
 from orchestrator.commands.common import new_run_dir, print_summaries, record, shown
 from orchestrator.errors import UserError
-from orchestrator.executor import for_spec
+from orchestrator.executor import Executor, GuestExecutor, SerialExecutor, for_spec
 from orchestrator.journal import Journal
 from orchestrator.kernel import series, source
 from orchestrator.matrix import Matrix
@@ -29,6 +29,7 @@ from orchestrator.progress import PlainProgress, progress_for
 from orchestrator.report import write_reports
 from orchestrator.results import RunResult, Stage
 from orchestrator.runner import Options, Runner, collect_series
+from orchestrator.vm import cpusets
 from orchestrator.yaml_nodes import parse_duration
 
 NAMES: tuple[str, ...] = ("run", "plan")
@@ -37,6 +38,7 @@ NAMES: tuple[str, ...] = ("run", "plan")
 def add_parsers(sub: Subparsers) -> None:
     examples = {
         "run": "examples:\n  orchestrate run matrix.yaml --only pre-fix -j 4\n"
+        "  orchestrate run matrix.yaml --vms 2   (two guests at once, on CPUs of their own)\n"
         "  orchestrate run --resume reports/bpf-reuse/20261206-101500\n"
         "  orchestrate run matrix.yaml --shard 2/4 --out shard-2   (one CI shard)\n"
         "  orchestrate run matrix.yaml --perf-budget 20m   (perf rounds end within 20 min)",
@@ -79,6 +81,16 @@ def add_parsers(sub: Subparsers) -> None:
             default=[],
             metavar="VARIANT",
             help="run only this variant (repeatable)",
+        )
+        cmd.add_argument(
+            "--vms",
+            type=_vms,
+            default=None,
+            metavar="N",
+            help="guests that boot at once, each QEMU pinned to CPUs of its own; perf rounds "
+            "still run one guest at a time on the whole machine (default: what the CPUs and "
+            "the available memory fit: CPUs / guest vCPUs, memory / (guest memory + "
+            f"{cpusets.MARGIN_MB} MiB), at least 1)",
         )
         if name == "plan":
             cmd.add_argument(
@@ -145,6 +157,30 @@ def add_parsers(sub: Subparsers) -> None:
             )
 
 
+def _vms(text: str) -> int:
+    """--vms N: a whole number of guests, at least 1 (argparse exits 2 otherwise)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of guests: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 guest, not {value}")
+    return value
+
+
+def placement(matrix: Matrix, wanted: int | None) -> cpusets.Placement:
+    """How many guests run at once, and the CPUs of each (UserError: too many)."""
+    return cpusets.place(wanted, cpusets.host(), matrix.guest.cpus, matrix.guest.memory_mb)
+
+
+def executor_for(placed: cpusets.Placement) -> Executor:
+    # One guest: the serial executor, which runs each unit in this thread
+    # (Ctrl-C lands in it) exactly as before --vms existed; no pinning needed.
+    if placed.vms == 1:
+        return SerialExecutor()
+    return GuestExecutor(placed.sets)
+
+
 def run(ns: argparse.Namespace) -> int:
     resume = _resuming(ns) if ns.command == "run" else None
     if ns.matrix is None:
@@ -174,6 +210,11 @@ def run(ns: argparse.Namespace) -> int:
     patches = collect_series(matrix, tuple(ns.only))
     if ns.command == "plan":
         print(preview.render(preview.make_preview(matrix, cache, patches, tuple(ns.only))))
+        placed = placement(matrix, ns.vms)
+        where = f"CPU sets: {_sets(placed)}" if placed.vms > 1 else "one at a time, not pinned"
+        print(f"guests at once: {placed.vms} ({placed.why}); {where}")
+        if placed.warning:
+            print(f"orchestrate: warning: {placed.warning}", file=sys.stderr)
         return 0
     return _run_matrix(matrix, cache, patches, ns, resume)
 
@@ -218,8 +259,10 @@ def _run_matrix(
     ns: argparse.Namespace,
     resume: Journal | None = None,
 ) -> int:
+    if ns.executor != "serial" and ns.vms is not None:
+        raise UserError("--vms N runs guests on this machine: leave it out with --executor")
     # Before anything starts: a bad address is exit 2, a scheduler out of reach exit 3.
-    executor = for_spec(ns.executor)
+    remote = for_spec(ns.executor) if ns.executor != "serial" else None
     started = datetime.now(UTC)
     if source.cached_base(matrix.tree, cache.root) is None:
         print(
@@ -246,6 +289,17 @@ def _run_matrix(
             "Kconfig, selftests) runs unconfined, as you, with your files and network",
             file=sys.stderr,
         )
+    # Nothing boots with --until build: one unit at a time unless --vms says
+    # otherwise (units still run one at a time, in a worker thread).
+    booting = remote is None and (options.until is Stage.TEST or ns.vms is not None)
+    placed = placement(matrix, ns.vms) if booting else None
+    if placed is not None and placed.warning:
+        print(f"orchestrate: warning: {placed.warning}", file=sys.stderr)
+    if placed is not None and placed.vms > 1:
+        print(f"{placed.vms} guests at once, on CPUs {_sets(placed)}", flush=True)
+    executor = executor_for(placed) if placed is not None else SerialExecutor()
+    if remote is not None:
+        executor = remote
     start = time.monotonic()
     names = [v.name for v in selected(matrix, options.only)]
     runner = None
@@ -271,6 +325,10 @@ def _run_matrix(
         print(f"report: {path}")
     print_summaries(run)
     return 0 if run.ok else 1
+
+
+def _sets(placed: cpusets.Placement) -> str:
+    return " | ".join(cpusets.cpu_list(s) for s in placed.sets)
 
 
 def _bisect_run(

@@ -31,6 +31,7 @@ import re
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ PORT_TAKEN = "Could not set up host forwarding rule"
 PORT_ATTEMPTS = 3  # QEMU starts, each on a new port, while the port was taken
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 KVM_DEVICE = Path("/dev/kvm")
+# Guests that start at once (--vms) probe one at a time: the second reads the
+# first one's answer from the cache instead of booting a probe of its own.
+_PROBE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,9 @@ class VmSpec:
     console_log: Path
     qmp_socket: Path
     ssh_port: int
+    # The host CPUs QEMU may run on (its guest's CPU set when several guests
+    # run at once); () is any.
+    host_cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.accel not in ACCELS:
@@ -170,6 +177,19 @@ def argv(spec: VmSpec, arch: ArchSpec = X86_64) -> list[str]:
         *("-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"),
         *("-device", f"{arch.net_device},netdev=net0"),
     ]
+
+
+def launch_argv(spec: VmSpec, arch: ArchSpec = X86_64) -> list[str]:
+    """argv, behind `taskset` when spec names host CPUs.
+
+    taskset sets the mask before it execs QEMU, so every thread QEMU makes
+    (vCPUs, I/O) inherits it; pinning after the start (psutil's
+    cpu_affinity) would miss the threads QEMU had already made.
+    """
+    if not spec.host_cpus:
+        return argv(spec, arch)
+    cpus = ",".join(str(c) for c in spec.host_cpus)
+    return ["taskset", "--cpu-list", cpus, *argv(spec, arch)]
 
 
 def console_pipe(spec: VmSpec) -> Path:
@@ -344,7 +364,7 @@ class Machine:
         except FileNotFoundError:
             self._log_start = 0
         try:
-            self._process = proc.spawn(argv(self.spec, self.arch), log=self.qemu_log)
+            self._process = proc.spawn(launch_argv(self.spec, self.arch), log=self.qemu_log)
         except BaseException:
             self._capture.stop()
             raise
@@ -520,6 +540,13 @@ def probe_accel(
     """
     if not kvm_usable(kvm_device):
         return Accel.TCG, f"no usable {kvm_device}"
+    with _PROBE_LOCK:
+        return _probe_cached(kernel, initrd, cache_dir, timeout, boot, boot_id_file)
+
+
+def _probe_cached(
+    kernel: Path, initrd: Path, cache_dir: Path, timeout: float, boot: ProbeBoot, boot_id_file: Path
+) -> tuple[Accel, str]:
     cache = cache_dir / "accel.json"
     boot_id = boot_id_file.read_text().strip()
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
@@ -528,7 +555,8 @@ def probe_accel(
             return Accel(cached["accel"]), f"{cached['reason']} (probed earlier in this host boot)"
     accel, reason = _run_probe(kernel, initrd, timeout, boot)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    # Per process and thread: two writers never share a temporary file.
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.{threading.get_native_id()}.tmp")
     tmp.write_text(json.dumps({"boot_id": boot_id, "accel": accel, "reason": reason}) + "\n")
     tmp.replace(cache)
     return accel, reason

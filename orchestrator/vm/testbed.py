@@ -9,6 +9,7 @@ rest of the list.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,15 @@ def variant_initrd(setup: GuestSetup, installed: Installed, out: Path) -> Path:
     return image.concatenate((setup.initrd, layer), out)
 
 
+def socket_name(variant: str) -> str:
+    """A short name for the variant's sockets that no other variant's shares:
+    guests of several variants boot at once (--vms), and a variant's name can
+    be longer than a socket path allows."""
+    if len(variant) <= 40:
+        return variant
+    return f"{variant[:31]}-{hashlib.sha256(variant.encode()).hexdigest()[:8]}"
+
+
 Accelerator = Callable[[Path, Path], tuple[str, str]]
 
 
@@ -93,6 +103,7 @@ class VariantRun:
     boot_info: BootInfo | None = None
     boot_failure: str | None = None  # the first boot failed: the BOOT stage fails
     reboot_failure: str | None = None  # a later boot failed: only its tests are lost
+    host_cpus: tuple[int, ...] = ()  # QEMU's CPUs (the executor's CPU set); () is any
 
     def boot_stage(self) -> StageResult:
         return boot_stage(self.logs, self.boot_info, self.boot_failure)
@@ -125,8 +136,9 @@ class VariantRun:
             accel=qemu.Accel(accel),
             cmdline_extra=g.cmdline,
             console_log=self.logs / f"console-{index}.log",
-            qmp_socket=self.setup.sockets / f"{self.variant.name[:40]}-{index}.qmp",
+            qmp_socket=self.setup.sockets / f"{socket_name(self.variant.name)}-{index}.qmp",
             ssh_port=qemu.free_port(),
+            host_cpus=self.host_cpus,
         )
 
     @property

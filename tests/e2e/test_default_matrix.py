@@ -78,7 +78,10 @@ def test_quick_matrix_builds_boots_tests_and_reports(e2e_cache: Path, tmp_path: 
     assert run.perf_plan is not None
     assert run.perf_plan.stopped == "every comparison decided or at its most boots"
     summary = " ".join((tmp_path / "run1" / "summary.txt").read_text().split())
-    assert "Benjamini-Hochberg" in summary and "pre-fix: 2 (its most boots reached)" in summary
+    assert (
+        "family-wise error rate (Holm)" in summary
+        and "pre-fix: 2 (its most boots reached)" in summary
+    )
     assert "<script" not in (tmp_path / "run1" / "report.html").read_text().lower()
     xsd = REPO / "tests" / "unit" / "data" / "junit" / "jenkins-junit.xsd"
     xmlschema.XMLSchema(str(xsd)).validate(str(tmp_path / "run1" / "junit.xml"))

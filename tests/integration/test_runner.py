@@ -31,7 +31,7 @@ import pytest
 
 from orchestrator import cli, config, results, suites
 from orchestrator.cache import Cache
-from orchestrator.executor import Executor, SerialExecutor, ThreadExecutor
+from orchestrator.executor import Executor, GuestExecutor, SerialExecutor, ThreadExecutor
 from orchestrator.git import git
 from orchestrator.matrix import Test
 from orchestrator.plan import Unit
@@ -298,7 +298,8 @@ def _comparable(run: RunResult, tmp: Path, name: str) -> str:
     text = text.replace(str(tmp / f"cache-{name}"), "<cache>").replace(
         str(tmp / f"run-{name}"), "<run>"
     )
-    text = re.sub(r'"(duration|seconds)": [0-9.e-]+', r'"\1": 0', text)
+    # spent: the perf rounds' seconds, as the time they took varies
+    text = re.sub(r'"(duration|seconds|spent)": [0-9.e-]+', r'"\1": 0', text)
     return re.sub(r'"(started|finished)": "[^"]*"', r'"\1": ""', text)
 
 
@@ -383,13 +384,16 @@ def _slow_project(project: Path) -> Path:
     return matrix
 
 
+# With --vms 2 the units run in the guest executor's threads, where SIGTERM
+# does not land: its shutdown stops them.
+@pytest.mark.parametrize("vms", [[], ["--vms", "2"]], ids=["serial", "vms-2"])
 def test_sigterm_leaves_partial_results_that_render_and_resume(
-    project: Path, tmp_path: Path
+    project: Path, tmp_path: Path, vms: list[str]
 ) -> None:
     matrix = _slow_project(project)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "orchestrator.cli", "run", str(matrix), "--until", "build",
-            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]  # fmt: skip
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out), *vms]  # fmt: skip
     # A marker of this run's own processes: a scan for any `sleep 300` on the
     # machine also finds other tests' (and other users') sleepers.
     env = {**os.environ, "FAKELINUX_SLOW": "1", "ORCHESTRATE_TEST_RUN": str(tmp_path)}
@@ -565,3 +569,82 @@ def test_a_full_disk_mid_build_is_exit_3_not_a_build_failure(
     run = results.read(out / "results.json")
     assert run.incomplete.startswith("stopped by an error after ")
     assert [s.status for s in run.variants[0].stages] == [Status.PASS] * 3
+
+
+@pytest.fixture()
+def guests_at_once(fake_boots: list[str], monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """fake_boots, where a functional boot (pinned to one CPU set of two) waits until a
+    second one runs beside it; returns, per boot, the host CPUs of every guest up then."""
+    fake = guest.boot
+    lock = threading.Lock()
+    up: dict[str, tuple[int, ...]] = {}
+    seen: list[tuple[int, ...]] = []
+    two = threading.Event()
+
+    @contextlib.contextmanager
+    def boot(spec: VmSpec, keys: Keys, timeout: float) -> Iterator[tuple[object, Booted]]:
+        with lock:
+            up[str(spec.console_log)] = spec.host_cpus
+            seen.append(tuple(sorted(c for cpus in up.values() for c in cpus)))
+            if len(up) == 2:
+                two.set()
+        try:
+            if len(spec.host_cpus) == 1:
+                assert two.wait(60), "a second guest never booted beside this one"
+            with fake(spec, keys, timeout) as booted:
+                yield booted
+        finally:
+            with lock:
+                del up[str(spec.console_log)]
+
+    monkeypatch.setattr(guest, "boot", boot)
+    return seen
+
+
+def test_two_guests_boot_at_once_and_the_results_are_the_serial_runs(
+    project: Path, tmp_path: Path, guests_at_once: list[tuple[int, ...]]
+) -> None:
+    matrix = _whole_matrix(project)
+    parallel = _run_whole(matrix, tmp_path, "vms", GuestExecutor(((0,), (1,))))
+    # Two functional guests were up at once, on CPU sets of their own; the
+    # perf rounds' guests were alone on the machine (both sets).
+    assert (0, 1) in guests_at_once[:3]
+    assert guests_at_once[3:] and set(guests_at_once[3:]) == {(0, 1)}
+    serial = _run_whole(matrix, tmp_path, "serial", SerialExecutor())
+    assert _comparable(parallel, tmp_path, "vms") == _comparable(serial, tmp_path, "serial")
+
+
+def test_run_vms_2_pins_each_guest_to_cpus_of_its_own(
+    project: Path, tmp_path: Path, fake_boots: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matrix = _whole_matrix(project)
+    matrix.write_text(
+        matrix.read_text().replace("guest: {accel: tcg}", "guest: {accel: tcg, cpus: 1}")
+    )
+    pinned: list[tuple[int, ...]] = []
+    fake = guest.boot
+
+    def boot(spec: VmSpec, keys: Keys, timeout: float) -> contextlib.AbstractContextManager[object]:
+        pinned.append(spec.host_cpus)
+        return fake(spec, keys, timeout)
+
+    monkeypatch.setattr(guest, "boot", boot)
+    out = tmp_path / "out"
+    argv = ["run", str(matrix), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    assert cli.main([*argv, "--vms", "2"]) == 1  # the matrix has variants that fail
+    cpus = sorted(os.sched_getaffinity(0))
+    functional = {p for p in pinned if len(p) == 1}
+    # Which set each got depends on how fast the fake boots end (two at once
+    # is shown above): each had one CPU of the two sets.
+    assert functional and functional <= {(c,) for c in cpus[:2]}
+    assert {p for p in pinned if len(p) != 1} <= {tuple(cpus[:2])}
+    vms = results.read(out / "results.json")
+    serial = _run_whole(matrix, tmp_path, "serial", SerialExecutor())
+
+    def verdicts(run: RunResult) -> list[tuple[str, list[object], list[object]]]:
+        return [
+            (v.name, [s.status for s in v.stages], [(t.label, t.verdict) for t in v.tests])
+            for v in run.variants
+        ]
+
+    assert verdicts(vms) == verdicts(serial)

@@ -25,6 +25,7 @@ from orchestrator.results import (
     VariantResult,
     Verdict,
 )
+from orchestrator.sequential import Control
 from orchestrator.stats import Change, noise_floor
 
 from .samples import boots
@@ -143,9 +144,15 @@ def test_perf_section(tmp_path: Path) -> None:
     assert config.load(_matrix(tmp_path, "")).perf == Perf(aa_control=False, max_reruns=1)
     loaded = config.load(_matrix(tmp_path, "perf:\n  aa_control: true\n  max_reruns: 2\n"))
     assert loaded.perf == Perf(aa_control=True, max_reruns=2)
-    section = "perf:\n  sequential: false\n  equivalence: 3%\n  fdr: 10%\n  budget: 20m\n"
+    section = (
+        "perf:\n  sequential: false\n  equivalence: 3%\n  error_rate: 10%\n  control: fdr\n"
+        "  budget: 20m\n"
+    )
     loaded = config.load(_matrix(tmp_path, section))
-    assert loaded.perf == Perf(sequential=False, equivalence=0.03, fdr=0.1, budget=1200.0)
+    expected = Perf(
+        sequential=False, equivalence=0.03, error_rate=0.1, control=Control.FDR, budget=1200.0
+    )
+    assert loaded.perf == expected
     assert config.load(_matrix(tmp_path, "perf: {budget: 90}\n")).perf.budget == 90.0
 
 
@@ -159,7 +166,8 @@ def test_perf_section(tmp_path: Path) -> None:
         ("perf:\n  reruns: 1\n", 3, "perf.reruns", "allowed keys: aa_control, max_reruns"),
         ("perf:\n  equivalence: 80%\n", 3, "perf.equivalence", "between 0.5% and 50%, got 80%"),
         ("perf:\n  equivalence: five\n", 3, "perf.equivalence", "a percentage such as 5%"),
-        ("perf:\n  fdr: 0%\n", 3, "perf.fdr", "between 0.1% and 20%"),
+        ("perf:\n  error_rate: 0%\n", 3, "perf.error_rate", "between 0.1% and 20%"),
+        ("perf:\n  control: fdx\n", 3, "perf.control", "must be one of fwer, fdr"),
         ("perf:\n  budget: 20 parsecs\n", 3, "perf.budget", "a duration such as 20m"),
         ("perf:\n  budget: -5\n", 3, "perf.budget", "positive number of seconds"),
         ("perf:\n  sequential: maybe\n", 3, "perf.sequential", "expected true or false"),

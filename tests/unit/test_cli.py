@@ -80,3 +80,35 @@ def test_every_command_has_an_example(command: str, capsys: pytest.CaptureFixtur
         cli.main([command, "--help"])
     assert done.value.code == 0
     assert "example" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "two", ""])
+def test_vms_must_be_a_whole_number_of_guests(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = cli.main(["run", str(tmp_path / "m.yaml"), "--vms", value])
+    except SystemExit as exc:
+        code = exc.code  # type: ignore[assignment]
+    assert code == 2
+    assert "--vms" in capsys.readouterr().err
+
+
+def test_plan_shows_the_guests_that_run_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".git").mkdir()
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(
+        f"name: m\ntree: {{path: {tmp_path}}}\nguest: {{cpus: 1, memory: 256}}\n"
+        "variants:\n  - name: base\n"
+    )
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(["plan", str(matrix), *cache, "--vms", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "guests at once: 2 (--vms); CPU sets: " in out
+    assert cli.main(["plan", str(matrix), *cache]) == 0
+    assert "guests at once: " in capsys.readouterr().out
+    # Far more than any machine's memory: refused before anything starts.
+    assert cli.main(["plan", str(matrix), *cache, "--vms", "100000"]) == 2
+    assert "--vms 100000: 100000 guests need" in capsys.readouterr().err

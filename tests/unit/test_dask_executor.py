@@ -18,7 +18,7 @@ from orchestrator import config, dask_executor, results, units
 from orchestrator.cache import Cache
 from orchestrator.dask_executor import Artifacts, Copy, preferred
 from orchestrator.errors import InfraError, UserError
-from orchestrator.executor import SerialExecutor, for_spec, placement_of, where_of
+from orchestrator.executor import SerialExecutor, for_spec, placement_of
 from orchestrator.plan import Unit, UnitKind
 from orchestrator.results import BuildInfo, Placement, RunResult, Stage, StageResult, Status
 from orchestrator.units import Built, Context, GuestState
@@ -56,7 +56,6 @@ def test_the_executor_option() -> None:
         for_spec("threads")
     # The serial executor runs here: no placement to record.
     assert placement_of(SerialExecutor(), Unit("prepare", UnitKind.PREPARE)) is None
-    assert where_of(SerialExecutor(), [Unit("prepare", UnitKind.PREPARE)]) == {"prepare": "local"}
 
 
 def test_guests_hold_a_vm_slot_and_the_rest_the_build_box() -> None:

@@ -93,6 +93,12 @@ def test_argv_paths_with_spaces_stay_one_element(tmp_path: Path) -> None:
     assert f"file,id=console,path={tmp_path}/my dir/console.log.pipe" in args
 
 
+def test_a_pinned_guest_starts_behind_taskset() -> None:
+    spec = dataclasses.replace(make_spec(Path("/d")), host_cpus=(1, 3))
+    assert qemu.launch_argv(spec) == ["taskset", "--cpu-list", "1,3", *qemu.argv(spec)]
+    assert qemu.launch_argv(make_spec(Path("/d"))) == qemu.argv(make_spec(Path("/d")))
+
+
 def test_spec_takes_a_plain_word_as_its_accel() -> None:
     spec = make_spec(Path("/d"), accel="kvm")  # type: ignore[arg-type]
     assert spec.accel is qemu.Accel.KVM and qemu.ACCELS == ("kvm", "tcg")
@@ -311,6 +317,21 @@ def test_machine_ready_then_quit(
     assert not (short_dir / "qmp.sock").exists()
 
 
+def test_a_pinned_machines_qemu_runs_on_its_cpus_only(
+    fake_arch: qemu.ArchSpec, fake_mode: Callable[[str], None], short_dir: Path
+) -> None:
+    fake_mode("ready")
+    cpu = max(psutil.Process().cpu_affinity() or [0])
+    spec = dataclasses.replace(make_spec(short_dir), host_cpus=(cpu,))
+    with Machine(spec, boot_timeout=20, arch=fake_arch):
+        (child,) = fake_children()
+        # taskset exec'd QEMU: the same process, with the mask.
+        assert child.cpu_affinity() == [cpu]
+        status = Path(f"/proc/{child.pid}/status").read_text()
+        assert f"Cpus_allowed_list:\t{cpu}\n" in status
+    assert fake_children() == []
+
+
 def test_machine_is_not_alive_after_a_panic_even_while_qemu_runs(
     fake_arch: qemu.ArchSpec, fake_mode: Callable[[str], None], short_dir: Path
 ) -> None:
@@ -438,6 +459,24 @@ def test_failed_probe_falls_back_to_tcg_and_is_cached(host: Path) -> None:
     assert reason == "KVM probe boot failed (no ready marker within 7s): KVM unusable, using TCG"
     assert probe(host, boot)[0] == "tcg"
     assert boot.calls == 1
+
+
+def test_guests_starting_at_once_probe_once(host: Path) -> None:
+    boot = Probe()
+    ready = threading.Barrier(3)
+    answers: list[tuple[str, str]] = []
+
+    def one() -> None:
+        ready.wait(10)
+        answers.append(probe(host, boot))
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert boot.calls == 1
+    assert [a for a, _ in answers] == ["kvm"] * 3
 
 
 def test_corrupt_cache_is_ignored(host: Path) -> None:

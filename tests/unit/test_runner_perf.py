@@ -171,6 +171,27 @@ def test_without_the_option_there_is_no_control(
     assert not (tmp_path / "run" / "logs" / "up~aa").exists()
 
 
+def _sequential(
+    tmp_path: Path,
+    names: tuple[str, ...],
+    perf_rules: Perf,
+    questions: tuple[tuple[str, str], ...] = (),
+) -> RunResult:
+    """A run of one perf test of at most 40 boots, `up` the baseline."""
+    matrix = Matrix(
+        path=tmp_path / "m.yaml",
+        name="m",
+        tree=Tree(TreeKind.PATH, str(tmp_path)),
+        kconfig=Kconfig(),
+        variants=tuple(Variant(n) for n in names),
+        report=Report(tmp_path / "reports", baseline="up", questions=questions),
+        tests=(Test("map_perf", "map_perf", "/opt/map_perf", repeats=40),),
+        perf=perf_rules,
+    )
+    options = Options(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
+    return Runner(matrix, options, lambda *_: None).run({n: () for n in names})
+
+
 def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -178,18 +199,7 @@ def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
     names = ("up", "slow", "same", "twin")
     builds = {"up": "/up", "slow": "/slow", "same": "/same", "twin": "/up"}
     _fake_units(monkeypatch, host, 0, {"slow": 0.7}, builds)
-    matrix = Matrix(
-        path=tmp_path / "m.yaml",
-        name="m",
-        tree=Tree(TreeKind.PATH, str(tmp_path)),
-        kconfig=Kconfig(),
-        variants=tuple(Variant(n) for n in names),
-        report=Report(tmp_path / "reports", baseline="up", questions=(("twin", "same"),)),
-        tests=(Test("map_perf", "map_perf", "/opt/map_perf", repeats=40),),
-        perf=Perf(aa_control=True),
-    )
-    options = Options(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
-    run = Runner(matrix, options, lambda *_: None).run({n: () for n in names})
+    run = _sequential(tmp_path, names, Perf(aa_control=True), (("twin", "same"),))
     assert run.perf_plan is not None
     assert run.perf_plan.stopped == "every comparison decided"
     rows = {r.variant: r for s in perf.perf(run) for r in s.rows}
@@ -210,7 +220,7 @@ def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
     # The reports say how it was decided, each guest's boots, and answer the question.
     summary, page = text.render(run), html.render(run)
     for out in (summary, page):
-        assert "Benjamini-Hochberg" in out and "two one-sided" in out
+        assert "family-wise error rate (Holm)" in out and "two one-sided" in out
         assert "every comparison decided" in out
     assert f"same: {rounds} (every comparison decided)" in summary
     assert f"up~aa: {rounds} (the reference" in summary
@@ -227,18 +237,7 @@ def test_a_budget_ends_the_rounds_it_has_no_room_for(
     host: dict[str, int] = {}
     builds = {"up": "/up", "slow": "/slow", "same": "/same"}
     _fake_units(monkeypatch, host, 0, {"slow": 0.7}, builds, clock)
-    matrix = Matrix(
-        path=tmp_path / "m.yaml",
-        name="m",
-        tree=Tree(TreeKind.PATH, str(tmp_path)),
-        kconfig=Kconfig(),
-        variants=tuple(Variant(n) for n in builds),
-        report=Report(tmp_path / "reports", baseline="up"),
-        tests=(Test("map_perf", "map_perf", "/opt/map_perf", repeats=40),),
-        perf=Perf(aa_control=True, budget=300.0),
-    )
-    options = Options(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
-    run = Runner(matrix, options, lambda *_: None).run({n: () for n in builds})
+    run = _sequential(tmp_path, tuple(builds), Perf(aa_control=True, budget=300.0))
     # Four guests boot in the warm-up and in rounds 1-5 (240 s); then "same" is
     # still open and the three boots of a round fit twice in what is left.
     assert run.perf_plan is not None and run.perf_plan.spent <= 300

@@ -85,7 +85,7 @@ def _track(p: float, state: State = State.MAXED) -> Track:
     return Track(20, 20, 1.0, 0.9, 1.1, p, state)
 
 
-def test_benjamini_hochberg_decides_the_family() -> None:
+def test_the_family_is_decided_by_holm_or_benjamini_hochberg() -> None:
     found = {
         ("a", "t", "m"): _track(0.001),
         ("b", "t", "m"): _track(0.02),
@@ -93,7 +93,10 @@ def test_benjamini_hochberg_decides_the_family() -> None:
         ("d", "t", "m"): _track(0.9),
     }
     # BH at 5 % over 4: 0.001 <= 0.0125, 0.02 <= 0.025, 0.04 > 0.0375 and 0.9.
-    assert sequential.discoveries(found, Design()) == {("a", "t", "m"), ("b", "t", "m")}
+    fdr = Design(control=sequential.Control.FDR)
+    assert sequential.discoveries(found, fdr) == {("a", "t", "m"), ("b", "t", "m")}
+    # Holm at 5 %: 0.001 <= 0.05/4, then 0.02 > 0.05/3 stops it.
+    assert sequential.discoveries(found, Design()) == {("a", "t", "m")}
 
 
 def test_open_tests_are_what_the_next_round_measures() -> None:
@@ -103,3 +106,15 @@ def test_open_tests_are_what_the_next_round_measures() -> None:
         ("b", "t1", "m"): _track(0.001, State.CHANGED),
     }
     assert sequential.open_tests(found) == {"a": frozenset({"t1"})}
+
+
+def test_calibrated_p_values_hold_their_level_over_every_look() -> None:
+    """Gaussian rounds of unknown spread (other draws than the calibration's):
+    a comparison looked at after every round is called changed as often as
+    its level says, at the run's level and at a family member's."""
+    rng = np.random.default_rng(99)
+    x = rng.normal(0.0, 0.07, (40_000, 40))
+    for level in (0.05, 0.05 / 12):
+        found = sequential.tracks_of(x, 40, 1, Design(q=level, equivalence=1e-4))
+        rate = np.mean([t.p <= level for t in found])
+        assert rate == pytest.approx(level, rel=0.15)

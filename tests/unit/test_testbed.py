@@ -60,3 +60,38 @@ def test_a_tests_result_carries_its_expectations_and_about(
     a, b = result.subtests
     assert (a.expected, a.about) == ("fail", "problem 2")
     assert (b.expected, b.about) == ("", "")
+
+
+def test_socket_names_of_long_variants_stay_apart() -> None:
+    from orchestrator.vm.testbed import socket_name
+
+    a, b = "x" * 45 + "-ctor", "x" * 45 + "-gfp-zero"
+    assert socket_name("short") == "short"
+    assert len(socket_name(a)) == len(socket_name(b)) == 40
+    assert socket_name(a) != socket_name(b)  # their guests can boot at once (--vms)
+
+
+def test_the_units_cpu_set_reaches_every_boots_spec(tmp_path: Path) -> None:
+    from functools import partial
+
+    from orchestrator.matrix import Guest, Variant
+    from orchestrator.units import Context, _guest_run, on_cpus
+    from orchestrator.vm.testbed import GuestSetup
+
+    class Matrix:
+        guest = Guest(cpus=1)
+
+        def variant(self, name: str) -> Variant:
+            return Variant(name)
+
+    setup = GuestSetup(tmp_path / "initrd", None, tmp_path, None)  # type: ignore[arg-type]
+    state: Any = type("State", (), {"of": "v", "name": "v", "kernel": tmp_path / "vmlinux",
+                                    "initrd": None, "installed": None, "boots": 0,
+                                    "boot_info": None, "boot_failure": None})()  # fmt: skip
+    ctx: Any = Context(Matrix(), None, tmp_path, {})  # type: ignore[arg-type]
+    # As the guest executor does it: the unit's work, its Context given the set.
+    work = on_cpus(partial(_guest_run, ctx, state, setup, None), (1,))  # type: ignore[arg-type]
+    run = work()
+    assert run.host_cpus == (1,)
+    assert run._spec("tcg", 1).host_cpus == (1,)
+    assert _guest_run(ctx, state, setup, None).host_cpus == ()  # type: ignore[arg-type]
