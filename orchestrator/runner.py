@@ -419,6 +419,14 @@ class Runner:
         per_boot = result.seconds / max(1, booted)
         return int(left // per_boot) if per_boot > 0 else 1 << 30
 
+    def _rerun_fits(self, last: Unit) -> bool:
+        """Whether the budget (if any) has room for a rerun batch's rounds up to its first look."""
+        if self.perf_plan is None or not self.perf_plan.budget:
+            return True
+        most = max(n for _, n in self.perf_plan.max_boots)
+        first = sequential.first_look(perf.design_of(self.perf_plan), most)
+        return self._room(last) >= first * len(self._measured())
+
     def _perf_seconds(self) -> float:
         return sum(
             r.seconds
@@ -438,6 +446,11 @@ class Runner:
         if base is not None and run.control is not None:
             reruns = self.matrix.perf.max_reruns
             judged = aa_control.judge_batch(last.batch, base, run.control, reruns)
+        if judged.rerun and not self._rerun_fits(last):
+            # A rerun cut short by the budget would replace this batch's
+            # verdicts with none: keep this one, and say why it stands.
+            judged = replace(judged, rerun=False)
+            self.perf_stopped += "; the noisy batch was not rerun: the budget has no room for it"
         self.batches.append(judged)
         if judged.rerun:
             functional = tuple(u.id for u in self.units if u.kind is UnitKind.FUNCTIONAL)

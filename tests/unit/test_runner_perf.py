@@ -248,3 +248,20 @@ def test_a_budget_ends_the_rounds_it_has_no_room_for(
     assert same is not None and same.verdict is Change.INCONCLUSIVE
     assert "the perf budget of 5 min was spent" in same.reason
     assert "the perf budget of 5 min was spent" in text.render(run)
+
+
+def test_a_noisy_batch_is_not_rerun_when_the_budget_has_no_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(runner, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    host: dict[str, int] = {}
+    builds = {"up": "/up", "slow": "/slow", "same": "/same"}
+    _fake_units(monkeypatch, host, 100, {"slow": 0.7}, builds, clock)  # the control reads high
+    run = _sequential(tmp_path, tuple(builds), Perf(aa_control=True, budget=300.0))
+    assert [(b.attempt, bool(b.noisy), b.rerun) for b in run.batches] == [(1, True, False)]
+    assert run.perf_plan is not None and run.perf_plan.spent <= 300
+    assert run.perf_plan.stopped == (
+        "the perf budget of 5 min was spent; the noisy batch was not rerun: the budget has no "
+        "room for it"
+    )
