@@ -74,7 +74,14 @@ class Launch:
         self.log = log
         self.started = time.monotonic()
         env = {**os.environ, **(env or {}), MARKER: marker}
-        self.bg = proc.spawn([*CLI, *map(str, argv)], log=log, env=env, cwd=REPO)
+        # A shell that started the suite with SIGINT ignored (nohup, a backgrounded
+        # job without job control, some CI runners) would hand that to orchestrate,
+        # and the SIGINT cases would test nothing: the child gets the default.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self.bg = proc.spawn([*CLI, *map(str, argv)], log=log, env=env, cwd=REPO)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
