@@ -28,6 +28,7 @@ from tests.faults.harness import (
     read_results,
     run_cli,
 )
+from tests.procs import sigint_default
 
 pytestmark = pytest.mark.e2e
 
@@ -117,7 +118,8 @@ def test_ctrl_c_with_two_guests_up_stops_both(
     marker = f"vms-ctrl-c-{os.getpid()}"
     out = tmp_path / "out"
     argv: list[str | Path] = [*CLI, matrix, "--cache-dir", e2e_cache, "--out", out, "--vms", "2"]
-    run = proc.spawn(argv, log=tmp_path / "cli.log", env={MARKER: marker}, cwd=REPO)
+    with sigint_default():  # the Ctrl-C below must reach it however the suite started
+        run = proc.spawn(argv, log=tmp_path / "cli.log", env={MARKER: marker}, cwd=REPO)
     try:
         deadline = time.monotonic() + 600  # a safety net: the kernel is built already
         while len(qemus(marker)) < 2:

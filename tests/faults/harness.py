@@ -23,7 +23,7 @@ import psutil
 
 from orchestrator import proc, results
 from tests.conftest import REPO
-from tests.procs import described, processes_with
+from tests.procs import described, processes_with, sigint_default
 
 MARKER = "ORCHESTRATE_FAULT_CASE"
 CLI = (sys.executable, "-m", "orchestrator.cli")
@@ -74,14 +74,8 @@ class Launch:
         self.log = log
         self.started = time.monotonic()
         env = {**os.environ, **(env or {}), MARKER: marker}
-        # A shell that started the suite with SIGINT ignored (nohup, a backgrounded
-        # job without job control, some CI runners) would hand that to orchestrate,
-        # and the SIGINT cases would test nothing: the child gets the default.
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
+        with sigint_default():  # the SIGINT cases must reach it however the suite started
             self.bg = proc.spawn([*CLI, *map(str, argv)], log=log, env=env, cwd=REPO)
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
