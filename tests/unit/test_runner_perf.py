@@ -229,15 +229,22 @@ def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
     assert "map_perf: no, the same within" in page
 
 
-def test_a_budget_ends_the_rounds_it_has_no_room_for(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _budgeted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shifted_runs: int
+) -> tuple[RunResult, dict[str, int]]:
+    """A 5-minute perf budget, each boot 10 s of the runner's (fake) clock."""
     clock = [0.0]
     monkeypatch.setattr(runner, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     host: dict[str, int] = {}
     builds = {"up": "/up", "slow": "/slow", "same": "/same"}
-    _fake_units(monkeypatch, host, 0, {"slow": 0.7}, builds, clock)
-    run = _sequential(tmp_path, tuple(builds), Perf(aa_control=True, budget=300.0))
+    _fake_units(monkeypatch, host, shifted_runs, {"slow": 0.7}, builds, clock)
+    return _sequential(tmp_path, tuple(builds), Perf(aa_control=True, budget=300.0)), host
+
+
+def test_a_budget_ends_the_rounds_it_has_no_room_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, host = _budgeted(tmp_path, monkeypatch, shifted_runs=0)
     # Four guests boot in the warm-up and in rounds 1-5 (240 s); then "same" is
     # still open and the three boots of a round fit twice in what is left.
     assert run.perf_plan is not None and run.perf_plan.spent <= 300
@@ -253,12 +260,7 @@ def test_a_budget_ends_the_rounds_it_has_no_room_for(
 def test_a_noisy_batch_is_not_rerun_when_the_budget_has_no_room(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clock = [0.0]
-    monkeypatch.setattr(runner, "time", SimpleNamespace(monotonic=lambda: clock[0]))
-    host: dict[str, int] = {}
-    builds = {"up": "/up", "slow": "/slow", "same": "/same"}
-    _fake_units(monkeypatch, host, 100, {"slow": 0.7}, builds, clock)  # the control reads high
-    run = _sequential(tmp_path, tuple(builds), Perf(aa_control=True, budget=300.0))
+    run, _ = _budgeted(tmp_path, monkeypatch, shifted_runs=100)  # the control reads high
     assert [(b.attempt, bool(b.noisy), b.rerun) for b in run.batches] == [(1, True, False)]
     assert run.perf_plan is not None and run.perf_plan.spent <= 300
     assert run.perf_plan.stopped == (
