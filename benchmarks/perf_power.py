@@ -34,7 +34,7 @@ import numpy as np
 from orchestrator import plan, results, sequential
 from orchestrator.config import load
 from orchestrator.matrix import Test
-from orchestrator.sequential import Design, State
+from orchestrator.sequential import Design
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "aa-samples.json"
@@ -266,4 +266,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["Outcome", "State", "aa_matrix", "durations", "samples", "simulate"]
+__all__ = ["Outcome", "aa_matrix", "durations", "samples", "simulate"]

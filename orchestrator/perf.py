@@ -260,14 +260,16 @@ def _sequential_row(
 
 def same_kernel_as(run: RunResult, baseline: str) -> frozenset[str]:
     """The variants that boot the baseline's very kernel (gfp-zero's tree is upstream's)."""
-    base = next((v for v in run.variants if v.name == baseline), None)
-    if base is None or base.build is None or not base.build.artifact_dir:
+    return twins_of({v.name: v.build.artifact_dir for v in run.variants if v.build}, baseline)
+
+
+def twins_of(artifacts: Mapping[str, str], baseline: str) -> frozenset[str]:
+    """The rule behind same_kernel_as, over variant -> artifact dir (the runner has those
+    before there is a RunResult)."""
+    base = artifacts.get(baseline)
+    if not base:
         return frozenset()
-    return frozenset(
-        v.name
-        for v in run.variants
-        if v.name != baseline and v.build and v.build.artifact_dir == base.build.artifact_dir
-    )
+    return frozenset(v for v, a in artifacts.items() if v != baseline and a == base)
 
 
 def _same_kernel(row: MetricRow, twins: frozenset[str]) -> MetricRow:
@@ -413,11 +415,8 @@ def tracks(run: RunResult, batch: int | None = None) -> dict[sequential.Key, Tra
     plan = run.perf_plan
     if plan is None:
         return {}
-    batch = (
-        latest_batch([*run.variants, *([run.control] if run.control else [])])
-        if (batch is None)
-        else batch
-    )
+    if batch is None:
+        batch = latest_batch([*run.variants, *([run.control] if run.control else [])])
     n_max = dict(plan.max_boots)
     ratios = {k: d for k, d in paired_ratios(run, batch).items() if k[1] in n_max}
     return sequential.tracks(ratios, n_max, design_of(plan))
@@ -446,12 +445,15 @@ def sequential_comparison(
     )
 
 
-def stop_reasons(run: RunResult) -> dict[str, tuple[int, str]]:
-    """Per measured variant: its perf boots in the last batch, and why they stopped."""
+def stop_reasons(
+    run: RunResult, found: Mapping[sequential.Key, Track] | None = None
+) -> dict[str, tuple[int, str]]:
+    """Per measured variant: its perf boots in the last batch, and why they stopped
+    (`found`: the run's tracks, when the caller has them already)."""
     plan = run.perf_plan
     if plan is None:
         return {}
-    found = tracks(run)
+    found = tracks(run) if found is None else found
     out: dict[str, tuple[int, str]] = {}
     for variant in dict.fromkeys(k[0] for k in found):
         mine = [t for k, t in found.items() if k[0] == variant]
@@ -502,7 +504,7 @@ def plan_note(run: RunResult) -> PlanNote | None:
         f"Perf rounds stopped: {plan.stopped or 'not yet'}, after "
         f"{plan.spent / 60:.1f} min{budget}."
     )
-    reasons = stop_reasons(run)
+    reasons = stop_reasons(run, found)
     last = latest_batch([*run.variants, *([run.control] if run.control else [])])
     boots = []
     for v in (*run.variants, *([run.control] if run.control else [])):

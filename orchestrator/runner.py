@@ -349,10 +349,7 @@ class Runner:
             and (r := self.done.get(u.id)) is not None
             and isinstance(r.output, units.Built)
         }
-        base = built.get(self.meta.baseline)
-        return frozenset(
-            v for v, a in built.items() if base and a == base and v != self.meta.baseline
-        )
+        return perf.twins_of(built, self.meta.baseline)
 
     def _after_round(self, last: Unit) -> None:
         """A sequential plan's look: the next round while a comparison is open, else the end.

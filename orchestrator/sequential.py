@@ -163,12 +163,6 @@ def critical(n: int, n_min: int, n_max: int, rho: float, alpha: float) -> float:
     return float(np.interp(math.log(alpha), np.log(_ALPHAS), col))
 
 
-def repeated_p(z: float, n: int, n_min: int, n_max: int, rho: float) -> float:
-    """The smallest alpha whose boundary at look n is crossed by |z|."""
-    col = boundaries(n_min, n_max, rho)[:, _look(n, n_min, n_max)]
-    return float(_p_from(col, np.array([z]))[0])
-
-
 def _look(n: int, n_min: int, n_max: int) -> int:
     return min(max(n, n_min), n_max) - max(1, min(n_min, n_max))
 

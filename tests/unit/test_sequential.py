@@ -39,9 +39,11 @@ def test_early_looks_ask_for_more_than_late_ones() -> None:
 
 def test_the_repeated_p_value_inverts_the_boundary() -> None:
     c = sequential.critical(20, 5, 40, 2.0, 0.01)
-    assert sequential.repeated_p(c, 20, 5, 40, 2.0) == pytest.approx(0.01, rel=0.02)
-    assert sequential.repeated_p(0.0, 20, 5, 40, 2.0) == 1.0
-    assert sequential.repeated_p(50.0, 20, 5, 40, 2.0) < 1e-6
+    column = sequential.boundaries(5, 40, 2.0)[:, 20 - 5]  # look 20
+    p = sequential._p_from(column, np.array([c, 0.0, 50.0]))
+    assert p[0] == pytest.approx(0.01, rel=0.02)
+    assert p[1] == 1.0
+    assert p[2] < 1e-6
 
 
 def test_a_large_change_is_decided_in_the_first_looks() -> None:
