@@ -14,6 +14,8 @@ control and is where the runner asks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from orchestrator import perf
 from orchestrator.results import Batch, VariantResult
 
@@ -27,7 +29,14 @@ def name_for(baseline: str) -> str:
 
 
 def judge_batch(
-    attempt: int, base: VariantResult, control: VariantResult, max_reruns: int
+    attempt: int,
+    base: VariantResult,
+    control: VariantResult,
+    max_reruns: int,
+    places: Mapping[int, str] | None = None,
 ) -> Batch:
-    """The record of batch `attempt`, and whether another batch must follow it."""
-    return perf.judge_batch(attempt, base, control, max_reruns)
+    """The record of batch `attempt`, and whether another batch must follow it.
+
+    `places`: round -> where it ran, when rounds ran side by side in several
+    places (perf.places_of): each place's level is divided out first."""
+    return perf.judge_batch(attempt, base, control, max_reruns, places)

@@ -14,8 +14,11 @@ A `dask scheduler` and, on every box, `dask worker --resources "vm=1,build=1"`
   running one of our guests, else any worker with a free guest slot, which
   then fetches the artifacts (from a shared directory, else from a worker
   holding them) and checks every file's sha256 against what the build
-  recorded; a mismatch is an InfraError.  Perf rounds keep to the worker of
-  the round before (ratios between hosts mean nothing).
+  recorded; a mismatch is an InfraError.  Perf rounds prefer the workers of
+  the rounds before, a free one first: a round is a block (every guest once,
+  on one worker) and a sequential plan runs one per worker side by side
+  (`perf_blocks`); its verdicts pair boots within a round, so ratios never
+  cross hosts.
 * **Lost workers**: the scheduler re-runs a unit whose worker died, and a
   unit that was running on two workers that died raises `KilledWorker`
   (`allowed-failures` is set to 1 on connecting), which becomes an InfraError
@@ -38,7 +41,6 @@ import functools
 import hashlib
 import logging
 import os
-import platform
 import shutil
 import threading
 import uuid
@@ -52,11 +54,12 @@ from urllib.parse import urlsplit
 import distributed
 from distributed.scheduler import KilledWorker
 
-from orchestrator import proc, sandbox, units
+from orchestrator import sandbox, units
 from orchestrator.cache import Cache
 from orchestrator.errors import InfraError, OrchestrateError, UserError
 from orchestrator.git import git
 from orchestrator.kernel import build
+from orchestrator.machine import identity
 from orchestrator.plan import Unit, UnitKind
 from orchestrator.results import Placement, Status, from_data, to_data
 from orchestrator.units import OUTPUTS, Built, Context, GuestState
@@ -181,13 +184,15 @@ def preferred(
     `ran_on`: worker of each finished unit; `guests_on`: our guest units in
     flight per worker; `alive`: each live worker's resources.
     """
+    slots = {w: int(r.get("vm", 0)) for w, r in alive.items()}
+    free = [w for w, n in slots.items() if guests_on.get(w, 0) < n]
     if unit.kind is UnitKind.PERF_ROUND:
-        before = [ran_on[u] for u in unit.after if ran_on.get(u) in alive]
+        # The workers of the rounds before (warm), one without a guest of ours
+        # first: rounds planned side by side go to different workers.
+        before = list(dict.fromkeys(ran_on[u] for u in unit.after if ran_on.get(u) in alive))
         if before:
-            return tuple(before)
+            return tuple(sorted(before, key=lambda w: w not in free))
     if unit.kind in GUEST_KINDS:
-        slots = {w: int(r.get("vm", 0)) for w, r in alive.items()}
-        free = [w for w, n in slots.items() if guests_on.get(w, 0) < n]
         holders = [c.worker for a in needed for c in a.copies if c.worker in alive]
         holders = list(dict.fromkeys(holders))
         return tuple([w for w in holders if w in free] or free or holders)
@@ -214,25 +219,6 @@ class Envelope:
 
 def _quiet(variant: str, stage: Any, status: Any, detail: str) -> None:
     """Progress of a unit on a worker: the runner reports its stages from its results."""
-
-
-@functools.cache
-def identity() -> tuple[str, str, str, str]:
-    """This machine: host name, CPU model, kernel release, QEMU version."""
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        out = proc.run(["qemu-system-x86_64", "--version"], timeout=30)
-        qemu = out.stdout.splitlines()[0].strip() if out.ok and out.stdout else "unknown"
-    except InfraError:
-        qemu = "not installed"
-    return platform.node(), cpu or platform.machine(), platform.release(), qemu
 
 
 async def _warm_up() -> None:
@@ -468,7 +454,10 @@ class DaskExecutor:
         self._placements: dict[str, Placement] = {}
         self._artifacts: dict[str, Artifacts] = {}  # by directory name
         self._guests_on: dict[str, int] = {}  # our guest units in flight, by preferred worker
-        self.capacity = max(1, sum(_slots(r) for r in self._workers().values()))
+        workers = self._workers()
+        self.capacity = max(1, sum(_slots(r) for r in workers.values()))
+        # A sequential plan's perf rounds side by side: one per worker that boots guests.
+        self.perf_blocks = max(1, sum(1 for r in workers.values() if r.get("vm", 0) >= 1))
 
     def _workers(self) -> dict[str, dict[str, float]]:
         return live_workers(self._client)

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import psutil
 
-from orchestrator import units
+from orchestrator import machine, units
 from orchestrator.errors import UserError
 from orchestrator.plan import Unit, UnitKind
 from orchestrator.results import Placement
@@ -108,21 +108,30 @@ class Claim(enum.Enum):
 
     BUILD = "build"  # the one build slot: make -j already uses every core
     GUEST = "guest"  # one CPU set, which its QEMU is pinned to
+    BLOCK = "block"  # one CPU set for a perf round, with no build or functional guest beside it
     MACHINE = "machine"  # every CPU set and the build slot: nothing else runs beside it
 
 
-def claim_of(kind: UnitKind) -> Claim:
+def claim_of(kind: UnitKind, blocks: bool = False) -> Claim:
+    """`blocks`: the executor's CPU sets are disjoint, so perf rounds may run
+    side by side, one per set (perf_blocks)."""
     if kind is UnitKind.FUNCTIONAL:
         return Claim.GUEST
-    # A perf round boots its guests one at a time on the whole machine, as a
-    # serial run does: its samples stay comparable with serial runs and the
-    # history, and no functional guest or build perturbs them.  (One CPU set
-    # per round would run rounds side by side, but then rounds on different
-    # sets differ by more than the variants do unless the verdicts are
-    # computed within a set; perf.py does not do that.)
+    # A perf round boots its guests one at a time.  With disjoint CPU sets it
+    # holds one of them and only other perf rounds run beside it: each round
+    # is a block (every guest once, on one set), and a sequential plan's
+    # verdicts pair boots within a round, so one set being faster than
+    # another does not reach a comparison.  With overlapping sets it has the
+    # whole machine, as in a serial run.
     if kind is UnitKind.PERF_ROUND:
-        return Claim.MACHINE
+        return Claim.BLOCK if blocks else Claim.MACHINE
     return Claim.BUILD
+
+
+def perf_blocks(executor: Executor) -> int:
+    """How many perf rounds an executor runs side by side, each on CPUs (or a
+    worker) of its own: an optional `perf_blocks` attribute, else 1."""
+    return max(1, int(getattr(executor, "perf_blocks", 1)))
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: queued twice is two units, found by identity
@@ -136,6 +145,7 @@ class _Queued:
 _WANTS = {
     Claim.BUILD: "the build slot",
     Claim.GUEST: "a CPU set",
+    Claim.BLOCK: "a CPU set with no build or functional guest beside it",
     Claim.MACHINE: "the whole machine",
 }
 
@@ -165,20 +175,24 @@ class GuestExecutor:
         self.sets = tuple(sets)
         # Every guest at once, and a build or the guest image beside them.
         self.capacity = len(self.sets) + 1
+        disjoint = len({c for s in self.sets for c in s}) == sum(len(s) for s in self.sets)
+        self.perf_blocks = len(self.sets) if disjoint else 1
         self._free: list[CpuSet] = list(self.sets)
         self._build_free = True
+        self._held: dict[Claim, int] = dict.fromkeys(Claim, 0)  # units running, by claim
         self._queue: list[_Queued] = []
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._closed = False
         self._places: dict[str, str] = {}  # unit id -> where it runs or waits (see where)
+        self._ran: dict[str, str] = {}  # perf round id -> the CPU set it ran on (placement)
 
     def submit(self, unit: Unit, work: Callable[[], T]) -> Future[T]:
         future: Future[T] = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("the executor was shut down")
-            claim = claim_of(unit.kind)
+            claim = claim_of(unit.kind, self.perf_blocks > 1)
             self._queue.append(_Queued(unit, work, future, claim))
             self._places[unit.id] = f"waiting for {_WANTS[claim]}"
             self._dispatch()
@@ -189,9 +203,10 @@ class GuestExecutor:
         for item in list(self._queue):
             held = self._take(item.claim)
             if held is None:
-                if item.claim is Claim.MACHINE:
+                if item.claim in (Claim.MACHINE, Claim.BLOCK):
                     break  # the machine drains for it
                 continue
+            self._held[item.claim] += 1
             self._queue.remove(item)
             self._places[item.unit.id] = _place(held)
             thread = threading.Thread(
@@ -207,6 +222,8 @@ class GuestExecutor:
 
     def _take(self, claim: Claim) -> tuple[CpuSet, ...] | None:
         """The CPU sets claim holds (() for a build), or None when it must wait."""
+        if claim in (Claim.BUILD, Claim.GUEST) and self._held[Claim.BLOCK]:
+            return None  # nothing but perf rounds beside a perf round
         match claim:
             case Claim.BUILD:
                 if not self._build_free:
@@ -215,6 +232,10 @@ class GuestExecutor:
                 return ()
             case Claim.GUEST:
                 return (self._free.pop(0),) if self._free else None
+            case Claim.BLOCK:
+                if not self._build_free or self._held[Claim.GUEST] or not self._free:
+                    return None
+                return (self._free.pop(0),)
             case Claim.MACHINE:
                 if not self._build_free or len(self._free) < len(self.sets):
                     return None
@@ -224,7 +245,7 @@ class GuestExecutor:
         raise AssertionError(claim)
 
     def _give_back(self, claim: Claim, held: tuple[CpuSet, ...]) -> None:
-        if claim is not Claim.GUEST:
+        if claim in (Claim.BUILD, Claim.MACHINE):
             self._build_free = True
         # Back in the order they were made, so a set's CPUs are reused predictably.
         self._free = sorted([*self._free, *held], key=self.sets.index)
@@ -253,6 +274,9 @@ class GuestExecutor:
             with self._lock:
                 self._threads.discard(threading.current_thread())
                 self._places.pop(item.unit.id, None)
+                if started and item.claim is Claim.BLOCK:
+                    self._ran[item.unit.id] = _place(held)
+                self._held[item.claim] -= 1
                 self._give_back(item.claim, held)
                 if not self._closed:
                     self._dispatch()
@@ -263,6 +287,15 @@ class GuestExecutor:
             item.future.set_exception(fault)
         else:
             item.future.set_result(value)
+
+    def placement(self, unit: Unit) -> Placement | None:
+        """The CPU set a perf round ran on, for the reports' per-block spread
+        (RunResult.workers); None for other units and with one block at a time."""
+        with self._lock:
+            where = self._ran.get(unit.id)
+        if where is None:
+            return None
+        return Placement(unit.id, where, *machine.identity())
 
     def where(self, unit_id: str) -> str:
         """Where a unit submitted here runs, for the progress view."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -222,12 +223,19 @@ def perf(run: RunResult) -> list[MetricSummary]:
     changed = (
         sequential.discoveries(found, design_of(run.perf_plan)) if run.perf_plan else frozenset()
     )
+    places = places_of(run, batch)
+    rounds = _rounds_by_place(run, baseline, batch) if places else {}
     for (test, metric), samples in by_metric.items():
         if max(len(x) for x in samples.values()) < 2:
             continue
         base = samples.get(baseline)
         aa = next(iter(controls.get((test, metric), {}).items()), None)
         floor, row = _noise_floor(metric, baseline, base, aa) if base and aa else (None, None)
+        if (test, metric) in rounds and base and aa:
+            # Judged within places (noisy_metrics does the same); the row keeps its samples.
+            mine, theirs = within_places(*rounds[(test, metric)], places)
+            floor = stats.noise_floor(metric, baseline, mine, aa[0], theirs)
+            row = dataclasses.replace(row, comparison=floor.comparison) if row else None
         rows = [_same_kernel(r, twins) for r in summarize(samples, baseline, metric, floor)]
         if run.perf_plan is not None:
             rows = [_sequential_row(r, found, changed, run, (test, metric), floor) for r in rows]
@@ -237,6 +245,17 @@ def perf(run: RunResult) -> list[MetricSummary]:
         out.append(MetricSummary(test, metric, name, tuple(rows), row, floor, detail))
     # Headline metrics first: they carry the verdicts; breakdowns are detail.
     return sorted(out, key=lambda s: s.breakdown)
+
+
+def _rounds_by_place(
+    run: RunResult, baseline: str, batch: int
+) -> dict[MetricKey, tuple[dict[int, float], dict[int, float]]]:
+    """The baseline's and the A/A control's headline samples by round."""
+    base = next((v for v in run.variants if v.name == baseline), None)
+    if base is None or run.control is None:
+        return {}
+    theirs = _by_round(run.control, batch)
+    return {k: (by, theirs[k]) for k, by in _by_round(base, batch).items() if k in theirs}
 
 
 def _sequential_row(
@@ -291,32 +310,77 @@ def _noise_floor(
 # --- batches and the A/A control ----------------------------------------------------
 
 
-def noisy_metrics(base: VariantResult, control: VariantResult, batch: int) -> tuple[str, ...]:
+def noisy_metrics(
+    base: VariantResult,
+    control: VariantResult,
+    batch: int,
+    places: Mapping[int, str] | None = None,
+) -> tuple[str, ...]:
     """test.metric for every metric whose A/A control flags this batch as too noisy.
 
     The samples are the whole-test metrics of this one batch, as perf()
     groups them.  Breakdowns (per CPU, min, max) are noisier than their
     headline and no verdict rests on them: they must not make a batch rerun.
+    `places`: round -> where it ran, when rounds ran in several places
+    (places_of); then each place's level is divided out first.
     """
-    samples = metric_samples([base, control], batch, subtests=False, functional=False)
-    details = breakdowns(key for key, by in samples.items() if base.name in by)
+    pairs: dict[MetricKey, tuple[list[float], list[float]]] = {}
+    if places:
+        theirs = _by_round(control, batch)
+        for key, mine in _by_round(base, batch).items():
+            if key in theirs:
+                pairs[key] = within_places(mine, theirs[key], places)
+    else:
+        samples = metric_samples([base, control], batch, subtests=False, functional=False)
+        details = breakdowns(key for key, by in samples.items() if base.name in by)
+        for key, by in samples.items():
+            if base.name in by and control.name in by and key not in details:
+                pairs[key] = (list(by[base.name]), list(by[control.name]))
     return tuple(
         f"{test}.{metric}"
-        for (test, metric), by in samples.items()
-        if base.name in by
-        and control.name in by
-        and (test, metric) not in details
-        and stats.noise_floor(
-            metric, base.name, by[base.name], control.name, by[control.name]
-        ).noisy
+        for (test, metric), (mine, theirs) in pairs.items()
+        if stats.noise_floor(metric, base.name, mine, control.name, theirs).noisy
+    )
+
+
+def places_of(run: RunResult, batch: int) -> dict[int, str]:
+    """Round -> where it ran (a CPU set, a Dask worker) for the rounds of `batch`,
+    when they ran in more than one place; {} when in one (or unrecorded)."""
+    prefix = f"perf-round:{batch}:"  # the plan's perf round ids (plan.unit_id)
+    found = {
+        int(p.unit.removeprefix(prefix)): p.worker
+        for p in run.workers
+        if p.unit.startswith(prefix) and p.unit.removeprefix(prefix).isdigit()
+    }
+    return found if len(set(found.values())) > 1 else {}
+
+
+def within_places(
+    base: Mapping[int, float], control: Mapping[int, float], places: Mapping[int, str]
+) -> tuple[list[float], list[float]]:
+    """Two guests' samples by round, each divided by its place's level (the
+    median of both guests' samples there): the A/A check then sees the spread
+    within places, as the verdicts, which pair boots within a round, do.
+    A round of no recorded place is a place of its own."""
+    level: dict[str, float] = {}
+    for place in set(places.get(r, "") for r in (*base, *control)):
+        here = [x for by in (base, control) for r, x in by.items() if places.get(r, "") == place]
+        level[place] = statistics.median(here)
+    return (
+        [x / level[places.get(r, "")] for r, x in sorted(base.items())],
+        [x / level[places.get(r, "")] for r, x in sorted(control.items())],
     )
 
 
 def judge_batch(
-    attempt: int, base: VariantResult, control: VariantResult, max_reruns: int
+    attempt: int,
+    base: VariantResult,
+    control: VariantResult,
+    max_reruns: int,
+    places: Mapping[int, str] | None = None,
 ) -> Batch:
     """The record of batch `attempt`, and whether another batch must follow it."""
-    noisy = noisy_metrics(base, control, attempt)
+    noisy = noisy_metrics(base, control, attempt, places)
     return Batch(attempt, noisy, rerun=bool(noisy) and attempt <= max_reruns)
 
 
@@ -522,6 +586,78 @@ def plan_note(run: RunResult) -> PlanNote | None:
         else ""
     )
     return PlanNote(method, stopped, tuple(boots), twin_note)
+
+
+@dataclass(frozen=True)
+class PlaceSpread:
+    """The perf rounds that ran in one place (a CPU set or a Dask worker)."""
+
+    where: str
+    rounds: int
+    # per headline (test, metric): the baseline's median here over its median
+    # everywhere, and the A/A control's ratio to the baseline within these rounds
+    base: tuple[tuple[MetricKey, float], ...]
+    aa: tuple[tuple[MetricKey, float], ...]
+
+
+def place_spread(run: RunResult) -> list[PlaceSpread]:
+    """Where the last batch's rounds ran, when that is more than one place.
+
+    Each round ran whole in one place (a block).  The baseline's median per
+    place against its median everywhere shows how far places differ; the
+    A/A ratio within a place's rounds shows what pairing within a round
+    leaves of that (a sequential plan's ratios are all within rounds).
+    """
+    base = next((v for v in run.variants if v.name == run.baseline), None)
+    batch = latest_batch([*run.variants, *([run.control] if run.control else [])])
+    place_of = places_of(run, batch)
+    if base is None or not place_of:
+        return []
+    mine = _by_round(base, batch)
+    theirs = _by_round(run.control, batch) if run.control is not None else {}
+    places = sorted(set(place_of.values()))
+    out = []
+    for place in places:
+        rounds = {r for r, w in place_of.items() if w == place}
+        spread, aa = [], []
+        for key, by in sorted(mine.items()):
+            here = [x for r, x in by.items() if r in rounds]
+            if not here:
+                continue
+            spread.append((key, statistics.median(here) / statistics.median(by.values())))
+            control = theirs.get(key, {})
+            logs = [math.log(control[r] / x) for r, x in by.items() if r in rounds and r in control]
+            if logs:
+                aa.append((key, math.exp(sum(logs) / len(logs))))
+        if spread:
+            out.append(PlaceSpread(place, len(rounds), tuple(spread), tuple(aa)))
+    return out if len(out) > 1 else []
+
+
+def place_lines(run: RunResult) -> list[str]:
+    """place_spread in words, for both reports; [] when the rounds ran in one place."""
+    spread = place_spread(run)
+    if not spread:
+        return []
+    ratios = [x for p in spread for _, x in p.base]
+    how = (
+        "every ratio above pairs boots of one round, so that difference does not reach a comparison"
+        if run.perf_plan is not None
+        else "a fixed plan's test pools boots across places, so that difference adds to its noise"
+    )
+    lines = [
+        f"Perf rounds ran in {len(spread)} places, each round whole in one (a block: every guest "
+        f"once); {run.baseline}'s median per place was {min(ratios):.2f}x to {max(ratios):.2f}x "
+        f"of its median over all places; {how}."
+    ]
+    for p in spread:
+        aa = dict(p.aa)
+        parts = [
+            f"{test} {x:.2f}x" + (f" (A/A {aa[(test, m)]:.2f}x)" if (test, m) in aa else "")
+            for (test, m), x in p.base
+        ]
+        lines.append(f"{p.where}: {p.rounds} rounds; {run.baseline}: " + ", ".join(parts))
+    return lines
 
 
 def _nth(n: int) -> str:

@@ -317,8 +317,9 @@ class PerfPlan:
     n_min: int  # rounds before the first look
     max_boots: tuple[tuple[str, int], ...]  # per perf test
     budget: float = 0.0  # seconds of perf rounds at most; 0: none
-    spent: float = 0.0  # seconds the perf rounds took
+    spent: float = 0.0  # seconds the perf rounds took, side by side ones counted once
     stopped: str = ""  # why the rounds stopped ("" while they run)
+    blocks: int = 1  # rounds run side by side, each on CPUs (or a worker) of its own
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from orchestrator import (
 from orchestrator.assemble import RunMeta, UnitResult, run_result, stages_to
 from orchestrator.cache import Cache
 from orchestrator.errors import UserError
-from orchestrator.executor import Executor, SerialExecutor, placement_of
+from orchestrator.executor import Executor, SerialExecutor, perf_blocks, placement_of
 from orchestrator.journal import Journal
 from orchestrator.kernel import build, series, source
 from orchestrator.matrix import Matrix
@@ -92,6 +92,11 @@ class Runner:
         self._shown: dict[str, int] = {}  # stages already announced, per variant
         self._started: set[str] = set()  # units handed to the executor
         self.perf_plan = perf_plan_of(matrix)  # None: fixed rounds
+        if self.perf_plan is not None:
+            # Rounds side by side, one per CPU set or worker: only a sequential
+            # plan, whose verdicts pair boots within a round (a block); a fixed
+            # plan's test pools boots across rounds, so its rounds go one by one.
+            self.perf_plan = replace(self.perf_plan, blocks=perf_blocks(self.executor))
         self.perf_stopped = ""  # why a sequential plan's rounds stopped
 
     @property
@@ -195,15 +200,19 @@ class Runner:
         self.done[unit.id] = result
         # The next round is planned before results.json and the journal are
         # written, so a run stopped in between resumes with it.
-        if unit.kind is UnitKind.PERF_ROUND and self._last_perf_unit(unit):
+        if unit.kind is UnitKind.PERF_ROUND and self._last_perf_unit():
+            last = max(self._perf_units(), key=lambda u: (u.batch, u.round))
             if self.perf_plan is None:
-                self._end_batch(unit)
+                self._end_batch(last)
             else:
-                self._after_round(unit)
+                self._after_round(last)
         self._record(result, unit)
 
-    def _last_perf_unit(self, unit: Unit) -> bool:
-        return not any(u.kind is UnitKind.PERF_ROUND and u.id not in self.done for u in self.units)
+    def _perf_units(self) -> list[Unit]:
+        return [u for u in self.units if u.kind is UnitKind.PERF_ROUND]
+
+    def _last_perf_unit(self) -> bool:
+        return all(u.id in self.done for u in self._perf_units())
 
     def _absorb(self, unit: Unit, result: UnitResult) -> None:
         """What later units need to know of a finished one."""
@@ -215,7 +224,11 @@ class Runner:
             self.accel = self.accel or output.accel
         if isinstance(output, units.Round):
             for sample in output.samples:
-                self.guests[sample.guest.name] = sample.guest
+                # Rounds side by side each numbered their boots from their own offset
+                # (_work): the guest goes on from the highest.
+                known = self.guests.get(sample.guest.name)
+                if known is None or sample.guest.boots >= known.boots:
+                    self.guests[sample.guest.name] = sample.guest
 
     def _resume(self, journal: Journal) -> None:
         """Take over an interrupted run's plan and finished units."""
@@ -300,6 +313,12 @@ class Runner:
                 measure = dict(unit.measure) if unit.measure else None
                 if measure is not None:
                     guests = tuple(g for g in guests if g.name in measure)
+                # Rounds side by side must not share a console log or QMP socket,
+                # which are named by boot number: each starts its own span.  A
+                # round boots a guest at most once per test it runs.
+                wave = [u.id for u in self._perf_units() if u.after == unit.after]
+                span = (len(plan.perf_tests(self.matrix.tests)) + 1) * wave.index(unit.id)
+                guests = tuple(replace(g, boots=g.boots + span) for g in guests)
                 return partial(
                     units.perf_round,
                     ctx,
@@ -365,7 +384,7 @@ class Runner:
             if self._room(last) < len(self._measured()):
                 self._end_sequence(last, spent + " before the first look")
             else:
-                self._plan_round(last, ())
+                self._plan_wave(last, ())
             return
         found = perf.tracks(self._assemble(""), last.batch)
         open_ = sequential.open_tests(found)
@@ -395,15 +414,27 @@ class Runner:
         measure.append((self.meta.baseline, tests))
         if self.matrix.perf.aa_control:
             measure.append((aa_control.name_for(self.meta.baseline), tests))
-        self._plan_round(last, tuple(measure))
+        self._plan_wave(last, tuple(measure))
 
-    def _plan_round(self, last: Unit, measure: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+    def _plan_wave(self, last: Unit, measure: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+        """The next rounds: one per block the executor runs side by side (one
+        at a time on a serial run), each after every round of the wave before.
+
+        The look comes when the whole wave is done; looking less often than
+        every round only spends less of the error rate.
+        """
         functional = tuple(u.id for u in self.units if u.kind is UnitKind.FUNCTIONAL)
-        self.units.append(
-            plan.perf_round_unit(
-                self.matrix, functional, last.batch, last.round + 1, (last.id,), measure
-            )
+        before = tuple(
+            u.id for u in self._perf_units() if u.batch == last.batch and u.after == last.after
         )
+        assert self.perf_plan is not None
+        most = max(n for _, n in self.perf_plan.max_boots)
+        # Not past the most boots side by side; one at a time beyond (crashed rounds).
+        count = max(1, min(self.perf_plan.blocks, most - last.round))
+        for round_ in range(last.round + 1, last.round + 1 + count):
+            self.units.append(
+                plan.perf_round_unit(self.matrix, functional, last.batch, round_, before, measure)
+            )
 
     def _room(self, last: Unit) -> int:
         """How many boots the budget has room for, at the last round's time per boot."""
@@ -411,9 +442,13 @@ class Runner:
         if not self.perf_plan.budget:
             return 1 << 30
         left = self.perf_plan.budget - self._perf_seconds()
-        result = self.done[last.id]
-        booted = len(result.output.samples) if isinstance(result.output, units.Round) else 0
-        per_boot = result.seconds / max(1, booted)
+        wave = [self.done[u.id] for u in self._perf_units() if u.after == last.after]
+        # Seconds per boot of one block: its boots run one after another.
+        per_boot = sum(
+            r.seconds / max(1, len(r.output.samples))
+            for r in wave
+            if isinstance(r.output, units.Round)
+        ) / max(1, len(wave))
         return int(left // per_boot) if per_boot > 0 else 1 << 30
 
     def _rerun_fits(self, last: Unit) -> bool:
@@ -422,14 +457,17 @@ class Runner:
             return True
         most = max(n for _, n in self.perf_plan.max_boots)
         first = sequential.first_look(perf.design_of(self.perf_plan), most)
-        return self._room(last) >= first * len(self._measured())
+        waves = -(-first // self.perf_plan.blocks)
+        return self._room(last) >= waves * len(self._measured())
 
     def _perf_seconds(self) -> float:
-        return sum(
-            r.seconds
-            for u in self.units
-            if u.kind is UnitKind.PERF_ROUND and (r := self.done.get(u.id)) is not None
-        )
+        """The time perf rounds took: a wave of rounds side by side counts its longest."""
+        waves: dict[tuple[int, tuple[str, ...]], float] = {}
+        for u in self._perf_units():
+            if (r := self.done.get(u.id)) is not None:
+                key = (u.batch, u.after)
+                waves[key] = max(waves.get(key, 0.0), r.seconds)
+        return sum(waves.values())
 
     def _end_sequence(self, last: Unit, why: str) -> None:
         self.perf_stopped = why
@@ -442,7 +480,8 @@ class Runner:
         judged = Batch(last.batch)  # no control: nothing says a batch is noisy
         if base is not None and run.control is not None:
             reruns = self.matrix.perf.max_reruns
-            judged = aa_control.judge_batch(last.batch, base, run.control, reruns)
+            places = perf.places_of(run, last.batch)
+            judged = aa_control.judge_batch(last.batch, base, run.control, reruns, places)
         if judged.rerun and not self._rerun_fits(last):
             # A rerun cut short by the budget would replace this batch's
             # verdicts with none: keep this one, and say why it stands.

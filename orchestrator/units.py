@@ -11,6 +11,7 @@ tool's own faults (UserError, InfraError) raise.
 from __future__ import annotations
 
 import dataclasses
+import random
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -365,13 +366,18 @@ def perf_round(
 ) -> Round:
     """One sample of every perf test per guest, one guest after another.
 
+    A round is a block: every guest once, in an order shuffled per round
+    (seeded by batch and round, so a rerun or resume boots the same order),
+    so no guest is always first after an idle machine or always last.
     `measure`: a sequential round's perf tests per guest (those with an open
     comparison); None runs every test the round has on every guest.
     """
     every = testbed.perf_round(ctx.matrix.tests, round_, batch)
     chooser = _Accelerator(ctx, accel)
     samples = []
-    for state in guests:
+    order = list(guests)
+    random.Random(f"perf round {batch}:{round_}").shuffle(order)
+    for state in order:
         wanted = None if measure is None else set(measure.get(state.name, ()))
         pending = [p for p in every if wanted is None or p.test.name in wanted]
         if not pending:

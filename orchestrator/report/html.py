@@ -24,6 +24,7 @@ from orchestrator.perf import (
     answers,
     batch_note,
     perf,
+    place_lines,
     plan_note,
 )
 from orchestrator.report.charts import Spark, charts, ci_text, spark
@@ -105,6 +106,7 @@ def render(
         control=run.control.name if run.control is not None else "",
         batch_note=batch_note(run),
         plan=plan_note(run),
+        places=place_lines(run),
         answers=answers(run, summaries),
         history=history,
         flakes=_flakes(run, history),

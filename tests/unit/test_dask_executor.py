@@ -193,6 +193,16 @@ def test_perf_rounds_keep_to_one_worker() -> None:
     assert preferred(unit, [], {"perf-round:1:1": B}, {B: 1}, BOTH) == (B,)
 
 
+def test_rounds_side_by_side_go_to_the_free_worker_first() -> None:
+    # Two rounds planned after a wave that ran on both workers: the second
+    # one submitted, with a guest of ours already on A, prefers B.
+    before = ("perf-round:1:1", "perf-round:1:2")
+    unit = Unit("perf-round:1:4", UnitKind.PERF_ROUND, after=before, round=4)
+    ran_on = {"perf-round:1:1": A, "perf-round:1:2": B}
+    assert preferred(unit, [], ran_on, {}, BOTH) == (A, B)
+    assert preferred(unit, [], ran_on, {A: 1}, BOTH) == (B, A)
+
+
 # --- what goes to a worker -----------------------------------------------------------------
 
 

@@ -61,6 +61,7 @@ def started(*gates: Gate) -> bool:
 def test_claims() -> None:
     assert claim_of(UnitKind.FUNCTIONAL) is Claim.GUEST
     assert claim_of(UnitKind.PERF_ROUND) is Claim.MACHINE
+    assert claim_of(UnitKind.PERF_ROUND, blocks=True) is Claim.BLOCK
     assert {claim_of(k) for k in (UnitKind.BUILD, UnitKind.APPLY, UnitKind.GUEST)} == {Claim.BUILD}
 
 
@@ -100,7 +101,49 @@ def test_builds_run_one_at_a_time_beside_guests(pool: GuestExecutor) -> None:
     b2.go.set()
 
 
-def test_a_perf_round_has_the_machine_to_itself(pool: GuestExecutor) -> None:
+def test_perf_rounds_run_side_by_side_one_per_set(pool: GuestExecutor) -> None:
+    assert pool.perf_blocks == 2
+    g, r1, r2, r3, later = Gate(), Gate(), Gate(), Gate(), Gate()
+    fg = pool.submit(unit(UnitKind.FUNCTIONAL, "g"), g.work())
+    assert started(g)
+    rounds = [pool.submit(unit(UnitKind.PERF_ROUND, str(n)), r.work()) for n, r in
+              enumerate((r1, r2, r3), 1)]  # fmt: skip
+    fl = pool.submit(unit(UnitKind.FUNCTIONAL, "later"), later.work())
+    # A set is free, but no round runs beside a functional guest, and nothing
+    # overtakes a waiting round.
+    assert not r1.started.is_set() and not later.started.is_set()
+    g.go.set()
+    assert fg.result(WAIT) == "done"
+    assert started(r1, r2)
+    assert {r1.cpus, r2.cpus} == {(0,), (1,)}  # a block each, pinned to its set
+    assert not r3.started.is_set() and not later.started.is_set()
+    r1.go.set()
+    assert rounds[0].result(WAIT) == "done"
+    assert started(r3) and r3.cpus == r1.cpus
+    # Where each finished round ran, for the reports' per-block spread.
+    placed = pool.placement(unit(UnitKind.PERF_ROUND, "1"))
+    assert placed is not None and r1.cpus is not None
+    assert placed.worker == f"CPUs {r1.cpus[0]}"
+    assert pool.placement(unit(UnitKind.FUNCTIONAL, "g")) is None
+    assert not later.started.is_set()
+    r2.go.set()
+    r3.go.set()
+    assert [f.result(WAIT) for f in rounds[1:]] == ["done", "done"]
+    assert started(later)
+    later.go.set()
+    assert fl.result(WAIT) == "done"
+
+
+def test_a_perf_round_has_the_machine_to_itself_when_sets_overlap() -> None:
+    pool = GuestExecutor(((0, 1), (0, 1)))
+    assert pool.perf_blocks == 1
+    try:
+        _a_perf_round_has_the_machine(pool)
+    finally:
+        pool.shutdown()
+
+
+def _a_perf_round_has_the_machine(pool: GuestExecutor) -> None:
     g, perf, later = Gate(), Gate(), Gate()
     fg = pool.submit(unit(UnitKind.FUNCTIONAL, "g"), g.work())
     assert started(g)
@@ -111,7 +154,7 @@ def test_a_perf_round_has_the_machine_to_itself(pool: GuestExecutor) -> None:
     g.go.set()
     assert fg.result(WAIT) == "done"
     assert started(perf)
-    assert perf.cpus == (0, 1)  # every set: its QEMU runs as in a serial run
+    assert perf.cpus == (0, 1)  # every CPU: its QEMU runs as in a serial run
     assert not later.started.is_set()
     perf.go.set()
     assert fp.result(WAIT) == "done"

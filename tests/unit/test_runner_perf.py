@@ -7,22 +7,28 @@ every run is one boot giving one sample per perf test.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
-from orchestrator import perf, runner, units
+from orchestrator import journal, perf, runner, units
 from orchestrator.cache import Cache
+from orchestrator.executor import Executor, ThreadExecutor
 from orchestrator.kernel import kconfig
 from orchestrator.matrix import Kconfig, Matrix, Perf, Report, Test, Tree, TreeKind, Variant
+from orchestrator.plan import Unit, UnitKind
 from orchestrator.report import html, text
 from orchestrator.results import (
     Batch,
     BootInfo,
     BuildInfo,
+    Placement,
     RunResult,
     Stage,
     StageResult,
@@ -36,6 +42,12 @@ from orchestrator.vm import image, testbed
 from orchestrator.vm.testbed import Pending
 
 from .samples import boots
+
+T = TypeVar("T")
+_HOST_LOCK = threading.Lock()
+BOOTED: list[tuple[str, int]] = []  # (guest, boot number) of every fake boot
+# CPU 1 is 30 % faster than CPU 0 (TwoBlocks' sets)
+PLACE_SPEED: dict[tuple[int, ...], float] = {(1,): 1.3}
 
 
 @dataclass
@@ -51,14 +63,17 @@ class FakeGuest:
     boot_info: BootInfo | None = None
     boot_failure: str | None = None
     calls: list[list[str]] = field(default_factory=list)
+    place: float = 1.0  # every guest's throughput x this on the CPU set it runs on
 
     def run(self, pending: list[Pending]) -> tuple[TestResult, ...]:
-        count = self.host[self.name] = self.host.get(self.name, 0) + 1
+        with _HOST_LOCK:  # rounds side by side run the same guest in two threads
+            count = self.host[self.name] = self.host.get(self.name, 0) + 1
+            BOOTED.append((self.name, self.boots + 1))
         self.clock[0] += 10.0  # a boot takes 10 s of the runner's clock
         self.boots += 1
         self.boot_info = self.boot_info or BootInfo("tcg", "fake", 1.0, "")
         shift = 1.2 if self.name.endswith("~aa") and count <= self.shifted_runs else 1.0
-        shift *= self.effects.get(self.name, 1.0)
+        shift *= self.effects.get(self.name, 1.0) * self.place
         seed = sum(map(ord, self.name)) * 1000 + count
         (value,) = boots(1, 0.03, shift, seed=seed)
         return tuple(
@@ -84,6 +99,7 @@ def _fake_units(
 
     def guest_run(ctx: units.Context, state: units.GuestState, *_: Any) -> FakeGuest:
         guest = FakeGuest(state.name, host, shifted_runs, effects or {}, clock or [0.0])
+        guest.place = PLACE_SPEED.get(ctx.host_cpus, 1.0)
         guest.boots, guest.boot_info = state.boots, state.boot_info
         return guest
 
@@ -176,6 +192,7 @@ def _sequential(
     names: tuple[str, ...],
     perf_rules: Perf,
     questions: tuple[tuple[str, str], ...] = (),
+    executor: Executor | None = None,
 ) -> RunResult:
     """A run of one perf test of at most 40 boots, `up` the baseline."""
     matrix = Matrix(
@@ -189,7 +206,7 @@ def _sequential(
         perf=perf_rules,
     )
     options = Options(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
-    return Runner(matrix, options, lambda *_: None).run({n: () for n in names})
+    return Runner(matrix, options, lambda *_: None, executor).run({n: () for n in names})
 
 
 def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
@@ -267,3 +284,65 @@ def test_a_noisy_batch_is_not_rerun_when_the_budget_has_no_room(
         "the perf budget of 5 min was spent; the noisy batch was not rerun: the budget has no "
         "room for it"
     )
+
+
+class TwoBlocks(ThreadExecutor):
+    """Runs two perf rounds side by side, as --vms 2 does on disjoint CPU sets:
+    odd rounds on CPU 1, even ones on CPU 0, and says where each one ran."""
+
+    perf_blocks = 2
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.places: dict[str, str] = {}
+
+    def submit(self, unit: Unit, work: Callable[[], T]) -> Future[T]:
+        if unit.kind is UnitKind.PERF_ROUND:
+            cpus = (unit.round % 2,)
+            work = units.on_cpus(work, cpus)
+            self.places[unit.id] = f"CPUs {cpus[0]}"
+        return super().submit(unit, work)
+
+    def placement(self, unit: Unit) -> Placement | None:
+        where = self.places.get(unit.id)
+        return None if where is None else Placement(unit.id, where, "h", "cpu", "k", "qemu")
+
+
+def test_rounds_run_side_by_side_as_blocks_and_keep_their_verdicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host: dict[str, int] = {}
+    BOOTED.clear()
+    builds = {"up": "/up", "slow": "/slow", "same": "/same"}
+    _fake_units(monkeypatch, host, 0, {"slow": 0.7}, builds)
+    run = _sequential(tmp_path, tuple(builds), Perf(aa_control=True), executor=TwoBlocks(3))
+    assert run.perf_plan is not None and run.perf_plan.blocks == 2
+    rows = {r.variant: r.comparison for s in perf.perf(run) for r in s.rows}
+    slow, same = rows["slow"], rows["same"]
+    assert slow is not None and slow.verdict is Change.SLOWER
+    assert same is not None and same.verdict is Change.SAME
+    # After the warm-up, rounds come in pairs, each pair after the whole pair before.
+    recorded = journal.read(tmp_path / "run").units
+    planned = [u for u in recorded if u.kind is UnitKind.PERF_ROUND]
+    assert [u.round for u in planned] == list(range(len(planned)))
+    assert len(planned) % 2 == 1  # the warm-up, then whole pairs
+    for first, second in zip(planned[1::2], planned[2::2], strict=True):
+        assert first.after == second.after
+        assert second.round == first.round + 1
+    assert planned[3].after == (planned[1].id, planned[2].id)
+    # Rounds side by side never reuse a boot number (console logs, QMP sockets).
+    assert len(BOOTED) == len(set(BOOTED))
+    assert host["up"] == host["up~aa"] == len(planned)
+    # CPU 1 reads 30 % faster, yet the verdicts above hold: each ratio pairs
+    # boots of one round.  The reports show the places' spread.
+    (one, two) = perf.place_spread(run)
+    assert (one.where, two.where) == ("CPUs 0", "CPUs 1")
+    [(_, low)], [(_, high)] = one.base, two.base
+    assert low < 0.95 and high > 1.05 and 1.2 < high / low < 1.4
+    for p in (one, two):
+        [(_, aa)] = p.aa
+        assert 0.95 < aa < 1.05
+    summary = " ".join(text.render(run).split())
+    assert "Perf rounds ran in 2 places" in summary and "does not reach a comparison" in summary
+    assert "CPUs 1: " in summary and "(A/A " in summary
+    assert "Perf rounds ran in 2 places" in html.render(run)
