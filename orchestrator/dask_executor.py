@@ -187,11 +187,12 @@ def preferred(
     slots = {w: int(r.get("vm", 0)) for w, r in alive.items()}
     free = [w for w, n in slots.items() if guests_on.get(w, 0) < n]
     if unit.kind is UnitKind.PERF_ROUND:
-        # The workers of the rounds before (warm), one without a guest of ours
-        # first: rounds planned side by side go to different workers.
-        before = list(dict.fromkeys(ran_on[u] for u in unit.after if ran_on.get(u) in alive))
+        # A worker of the rounds before (warm) that has no guest of ours; else
+        # any free one: rounds planned side by side go to different workers.
+        # (Preferring a busy one queues the round behind its neighbour.)
+        before = [w for w in dict.fromkeys(ran_on.get(u, "") for u in unit.after) if w in free]
         if before:
-            return tuple(sorted(before, key=lambda w: w not in free))
+            return tuple(before)
     if unit.kind in GUEST_KINDS:
         holders = [c.worker for a in needed for c in a.copies if c.worker in alive]
         holders = list(dict.fromkeys(holders))
@@ -201,6 +202,24 @@ def preferred(
         if home in alive:
             return (cast(str, home),)
     return ()
+
+
+def request(
+    unit: Unit,
+    needed: Iterable[Artifacts],
+    ran_on: Mapping[str, str],
+    guests_on: Mapping[str, int],
+    alive: Mapping[str, Mapping[str, float]],
+) -> tuple[list[str], str]:
+    """The `workers=` to submit a unit with, and the worker its guests are
+    counted on ("" for a unit without guests, or when any worker will do).
+
+    Only the best worker is named: given several, the scheduler picks among
+    them by its own estimate, which can put two guests queued on one worker
+    while another idles (measured: rounds side by side then ran one by one).
+    """
+    best = preferred(unit, needed, ran_on, guests_on, alive)[:1]
+    return list(best), (best[0] if best and unit.kind in GUEST_KINDS else "")
 
 
 # --- on the worker ---------------------------------------------------------------------------
@@ -476,8 +495,7 @@ class DaskExecutor:
                 self._artifacts.get(d.name) or Artifacts(d.name, (), ())
                 for d in artifact_dirs(work)
             )
-            workers = preferred(unit, needed, self._ran_on, self._guests_on, alive)
-            guest_on = workers[0] if unit.kind in GUEST_KINDS and workers else ""
+            workers, guest_on = request(unit, needed, self._ran_on, self._guests_on, alive)
             if guest_on:
                 self._guests_on[guest_on] = self._guests_on.get(guest_on, 0) + 1
         key = f"{unit.kind.value}-{unit.id}-{uuid.uuid4().hex[:8]}"
@@ -488,7 +506,7 @@ class DaskExecutor:
             tuple(a for a in needed if a.manifest),
             key=key,
             resources=wanted,
-            workers=list(workers) or None,
+            workers=workers or None,
             allow_other_workers=bool(workers),  # a preference, never a restriction
             retries=RETRIES,
             pure=False,

@@ -24,6 +24,7 @@ from orchestrator import sequential, stats
 from orchestrator.results import Batch, PerfPlan, RunResult, VariantResult
 from orchestrator.sequential import Design, State, Track
 from orchestrator.stats import Change, Comparison, Estimate, NoiseFloor
+from orchestrator.textfmt import fmt_rate
 from orchestrator.verdicts import baseline_of, walk
 
 MetricKey = tuple[str, str]  # (test name, metric); a subtest's name is test.subtest
@@ -497,13 +498,15 @@ def sequential_comparison(
         verdict = Change.FASTER if better else Change.SLOWER
     elif track.state is State.SAME:
         verdict, bound = Change.SAME, math.ceil(round(track.bound * 100, 6))
-        reason = f"two one-sided tests at ±{plan.equivalence:.0%}, {track.n} boots"
+        reason = f"two one-sided tests at ±{fmt_rate(plan.equivalence)}, {track.n} boots"
     elif math.isnan(track.low):
         reason = f"{track.n} rounds, fewer than the {plan.n_min} of the first look"
     else:
         reached = math.ceil(round(track.bound * 100, 6))
         why = "its most boots" if track.state is State.MAXED else (plan.stopped or "stopped")
-        reason = f"within ±{reached}% after {track.n} boots ({why}), not ±{plan.equivalence:.0%}"
+        reason = (
+            f"within ±{reached}% after {track.n} boots ({why}), not ±{fmt_rate(plan.equivalence)}"
+        )
     return Comparison(
         variant, baseline, track.ratio, track.low, track.high, track.p, verdict, bound, reason
     )
@@ -551,15 +554,22 @@ def plan_note(run: RunResult) -> PlanNote | None:
         return None
     found = tracks(run)
     family = len(found)
+    when = (
+        f"after every wave of {plan.blocks} rounds side by side (each round whole on one CPU set "
+        f"or worker) from the {_nth(plan.n_min)} round"
+        if plan.blocks > 1
+        else f"after every round from the {_nth(plan.n_min)}"
+    )
+    equivalence = fmt_rate(plan.equivalence)
     method = (
-        f"Sequential rounds: after every round from the {_nth(plan.n_min)}, each comparison with "
+        f"Sequential rounds: {when}, each comparison with "
         f"{run.baseline} (per-round ratios to {run.baseline} and its A/A control together) meets a "
         f"{plan.method} boundary; rounds go on only for variants with an open "
         f"comparison.  Faster/slower: {sequential.Control(plan.control).text} at "
-        f"{plan.error_rate:.0%} over the run's {family} comparisons (on repeated p-values, "
-        "calibrated for t-statistics).  Same: two one-sided "
-        f"tests at ±{plan.equivalence:.0%} (the {1 - 2 * plan.alpha_eq:.0%} repeated interval "
-        f"inside ±{plan.equivalence:.0%}).  Most boots: "
+        f"{fmt_rate(plan.error_rate)} over the run's {family} comparisons (on repeated p-values, "
+        "calibrated for t-statistics).  Same: two one-sided tests at "
+        f"±{equivalence} (the {fmt_rate(1 - 2 * plan.alpha_eq)} repeated interval inside "
+        f"±{equivalence}).  Most boots: "
         + ", ".join(f"{test} {n}" for test, n in plan.max_boots)
         + "."
     )
@@ -618,7 +628,8 @@ def place_spread(run: RunResult) -> list[PlaceSpread]:
     places = sorted(set(place_of.values()))
     out = []
     for place in places:
-        rounds = {r for r, w in place_of.items() if w == place}
+        measured = {r for by in mine.values() for r in by}  # the warm-up is not
+        rounds = {r for r, w in place_of.items() if w == place and r in measured}
         spread, aa = [], []
         for key, by in sorted(mine.items()):
             here = [x for r, x in by.items() if r in rounds]

@@ -15,6 +15,7 @@ from orchestrator.git import tree_of
 from orchestrator.kernel import build, kconfig, series, source
 from orchestrator.matrix import Matrix, Test
 from orchestrator.plan import BuildState
+from orchestrator.textfmt import fmt_rate
 
 
 @dataclass(frozen=True)
@@ -101,11 +102,11 @@ def _guest_summary(matrix: Matrix) -> str:
         names = ", ".join(_times(t) for t in perf)
         how = "plus a warm-up, one boot per variant per round, variants interleaved"
         if matrix.perf.sequential:
-            eq = f"{matrix.perf.equivalence:.0%}"
+            eq = f"{fmt_rate(matrix.perf.equivalence)}"
             parts.append(
                 f"sequential perf rounds ({how}), at most {rounds}: a variant is booted again "
                 f"only while a comparison is open ({matrix.perf.control.text} "
-                f"{matrix.perf.error_rate:.0%}, same within "
+                f"{fmt_rate(matrix.perf.error_rate)}, same within "
                 f"±{eq}): {names} at most"
             )
         else:

@@ -96,6 +96,11 @@ def fmt_percent(x: float) -> str:
     return f"{x * 100:.1f}%" if x < 0.1 else f"{x * 100:.0f}%"
 
 
+def fmt_rate(x: float) -> str:
+    """A configured rate as the matrix writes it: 0.05 -> "5%", 0.005 -> "0.5%"."""
+    return f"{x * 100:g}%"
+
+
 def fmt_number(x: float) -> str:
     """A metric value for people: integers whole, others to about four digits."""
     x = float(x)  # ints arrive from JSON too

@@ -87,8 +87,9 @@ def add_parsers(sub: Subparsers) -> None:
             type=_vms,
             default=None,
             metavar="N",
-            help="guests that boot at once, each QEMU pinned to CPUs of its own; perf rounds "
-            "still run one guest at a time on the whole machine (default: what the CPUs and "
+            help="guests that boot at once, each QEMU pinned to CPUs of its own; a perf round "
+            "boots one guest at a time on one CPU set, a sequential plan one round per set "
+            "side by side (default: what the CPUs and "
             "the available memory fit: CPUs / guest vCPUs, memory / (guest memory + "
             f"{cpusets.MARGIN_MB} MiB), at least 1)",
         )

@@ -116,7 +116,7 @@ def place(wanted: int | None, host: Host, vcpus: int, memory_mb: int) -> Placeme
 
     More guests than the CPUs fit is allowed with a warning: their CPU sets
     overlap, which slows functional tests but does not change what they
-    find, and perf rounds take the whole machine anyway.  More than the
+    find, and perf rounds then take the whole machine.  More than the
     memory fits is a UserError: the host's OOM killer ending a QEMU looks,
     in the results, like a kernel that died, which is a wrong verdict.
     """

@@ -190,7 +190,7 @@ def test_tree_units_keep_to_the_worker_that_prepared_the_tree() -> None:
 
 def test_perf_rounds_keep_to_one_worker() -> None:
     unit = Unit("perf-round:1:2", UnitKind.PERF_ROUND, after=("perf-round:1:1",), round=2)
-    assert preferred(unit, [], {"perf-round:1:1": B}, {B: 1}, BOTH) == (B,)
+    assert preferred(unit, [], {"perf-round:1:1": B}, {}, BOTH) == (B,)
 
 
 def test_rounds_side_by_side_go_to_the_free_worker_first() -> None:
@@ -200,7 +200,22 @@ def test_rounds_side_by_side_go_to_the_free_worker_first() -> None:
     unit = Unit("perf-round:1:4", UnitKind.PERF_ROUND, after=before, round=4)
     ran_on = {"perf-round:1:1": A, "perf-round:1:2": B}
     assert preferred(unit, [], ran_on, {}, BOTH) == (A, B)
-    assert preferred(unit, [], ran_on, {A: 1}, BOTH) == (B, A)
+    assert preferred(unit, [], ran_on, {A: 1}, BOTH) == (B,)
+    # The round before ran on A, which is busy: a free worker, not a queue behind A.
+    after_a = Unit("perf-round:1:3", UnitKind.PERF_ROUND, after=("perf-round:1:1",), round=3)
+    assert preferred(after_a, [], ran_on, {A: 1}, BOTH) == (B,)
+
+
+def test_a_unit_is_submitted_to_its_best_worker_only() -> None:
+    # Given both, the scheduler may queue the second round behind the first.
+    before = ("perf-round:1:1", "perf-round:1:2")
+    unit = Unit("perf-round:1:3", UnitKind.PERF_ROUND, after=before, round=3)
+    ran_on = {"perf-round:1:1": A, "perf-round:1:2": B}
+    assert dask_executor.request(unit, [], ran_on, {}, BOTH) == ([A], A)
+    assert dask_executor.request(unit, [], ran_on, {A: 1}, BOTH) == ([B], B)
+    build = Unit("build:v", UnitKind.BUILD, "v")
+    assert dask_executor.request(build, [], {"prepare": B}, {}, BOTH) == ([B], "")
+    assert dask_executor.request(build, [], {}, {}, BOTH) == ([], "")
 
 
 # --- what goes to a worker -----------------------------------------------------------------
