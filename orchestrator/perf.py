@@ -652,7 +652,8 @@ def place_lines(run: RunResult) -> list[str]:
         return []
     ratios = [x for p in spread for _, x in p.base]
     how = (
-        "every ratio above pairs boots of one round, so that difference does not reach a comparison"
+        "the sequential plan's ratios pair boots of one round, so that difference does not "
+        "reach a comparison"
         if run.perf_plan is not None
         else "a fixed plan's test pools boots across places, so that difference adds to its noise"
     )

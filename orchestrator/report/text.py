@@ -70,8 +70,8 @@ def render(run: RunResult, history: History | None = None) -> str:
             batch_note(run),
             plan_note(run),
             answers(run, summaries),
-            place_lines(run),
         ),
+        _places(place_lines(run)),
         _metrics(summaries),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
@@ -305,14 +305,12 @@ def _perf(
     note: str = "",
     plan: PlanNote | None = None,
     answered: Sequence[str] = (),
-    places: Sequence[str] = (),
 ) -> str:
     """Every comparison with the baseline, regressions first, then the noise floors.
 
     `note` says in one line when the A/A control found a batch noisy; `plan`
     how a sequential plan decided and how many boots each guest took;
-    `answered` the matrix's questions, one sentence each; `places` where the
-    perf rounds ran, when in more than one place (perf.place_lines).
+    `answered` the matrix's questions, one sentence each.
     """
     compared = [
         (s, r) for s in summaries if not s.breakdown for r in s.rows if r.comparison is not None
@@ -345,14 +343,21 @@ def _perf(
             lines += wrap(aa_line(s), "    ", "      ")
     if plan is not None:
         lines += _plan(plan)
-    if places:
-        lines += wrap(places[0], "", "  ")
-        for line in places[1:]:
-            lines += wrap(line, "  ", "    ")
     details = [s.name for s in summaries if s.breakdown]
     if details:
         note = f"{len(details)} breakdowns (per CPU, min, max) are compared in report.html."
         lines += wrap(note, "", "  ")
+    return "\n".join(lines)
+
+
+def _places(places: Sequence[str]) -> str:
+    """Where the perf rounds ran, when in more than one place (perf.place_lines)."""
+    if not places:
+        return ""
+    lines = _title("Perf rounds by place")
+    lines += wrap(places[0], "", "  ")
+    for line in places[1:]:
+        lines += wrap(line, "  ", "    ")
     return "\n".join(lines)
 
 

@@ -135,3 +135,38 @@ def test_ctrl_c_with_two_guests_up_stops_both(
     assert "Traceback" not in said and "Exception in thread" not in said
     assert processes_of(marker) == []  # both QEMUs and everything else gone
     assert read_results(out).incomplete.startswith("interrupted (Ctrl-C) after ")
+
+
+PERF = (
+    "- {name: map_perf_8, kind: map_perf, command: /opt/selftests/map_perf, timeout: 120, "
+    "repeats: 3, args: {value-size: 8, loops: 20000, maps: 2}}\n"
+)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs for 2 blocks")
+def test_perf_rounds_run_as_blocks_one_per_cpu(
+    kernel: Path, e2e_cache: Path, tmp_path: Path
+) -> None:
+    """A sequential plan's rounds side by side, each whole on one CPU: where each
+    ran is recorded, and the reports show the places' spread."""
+    matrix = guest_matrix(tmp_path, PERF, boot_timeout=120)
+    text = matrix.read_text().replace("guest:\n", "guest:\n  cpus: 1\n  accel: tcg\n")
+    matrix.write_text(text + "perf: {aa_control: true, max_reruns: 0}\n")
+    out = tmp_path / "out"
+    argv: list[str | Path] = [matrix, "--cache-dir", e2e_cache, "--out", out, "--vms", "2"]
+    result = run_cli(argv, f"blocks-{os.getpid()}", timeout=900)
+    run = read_results(out, result)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert run.perf_plan is not None and run.perf_plan.blocks == 2
+    allowed = sorted(os.sched_getaffinity(0))
+    places = {p.unit: p.worker for p in run.workers}
+    # Rounds 1 and 2 were planned side by side, so they took one CPU each.
+    assert {places["perf-round:1:1"], places["perf-round:1:2"]} == {
+        f"CPUs {allowed[0]}",
+        f"CPUs {allowed[1]}",
+    }
+    assert run.control is not None
+    assert sorted(t.round for t in run.control.tests if not t.warmup) == [1, 2, 3]
+    summary = " ".join((out / "summary.txt").read_text().split())
+    assert "Perf rounds ran in 2 places" in summary
+    assert f"CPUs {allowed[0]}: " in summary and "(A/A " in summary
