@@ -3,8 +3,8 @@
 1. overhead: matrix-quick.yaml through the real CLI, serially and through a
    `dask scheduler` with one `dask worker` on this machine (same warm cache),
    alternating, --pairs times each; goal: Dask / serial <= 1.05 (medians).
-2. placement: the unit timings of a real default-matrix run (its run
-   directory's units.json, the plan and every unit's seconds) replayed on
+2. placement: the unit timings of a real default-matrix run (the plan and
+   every unit's seconds, benchmarks/data/default-run-timings.json) replayed on
    1, 2, 4, 8 and 16 simulated workers of this box's size (vm=1, build=1
    each): a real Dask scheduler places units that sleep for the recorded
    durations (scaled down by --speedup), ready units submitted in plan order
@@ -16,12 +16,13 @@
    sets (benchmarks/blocks.py records it).
 
     python benchmarks/scale.py [--only overhead,placement,blocks] --cache-dir DIR
-        [--run-dir DEFAULT_MATRIX_RUN] [--pairs 3] [--speedup 100]
+        [--timings FILE_OR_RUN_DIR] [--save-timings RUN_DIR] [--pairs 3] [--speedup 100]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import socket
 import statistics
@@ -50,6 +51,8 @@ WORKERS = (1, 2, 4, 8, 16)
 # The default matrix cold, as measured (docs/DESIGN.md, "Default matrix, measured"):
 # importing the tree, then the first build in a build directory, then each incremental one.
 COLD = {"prepare": 60.0, "first build": 296.0, "build": 9.0}
+# A default-matrix run's units (`--save-timings`): warm kernels, --perf-budget 20m.
+TIMINGS = REPO / "benchmarks" / "data" / "default-run-timings.json"
 
 
 # --- 1. the Dask executor's overhead -------------------------------------------------------
@@ -128,20 +131,65 @@ class Timed:
     seconds: float
 
 
-def recorded(run_dir: Path, rounds: int, cold: bool) -> list[Timed]:
-    """The recorded run's units but its perf rounds, each with its seconds; `rounds`
-    perf rounds are added by replay.  `cold`: prepare and builds at the cold cache's
-    measured durations (the recording's cache may have held every kernel)."""
+def timings(source: Path) -> list[Timed]:
+    """Every unit of a recorded run with its seconds: a run directory (its
+    units.json) or a timings file (`--save-timings`)."""
+    if source.is_dir():
+        record = journal.read(source)
+        seconds = {r.unit: r.seconds for r in record.done}
+        return [Timed(u, seconds[u.id]) for u in record.units if u.id in seconds]
+    return [
+        Timed(
+            Unit(
+                t["id"],
+                UnitKind(t["kind"]),
+                t["variant"],
+                needs=tuple(t["needs"]),
+                needs_any=tuple(t["needs_any"]),
+                after=tuple(t["after"]),
+                batch=t["batch"],
+                round=t["round"],
+            ),
+            t["seconds"],
+        )
+        for t in json.loads(source.read_text())["units"]
+    ]
+
+
+def save_timings(run_dir: Path, out: Path) -> None:
+    units = [
+        {
+            "id": t.unit.id,
+            "kind": t.unit.kind.value,
+            "variant": t.unit.variant,
+            "needs": t.unit.needs,
+            "needs_any": t.unit.needs_any,
+            "after": t.unit.after,
+            "batch": t.unit.batch,
+            "round": t.unit.round,
+            "seconds": round(t.seconds, 2),
+        }
+        for t in timings(run_dir)
+    ]
+    about = "unit timings of a default-matrix run (units.json): the plan and each unit's seconds"
     record = journal.read(run_dir)
-    seconds = {r.unit: r.seconds for r in record.done}
+    out.write_text(json.dumps({"about": about, "started": record.started, "units": units}) + "\n")
+
+
+def recorded(timed: Sequence[Timed], cold: bool) -> list[Timed]:
+    """The recorded units but the perf rounds (replay adds its own).  `cold`:
+    prepare and builds at the cold cache's measured durations (the recording's
+    cache may have held every kernel)."""
     out = []
     # The first build of a build directory is the clean one: its configure
     # comes after no other variant's build (plan.units orders a directory's).
-    clean = {u.variant for u in record.units if u.kind is UnitKind.CONFIGURE and not u.after}
-    for u in record.units:
+    clean = {
+        t.unit.variant for t in timed if t.unit.kind is UnitKind.CONFIGURE and not t.unit.after
+    }
+    for t in timed:
+        u, s = t.unit, t.seconds
         if u.kind is UnitKind.PERF_ROUND:
             continue
-        s = seconds.get(u.id, 0.0)
         if cold and u.kind is UnitKind.PREPARE:
             s = COLD["prepare"]
         if cold and u.kind is UnitKind.BUILD:
@@ -150,16 +198,13 @@ def recorded(run_dir: Path, rounds: int, cold: bool) -> list[Timed]:
     return out
 
 
-def round_seconds(run_dir: Path) -> tuple[float, float]:
+def round_seconds(timed: Sequence[Timed]) -> tuple[float, float]:
     """The recorded warm-up round's seconds and the mean of the other rounds'."""
-    record = journal.read(run_dir)
-    kinds = {u.id: u for u in record.units}
-    warm = [r.seconds for r in record.done if kinds[r.unit].kind is UnitKind.PERF_ROUND
-            and kinds[r.unit].round == 0]  # fmt: skip
-    rest = [r.seconds for r in record.done if kinds[r.unit].kind is UnitKind.PERF_ROUND
-            and kinds[r.unit].round > 0]  # fmt: skip
+    rounds = [t for t in timed if t.unit.kind is UnitKind.PERF_ROUND]
+    warm = [t.seconds for t in rounds if t.unit.round == 0]
+    rest = [t.seconds for t in rounds if t.unit.round > 0]
     if not warm or not rest:
-        raise SystemExit(f"{run_dir}: no perf rounds recorded")
+        raise SystemExit("no perf rounds recorded")
     return warm[0], statistics.fmean(rest)
 
 
@@ -237,21 +282,22 @@ def replay(
         return (time.monotonic() - start) * speedup
 
 
-def placement(run_dir: Path, rounds: int, speedup: float) -> list[str]:
-    warmup, per_round = round_seconds(run_dir)
+def placement(source: Path, rounds: int, speedup: float) -> list[str]:
+    timed = timings(source)
+    warmup, per_round = round_seconds(timed)
     lines = [
-        f"placement: {run_dir / 'units.json'}, perf rounds {rounds} (+ warm-up {warmup:.0f}s) "
+        f"placement: {source.name}, perf rounds {rounds} (+ warm-up {warmup:.0f}s) "
         f"of {per_round:.0f}s each, replayed {speedup:g}x faster under a real scheduler"
     ]
     for cold in (False, True):
-        timed = recorded(run_dir, rounds, cold)
-        work = sum(t.seconds for t in timed) + warmup + rounds * per_round
+        units = recorded(timed, cold)
+        work = sum(t.seconds for t in units) + warmup + rounds * per_round
         what = "cold cache (prepare and builds at their measured cold times)" if cold else (
             "as recorded (the kernels were cached)")  # fmt: skip
         lines.append(f"  {what}: {work / 60:.1f} min of units")
         serial = 0.0
         for n in WORKERS:
-            wall = replay(timed, warmup, per_round, rounds, n, speedup)
+            wall = replay(units, warmup, per_round, rounds, n, speedup)
             serial = serial or wall
             goal = PLACEMENT_GOAL * serial / n
             verdict = ("PASS" if wall <= goal else "NOT MET") if n <= 8 else "(no goal)"
@@ -269,8 +315,10 @@ def main() -> None:
     parser.add_argument("--matrix", type=Path, default=REPO / "matrix-quick.yaml")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--pairs", type=int, default=3, help="serial/Dask runs each")
-    parser.add_argument("--run-dir", type=Path, default=None,
-                        help="a default-matrix run directory (its units.json)")  # fmt: skip
+    parser.add_argument("--timings", type=Path, default=TIMINGS,
+                        help="a default-matrix run directory, or a timings file")  # fmt: skip
+    parser.add_argument("--save-timings", type=Path, default=None, metavar="RUN_DIR",
+                        help="write RUN_DIR's unit timings to --timings, then go on")  # fmt: skip
     parser.add_argument("--speedup", type=float, default=100.0)
     parser.add_argument("--blocks", type=Path, default=blocks.DATA)
     args = parser.parse_args()
@@ -284,11 +332,11 @@ def main() -> None:
             out += overhead(args.matrix, args.cache_dir, args.pairs, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    if args.save_timings:
+        save_timings(args.save_timings, args.timings)
     if "placement" in parts:
-        if args.run_dir is None:
-            parser.error("placement needs --run-dir (a run of the default matrix)")
         most = max(t.repeats for t in perf_tests(load(REPO / "matrix.yaml").tests))
-        out += placement(args.run_dir, most, args.speedup)
+        out += placement(args.timings, most, args.speedup)
     if "blocks" in parts:
         out += blocks.report(args.blocks)
     print("\n" + "\n".join(out))
