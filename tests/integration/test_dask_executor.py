@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, config, dask_executor, journal, results, units
+from orchestrator import cli, config, dask_executor, journal, perf, results, units
 from orchestrator.cache import Cache
 from orchestrator.dask_executor import CACHE_ENV, SHARED_ENV
 from orchestrator.results import RunResult, Status
@@ -96,6 +96,9 @@ def test_two_workers_give_the_serial_verdicts_and_say_where_units_ran(
     assert all(p.host == os.uname().nodename and p.kernel == os.uname().release for p in ran)
     assert all(p.cpu and p.qemu for p in ran)
     assert len({p.worker for p in ran}) == 2
+    # The perf rounds ran as blocks, side by side on both workers (a wave of two).
+    assert run.perf_plan is not None and run.perf_plan.blocks == 2
+    assert set(perf.places_of(run, 1).values()) == {p.worker for p in ran}
     build = next(p for p in ran if p.unit == "build:base")
     assert build.artifacts.startswith("vmlinux sha256 ")
     fetched = [p for p in ran if p.artifacts.startswith("fetched ")]
