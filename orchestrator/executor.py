@@ -32,6 +32,7 @@ from orchestrator import machine, units
 from orchestrator.errors import UserError
 from orchestrator.plan import Unit, UnitKind
 from orchestrator.results import Placement
+from orchestrator.vm import cpusets
 from orchestrator.vm.cpusets import CpuSet
 
 T = TypeVar("T")
@@ -175,8 +176,7 @@ class GuestExecutor:
         self.sets = tuple(sets)
         # Every guest at once, and a build or the guest image beside them.
         self.capacity = len(self.sets) + 1
-        disjoint = len({c for s in self.sets for c in s}) == sum(len(s) for s in self.sets)
-        self.perf_blocks = len(self.sets) if disjoint else 1
+        self.perf_blocks = len(self.sets) if cpusets.disjoint(self.sets) else 1
         self._free: list[CpuSet] = list(self.sets)
         self._build_free = True
         self._held: dict[Claim, int] = dict.fromkeys(Claim, 0)  # units running, by claim

@@ -24,7 +24,7 @@ from orchestrator.executor import Executor, GuestExecutor, SerialExecutor, for_s
 from orchestrator.journal import Journal
 from orchestrator.kernel import series, source
 from orchestrator.matrix import Matrix
-from orchestrator.plan import selected
+from orchestrator.plan import perf_tests, selected
 from orchestrator.progress import PlainProgress, progress_for
 from orchestrator.report import write_reports
 from orchestrator.results import RunResult, Stage
@@ -182,6 +182,15 @@ def executor_for(placed: cpusets.Placement) -> Executor:
     return GuestExecutor(placed.sets)
 
 
+def _perf_rounds(matrix: Matrix, placed: cpusets.Placement) -> str:
+    """How perf rounds run beside each other with these CPU sets (executor.claim_of)."""
+    if not cpusets.disjoint(placed.sets):
+        return "one at a time, on the whole machine (the CPU sets overlap)"
+    if not matrix.perf.sequential:
+        return "one at a time, each on one CPU set (a fixed plan pools boots across rounds)"
+    return f"{placed.vms} side by side, each whole on one CPU set (a block)"
+
+
 def run(ns: argparse.Namespace) -> int:
     resume = _resuming(ns) if ns.command == "run" else None
     if ns.matrix is None:
@@ -214,8 +223,8 @@ def run(ns: argparse.Namespace) -> int:
         placed = placement(matrix, ns.vms)
         where = f"CPU sets: {_sets(placed)}" if placed.vms > 1 else "one at a time, not pinned"
         print(f"guests at once: {placed.vms} ({placed.why}); {where}")
-        if placed.warning:
-            print(f"orchestrate: warning: {placed.warning}", file=sys.stderr)
+        if placed.vms > 1 and perf_tests(matrix.tests):
+            print(f"perf rounds: {_perf_rounds(matrix, placed)}")
         return 0
     return _run_matrix(matrix, cache, patches, ns, resume)
 

@@ -78,6 +78,11 @@ def cpu_list(cpus: Sequence[int]) -> str:
     return ",".join(str(c) for c in cpus)
 
 
+def disjoint(sets: Sequence[CpuSet]) -> bool:
+    """Whether no CPU is in two sets: then perf rounds may run one per set."""
+    return len({c for s in sets for c in s}) == sum(len(s) for s in sets)
+
+
 def fitting(host: Host, vcpus: int, memory_mb: int) -> tuple[int, int]:
     """(guests the CPUs fit, guests the memory fits), each at least 0."""
     by_cpus = len(host.cpus) // max(1, vcpus)

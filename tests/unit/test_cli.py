@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, proc
+from orchestrator import cli, config, proc
 from orchestrator.commands import common
+from orchestrator.commands import run as run_command
+from orchestrator.vm import cpusets
 
 
 def test_an_unexpected_fault_is_one_line_and_exit_3(
@@ -101,12 +103,17 @@ def test_plan_shows_the_guests_that_run_at_once(
     matrix = tmp_path / "m.yaml"
     matrix.write_text(
         f"name: m\ntree: {{path: {tmp_path}}}\nguest: {{cpus: 1, memory: 256}}\n"
+        "tests: [{name: p, kind: map_perf, command: /p, repeats: 5}]\n"
         "variants:\n  - name: base\n"
     )
     cache = ["--cache-dir", str(tmp_path / "cache")]
     assert cli.main(["plan", str(matrix), *cache, "--vms", "2"]) == 0
     out = capsys.readouterr().out
     assert "guests at once: 2 (--vms); CPU sets: " in out
+    if cpusets.disjoint(run_command.placement(config.load(matrix), 2).sets):  # 2+ CPUs
+        assert "perf rounds: 2 side by side, each whole on one CPU set" in out
+    else:
+        assert "perf rounds: one at a time, on the whole machine" in out
     assert cli.main(["plan", str(matrix), *cache]) == 0
     assert "guests at once: " in capsys.readouterr().out
     # Far more than any machine's memory: refused before anything starts.

@@ -99,3 +99,10 @@ def test_this_machine_is_read() -> None:
     host = cpusets.host()
     assert host.cpus and host.available_mb > 0
     assert all(cpu in host.siblings.get(cpu, {cpu}) for cpu in host.cpus)
+
+
+def test_perf_rounds_run_side_by_side_only_on_disjoint_sets() -> None:
+    assert cpusets.disjoint(((0,), (1,)))
+    assert cpusets.disjoint(((0, 1), (2, 3)))
+    assert not cpusets.disjoint(((0, 1), (1, 2)))
+    assert not cpusets.disjoint(((0, 1), (0, 1)))  # wrapped around: more guests than CPUs
