@@ -170,13 +170,16 @@ class GuestExecutor:
     the Context its work gets.
     """
 
-    def __init__(self, sets: Sequence[CpuSet]) -> None:
+    def __init__(self, sets: Sequence[CpuSet], *, blocks: bool = True) -> None:
+        """`blocks`: perf rounds may run side by side, one per set, when the sets
+        are disjoint (a sequential plan; a fixed plan's rounds get the machine)."""
         if not sets:
             raise ValueError("a guest executor needs at least one CPU set")
         self.sets = tuple(sets)
         # Every guest at once, and a build or the guest image beside them.
         self.capacity = len(self.sets) + 1
-        self.perf_blocks = len(self.sets) if cpusets.disjoint(self.sets) else 1
+        side_by_side = blocks and cpusets.disjoint(self.sets)
+        self.perf_blocks = len(self.sets) if side_by_side else 1
         self._free: list[CpuSet] = list(self.sets)
         self._build_free = True
         self._held: dict[Claim, int] = dict.fromkeys(Claim, 0)  # units running, by claim

@@ -174,12 +174,13 @@ def placement(matrix: Matrix, wanted: int | None) -> cpusets.Placement:
     return cpusets.place(wanted, cpusets.host(), matrix.guest.cpus, matrix.guest.memory_mb)
 
 
-def executor_for(placed: cpusets.Placement) -> Executor:
+def executor_for(placed: cpusets.Placement, matrix: Matrix) -> Executor:
     # One guest: the serial executor, which runs each unit in this thread
     # (Ctrl-C lands in it) exactly as before --vms existed; no pinning needed.
     if placed.vms == 1:
         return SerialExecutor()
-    return GuestExecutor(placed.sets)
+    # Perf rounds side by side only for verdicts made within rounds (sequential).
+    return GuestExecutor(placed.sets, blocks=matrix.perf.sequential)
 
 
 def _perf_rounds(matrix: Matrix, placed: cpusets.Placement) -> str:
@@ -187,7 +188,7 @@ def _perf_rounds(matrix: Matrix, placed: cpusets.Placement) -> str:
     if not cpusets.disjoint(placed.sets):
         return "one at a time, on the whole machine (the CPU sets overlap)"
     if not matrix.perf.sequential:
-        return "one at a time, each on one CPU set (a fixed plan pools boots across rounds)"
+        return "one at a time, on the whole machine (a fixed plan pools boots across rounds)"
     return f"{placed.vms} side by side, each whole on one CPU set (a block)"
 
 
@@ -307,7 +308,7 @@ def _run_matrix(
         print(f"orchestrate: warning: {placed.warning}", file=sys.stderr)
     if placed is not None and placed.vms > 1:
         print(f"{placed.vms} guests at once, on CPUs {_sets(placed)}", flush=True)
-    executor = executor_for(placed) if placed is not None else SerialExecutor()
+    executor = executor_for(placed, matrix) if placed is not None else SerialExecutor()
     if remote is not None:
         executor = remote
     start = time.monotonic()

@@ -134,13 +134,17 @@ def test_perf_rounds_run_side_by_side_one_per_set(pool: GuestExecutor) -> None:
     assert fl.result(WAIT) == "done"
 
 
-def test_a_perf_round_has_the_machine_to_itself_when_sets_overlap() -> None:
-    pool = GuestExecutor(((0, 1), (0, 1)))
-    assert pool.perf_blocks == 1
+@pytest.mark.parametrize(
+    "executor",
+    [GuestExecutor(((0, 1), (0, 1))), GuestExecutor(((0,), (1,)), blocks=False)],
+    ids=["sets-overlap", "fixed-plan"],
+)
+def test_a_perf_round_has_the_machine_to_itself_unless_blocks(executor: GuestExecutor) -> None:
+    assert executor.perf_blocks == 1
     try:
-        _a_perf_round_has_the_machine(pool)
+        _a_perf_round_has_the_machine(executor)
     finally:
-        pool.shutdown()
+        executor.shutdown()
 
 
 def _a_perf_round_has_the_machine(pool: GuestExecutor) -> None:
