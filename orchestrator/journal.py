@@ -35,6 +35,7 @@ class Journal:
     units: tuple[Unit, ...]  # the plan, with any perf batches added since
     done: tuple[UnitResult, ...]
     batches: tuple[Batch, ...] = ()
+    perf_stopped: str = ""  # why a sequential plan's rounds stopped (runner.perf_stopped)
 
 
 def write(journal: Journal, path: Path) -> None:
@@ -64,6 +65,7 @@ def read(run_dir: Path) -> Journal:
             units=units,
             done=done,
             batches=tuple(from_data(Batch, b) for b in data.get("batches", ())),
+            perf_stopped=str(data.get("perf_stopped", "")),
         )
     except FileNotFoundError:
         raise UserError(f"{run_dir}: no {FILENAME}: not a run directory to resume") from None

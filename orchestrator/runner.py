@@ -242,6 +242,7 @@ class Runner:
             )
         self.units = list(journal.units)
         self.batches = list(journal.batches)
+        self.perf_stopped = journal.perf_stopped
         by_id = {u.id: u for u in self.units}
         for result in journal.done:
             if isinstance(result.output, units.GuestReady):
@@ -522,6 +523,7 @@ class Runner:
             units=tuple(self.units),
             done=tuple(self.done[u.id] for u in self.units if u.id in self.done),
             batches=tuple(self.batches),
+            perf_stopped=self.perf_stopped,
         )
         journal.write(record, self.options.run_dir / journal.FILENAME)
         return run

@@ -193,6 +193,7 @@ def _sequential(
     perf_rules: Perf,
     questions: tuple[tuple[str, str], ...] = (),
     executor: Executor | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """A run of one perf test of at most 40 boots, `up` the baseline."""
     matrix = Matrix(
@@ -206,7 +207,9 @@ def _sequential(
         perf=perf_rules,
     )
     options = Options(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
-    return Runner(matrix, options, lambda *_: None, executor).run({n: () for n in names})
+    runner = Runner(matrix, options, lambda *_: None, executor)
+    record = journal.read(options.run_dir) if resume else None
+    return runner.run({n: () for n in names}, record)
 
 
 def test_sequential_rounds_go_on_only_while_a_comparison_is_open(
@@ -346,3 +349,15 @@ def test_rounds_run_side_by_side_as_blocks_and_keep_their_verdicts(
     assert "Perf rounds ran in 2 places" in summary and "does not reach a comparison" in summary
     assert "CPUs 1: " in summary and "(A/A " in summary
     assert "Perf rounds ran in 2 places" in html.render(run)
+
+
+def test_why_the_rounds_stopped_survives_a_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, _ = _budgeted(tmp_path, monkeypatch, shifted_runs=0)
+    assert run.perf_plan is not None and run.perf_plan.stopped
+    assert journal.read(tmp_path / "run").perf_stopped == run.perf_plan.stopped
+    # Resumed (here with nothing left to run), the run still says why its rounds stopped.
+    names = ("up", "slow", "same")
+    again = _sequential(tmp_path, names, Perf(aa_control=True, budget=300.0), resume=True)
+    assert again.perf_plan is not None and again.perf_plan.stopped == run.perf_plan.stopped
