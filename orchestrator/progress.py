@@ -84,6 +84,9 @@ class PerfRound:
 class Estimate:
     seconds: float  # of work left, as the executor runs it
     lower_bound: bool  # some kind left has no unit done yet, so its time is not counted
+    # A sequential perf plan may add rounds up to its most: counted, so the
+    # estimate is what is left if it goes that far ("up to about")
+    up_to: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,14 @@ def overall(snapshot: RunStatus, now: float) -> str:
         # The estimate was made when the snapshot was; the run has gone on since.
         left = snapshot.left.seconds - max(now - snapshot.at, 0.0)
         minutes = max(math.ceil(left / 60), 1)
-        parts.append(f"{'at least' if snapshot.left.lower_bound else 'about'} {minutes} min left")
+        how = (
+            "at least"
+            if snapshot.left.lower_bound
+            else "up to about"
+            if snapshot.left.up_to
+            else "about"
+        )
+        parts.append(f"{how} {minutes} min left")
     return " · ".join(parts)
 
 

@@ -45,7 +45,14 @@ from orchestrator.journal import Journal
 from orchestrator.kernel import build, series, source
 from orchestrator.matrix import Matrix
 from orchestrator.plan import STAGE_OF, Unit, UnitKind, unit_id
-from orchestrator.progress import PerfRound, RunningUnit, RunStatus, StatusSink, estimate_left
+from orchestrator.progress import (
+    Estimate,
+    PerfRound,
+    RunningUnit,
+    RunStatus,
+    StatusSink,
+    estimate_left,
+)
 from orchestrator.results import Batch, PerfPlan, RunResult, Stage
 from orchestrator.sequential import State
 from orchestrator.suites import Installed
@@ -564,13 +571,23 @@ class Runner:
             done=len(self.done),
             total=len(self.units),
             perf=perf_position(self.units, {*self._started, *since}, self._most_rounds()),
-            left=estimate_left(
-                finished,
-                [(u.kind, now - since.get(u.id, now)) for u in left],
-                self.executor.capacity,
-            ),
+            left=self._estimate(finished, [(u.kind, now - since.get(u.id, now)) for u in left]),
         )
         self.progress.status(snapshot)
+
+    def _estimate(
+        self, finished: list[tuple[UnitKind, float]], pending: list[tuple[UnitKind, float]]
+    ) -> Estimate | None:
+        """The time left, counting the perf rounds a sequential plan may still add."""
+        more = 0
+        if self.perf_plan is not None and not self.perf_stopped:
+            rounds = self._perf_units()
+            planned = max((u.round for u in rounds if u.batch == rounds[-1].batch), default=0)
+            more = max(0, self._most_rounds() - planned) if rounds else 0
+        estimate = estimate_left(
+            finished, pending + [(UnitKind.PERF_ROUND, 0.0)] * more, self.executor.capacity
+        )
+        return replace(estimate, up_to=True) if estimate is not None and more else estimate
 
     def _where(self, unit: Unit) -> str:
         """Where the executor placed a unit ("local" unless it says: an optional

@@ -166,6 +166,9 @@ def test_overall_says_units_round_and_time_left_as_the_run_goes_on() -> None:
     assert overall(maximum, 0.0) == "units 0 of 9 · perf round 3 of at most 12 (batch 2)"
     first = RunStatus(at=0.0, perf=PerfRound(0, 12, at_most=True))
     assert overall(first, 0.0) == "perf warm-up, then at most 12 rounds"
+    # A sequential plan's rounds still to come counted, as far as its most.
+    more = RunStatus(at=0.0, done=7, total=9, left=Estimate(1860.0, False, up_to=True))
+    assert overall(more, 0.0) == "units 7 of 9 · up to about 31 min left"
     warmup = RunStatus(at=0.0, done=1, total=2, perf=PerfRound(0, 5), left=Estimate(60, True))
     assert (
         overall(warmup, 0.0) == "units 1 of 2 · perf warm-up, then 5 rounds · at least 1 min left"

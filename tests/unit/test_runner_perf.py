@@ -23,6 +23,7 @@ from orchestrator.executor import Executor, ThreadExecutor
 from orchestrator.kernel import kconfig
 from orchestrator.matrix import Kconfig, Matrix, Perf, Report, Test, Tree, TreeKind, Variant
 from orchestrator.plan import Unit, UnitKind
+from orchestrator.progress import RunStatus
 from orchestrator.report import html, text
 from orchestrator.results import (
     Batch,
@@ -194,6 +195,7 @@ def _sequential(
     questions: tuple[tuple[str, str], ...] = (),
     executor: Executor | None = None,
     resume: bool = False,
+    progress: Any = None,
 ) -> RunResult:
     """A run of one perf test of at most 40 boots, `up` the baseline."""
     matrix = Matrix(
@@ -207,7 +209,7 @@ def _sequential(
         perf=perf_rules,
     )
     options = Options(cache=Cache(tmp_path / "cache"), run_dir=tmp_path / "run")
-    runner = Runner(matrix, options, lambda *_: None, executor)
+    runner = Runner(matrix, options, progress or (lambda *_: None), executor)
     record = journal.read(options.run_dir) if resume else None
     return runner.run({n: () for n in names}, record)
 
@@ -361,3 +363,30 @@ def test_why_the_rounds_stopped_survives_a_resume(
     names = ("up", "slow", "same")
     again = _sequential(tmp_path, names, Perf(aa_control=True, budget=300.0), resume=True)
     assert again.perf_plan is not None and again.perf_plan.stopped == run.perf_plan.stopped
+
+
+class Snapshots:
+    """A progress that keeps the runner's status snapshots (progress.StatusSink)."""
+
+    def __init__(self) -> None:
+        self.seen: list[RunStatus] = []
+
+    def __call__(self, *_: Any) -> None:
+        pass
+
+    def status(self, snapshot: RunStatus) -> None:
+        self.seen.append(snapshot)
+
+
+def test_the_time_left_counts_rounds_a_sequential_plan_may_still_add(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host: dict[str, int] = {}
+    builds = {"up": "/up", "slow": "/slow", "same": "/same"}
+    _fake_units(monkeypatch, host, 0, {"slow": 0.7}, builds)
+    sink = Snapshots()
+    run = _sequential(tmp_path, tuple(builds), Perf(aa_control=True), progress=sink)
+    assert run.perf_plan is not None and run.perf_plan.stopped == "every comparison decided"
+    during = [s.left for s in sink.seen if s.perf is not None and s.perf.round >= 1 and s.left]
+    assert during and all(e.up_to for e in during[:-1])
+    assert not sink.seen[-1].left or not sink.seen[-1].left.up_to  # stopped: nothing more
