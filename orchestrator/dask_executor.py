@@ -37,11 +37,13 @@ path on every worker (logs go there); the cache need not be:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import shutil
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -54,9 +56,10 @@ from urllib.parse import urlsplit
 import distributed
 from distributed.scheduler import KilledWorker
 
-from orchestrator import sandbox, units
+from orchestrator import proc, sandbox, units
 from orchestrator.cache import Cache
 from orchestrator.errors import InfraError, OrchestrateError, UserError
+from orchestrator.executor import interrupt
 from orchestrator.git import git
 from orchestrator.kernel import build
 from orchestrator.machine import identity
@@ -250,12 +253,42 @@ def _placement(unit_id: str, address: str, artifacts: str = "") -> Placement:
     return Placement(unit_id, address, host, cpu, kernel, qemu, artifacts)
 
 
-def run_unit(unit_id: str, work: Callable[[], Any], needed: tuple[Artifacts, ...]) -> Envelope:
+class Stopped(BaseException):
+    """Raised in a unit's thread on a worker when its run was interrupted
+    (stop_units): like Ctrl-C in a serial run, every `finally` of the unit runs
+    (QEMU stopped, nothing more cached) and nothing catches it on the way."""
+
+
+# Our units running on this worker: task key -> the thread running it.
+_running: dict[str, int] = {}
+_running_lock = threading.Lock()
+STOP_GRACE = 20.0  # seconds a stopped unit may take to unwind before it is left to die
+
+
+def run_unit(
+    unit_id: str, key: str, work: Callable[[], Any], needed: tuple[Artifacts, ...]
+) -> Envelope:
     """A unit's task on a worker: its inputs made local, its work, its output as data."""
     # Out of the thread pool at once: the unit's resources stay held, and the
     # thread can serve another worker's fetch of artifacts from this one.
     distributed.secede()
     address = distributed.get_worker().address
+    try:
+        with _running_lock:
+            _running[key] = threading.get_ident()
+        try:
+            return _run_unit(unit_id, work, needed, address)
+        finally:
+            with _running_lock:
+                _running.pop(key, None)
+    except Stopped:  # also when it lands just after the unit's work
+        message = f"{unit_id}: stopped on {address}: the run was interrupted"
+        return Envelope(None, _placement(unit_id, address), failure=(130, message))
+
+
+def _run_unit(
+    unit_id: str, work: Callable[[], Any], needed: tuple[Artifacts, ...], address: str
+) -> Envelope:
     try:
         work, fetched, notes = _localized(work, needed, address)
         note = "; ".join(notes)
@@ -271,6 +304,31 @@ def run_unit(unit_id: str, work: Callable[[], Any], needed: tuple[Artifacts, ...
         note = f"vmlinux sha256 {artifacts.vmlinux}"
     placement = _placement(unit_id, address, note)
     return Envelope(to_data(output), placement, artifacts, tuple(fetched))
+
+
+async def stop_units(keys: list[str], grace: float = STOP_GRACE) -> list[str]:
+    """Run on every worker (Client.run) when a run is interrupted: each of its
+    units running here is stopped as Ctrl-C stops a unit of a serial run, and
+    this returns once they have unwound (or after `grace`, their process trees
+    killed).  A coroutine: the worker's event loop goes on meanwhile."""
+    with _running_lock:
+        threads = {k: t for k, t in _running.items() if k in set(keys)}
+    for thread in threads.values():
+        interrupt(thread, Stopped)
+    # The exception lands once the unit's thread runs Python again: ending the
+    # child it waits for (QEMU, make, ssh) wakes it.  TERM first, then KILL.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while True:
+        with _running_lock:
+            left = [t for k, t in threads.items() if k in _running]
+        if not left or loop.time() > deadline + grace:  # stuck past any signal: left to die
+            return sorted(threads)
+        sig = signal.SIGKILL if loop.time() > deadline else signal.SIGTERM
+        for thread in left:
+            for pid in proc.children_of(thread):
+                proc.signal_tree(pid, sig)
+        await asyncio.sleep(0.2)
 
 
 def read_artifacts(path: str) -> dict[str, bytes]:
@@ -502,6 +560,7 @@ class DaskExecutor:
         task = self._client.submit(
             run_unit,
             unit.id,
+            key,
             _shippable(work),
             tuple(a for a in needed if a.manifest),
             key=key,
@@ -591,11 +650,18 @@ class DaskExecutor:
         return next((w for w, ks in processing.items() if keys[0] in ks), "queued")
 
     def shutdown(self) -> None:
+        """Stop what runs (the run was interrupted) and let go of the cluster.
+
+        Dask cannot interrupt a running task, so each worker is asked to stop
+        our units itself (stop_units), and this returns once their QEMUs and
+        builds are gone; then the tasks are cancelled."""
         with self._lock:
-            pending = list(self._inflight.values())
+            pending = dict(self._inflight)
             self._inflight.clear()
         if pending:
-            self._client.cancel(pending, force=True)
+            with contextlib.suppress(Exception):  # a worker gone or the scheduler down
+                self._client.run(stop_units, list(pending), on_error="ignore")
+            self._client.cancel(list(pending.values()), force=True)
         self._client.close()
 
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import psutil
 
-from orchestrator import machine, units
+from orchestrator import machine, proc, units
 from orchestrator.errors import UserError
 from orchestrator.plan import Unit, UnitKind
 from orchestrator.results import Placement
@@ -341,13 +341,15 @@ class GuestExecutor:
             _signal_children(signal.SIGKILL)
 
 
+def interrupt(thread: int, exc: type[BaseException] = KeyboardInterrupt) -> None:
+    """Raise exc in the thread of this ident (CPython's async exception: it is
+    raised at the thread's next Python instruction)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(exc))
+
+
 def _interrupt(thread: threading.Thread) -> None:
-    """Raise KeyboardInterrupt in thread (CPython's async exception: it is raised
-    at the thread's next Python instruction)."""
     if thread.ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
-        )
+        interrupt(thread.ident)
 
 
 def _signal_children(sig: signal.Signals) -> None:
@@ -360,10 +362,4 @@ def _signal_children(sig: signal.Signals) -> None:
     succeeded.)
     """
     for child in psutil.Process().children():
-        with contextlib.suppress(psutil.Error):
-            child.suspend()  # no new children while the tree is listed
-            tree = [*child.children(recursive=True), child]
-            for p in tree:
-                with contextlib.suppress(psutil.Error):
-                    p.send_signal(sig)
-            child.resume()  # a stopped process would not act on SIGTERM
+        proc.signal_tree(child.pid, sig)

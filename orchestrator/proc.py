@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,49 @@ from orchestrator import ledger
 from orchestrator.errors import InfraError
 
 StrPath = str | os.PathLike[str]
+
+# The children each thread started and has not yet seen end: a unit runs in one
+# thread, so stopping a unit from outside (a Dask worker's stop_units) signals
+# exactly its process trees.
+_by_thread: dict[int, set[int]] = {}
+_by_thread_lock = threading.Lock()
+
+
+def _started(pid: int, argv0: str) -> None:
+    ledger.started(pid, argv0)
+    with _by_thread_lock:
+        _by_thread.setdefault(threading.get_ident(), set()).add(pid)
+
+
+def _ended(pid: int) -> None:
+    ledger.ended(pid)
+    with _by_thread_lock:
+        for thread, pids in list(_by_thread.items()):
+            pids.discard(pid)
+            if not pids:
+                del _by_thread[thread]
+
+
+def children_of(thread: int) -> list[int]:
+    """The children a thread (its ident) started through this module, still running."""
+    with _by_thread_lock:
+        return sorted(_by_thread.get(thread, ()))
+
+
+def signal_tree(pid: int, sig: signal.Signals) -> None:
+    """Send sig to pid and every descendant, without waiting (the owner reaps them).
+
+    The tree is suspended while it is listed, so it cannot fork past it;
+    then resumed, since a stopped process would not act on SIGTERM.
+    """
+    with contextlib.suppress(psutil.Error):
+        child = psutil.Process(pid)
+        child.suspend()
+        tree = [*child.children(recursive=True), child]
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(sig)
+        child.resume()
 
 
 @dataclass(frozen=True)
@@ -122,7 +166,7 @@ def run(
             )
         except FileNotFoundError as exc:
             raise InfraError(f"{args[0]}: command not found (is it installed?)") from exc
-        ledger.started(child.pid, args[0])
+        _started(child.pid, args[0])
         try:
             out, err = child.communicate(
                 stdin.encode() if stdin is not None else None, timeout=timeout
@@ -139,7 +183,7 @@ def run(
             child.wait()
             raise
         finally:
-            ledger.ended(child.pid)
+            _ended(child.pid)
     finally:
         if log_file:
             log_file.close()
@@ -210,7 +254,7 @@ class Background:
             kill_tree(self._popen.pid, grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._popen.wait(grace)
-        ledger.ended(self._popen.pid)
+        _ended(self._popen.pid)
 
     def __enter__(self) -> Background:
         return self
@@ -243,5 +287,5 @@ def spawn(
             )
         except FileNotFoundError as exc:
             raise InfraError(f"{args[0]}: command not found (is it installed?)") from exc
-    ledger.started(popen.pid, args[0])
+    _started(popen.pid, args[0])
     return Background(popen, args, log)

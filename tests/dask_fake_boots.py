@@ -6,7 +6,9 @@ runner's scripted guest does in tests/integration/test_runner.py.  The
 worker's environment steers it: ORCHESTRATE_TEST_BOOT_SECONDS makes a
 variant's first boot take that long, ORCHESTRATE_TEST_BOOT_MARKS names a directory where each
 boot leaves `<pid>-<variant>` (so a test knows which worker boots what),
-and ORCHESTRATE_TEST_KILLER names a variant whose boot SIGKILLs its worker.
+ORCHESTRATE_TEST_KILLER names a variant whose boot SIGKILLs its worker, and
+ORCHESTRATE_TEST_HANG one whose boot waits on a `sleep 300` child (a QEMU
+that never comes up) started through proc, as QEMU is.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from orchestrator import proc
 from orchestrator.vm import guest
 from orchestrator.vm.guest import Booted
 from orchestrator.vm.image import Keys
@@ -42,6 +45,8 @@ def boot(spec: VmSpec, keys: Keys, timeout: float) -> Iterator[tuple[KtapGuest, 
         (Path(marks) / f"{os.getpid()}-{name}").touch()
     if os.environ.get("ORCHESTRATE_TEST_KILLER") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("ORCHESTRATE_TEST_HANG") == name:
+        proc.run(["sleep", "300"], timeout=600)
     if spec.console_log.name == "console-1.log":  # a variant's first boot; perf rounds are quick
         time.sleep(float(os.environ.get("ORCHESTRATE_TEST_BOOT_SECONDS", "0")))
     spec.console_log.write_text("fake console\n")

@@ -18,9 +18,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from orchestrator import cli, config, dask_executor, journal, perf, results, units
+from orchestrator import cli, config, dask_executor, journal, perf, proc, results, units
 from orchestrator.cache import Cache
 from orchestrator.dask_executor import CACHE_ENV, SHARED_ENV
 from orchestrator.results import RunResult, Status
@@ -28,7 +29,9 @@ from orchestrator.runner import collect_series
 from orchestrator.vm import guest
 from tests import dask_fake_boots
 from tests.dask_cluster import Cluster, free_port
+from tests.faults.harness import CLI, MARKER, processes_of
 from tests.integration.test_runner import _whole_matrix, project  # noqa: F401 - a fixture
+from tests.procs import sigint_default
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -216,3 +219,42 @@ def test_a_tree_unit_on_a_worker_without_the_tree_prepares_and_applies_it_first(
     tweak = next(v for v in first.variants if v.name == "tweak")
     assert tweak.build is not None and configured.tree == tweak.build.tree
     assert (tmp_path / "cache-b" / "trees").is_dir()
+
+
+def test_ctrl_c_stops_the_units_running_on_workers(
+    project: Path,  # noqa: F811
+    tmp_path: Path,
+    cluster: Cluster,
+) -> None:
+    """Dask does not interrupt a running task: the executor asks each worker to
+    stop the run's units (stop_units), and the CLI exits once their children
+    (here a `sleep 300` standing for a QEMU) are gone."""
+    marker = f"dask-ctrl-c-{os.getpid()}"
+    hang = {MARKER: marker, "ORCHESTRATE_TEST_HANG": "base"}
+    cluster.start({"w1": hang, "w2": hang})
+    out = tmp_path / "out"
+    argv: list[str | Path] = [*CLI, "run", _whole_matrix(project), "--out", out]
+    argv += ["--cache-dir", tmp_path / "cache", "--executor", cluster.address]
+    with sigint_default():  # the Ctrl-C below must reach it however the suite started
+        run = proc.spawn(argv, log=tmp_path / "cli.log", cwd=REPO)
+
+    def sleeping() -> list[psutil.Process]:
+        return [p for p in processes_of(marker) if p.name() == "sleep"]
+
+    try:
+        deadline = time.monotonic() + 120
+        while not sleeping():
+            assert run.poll() is None, (tmp_path / "cli.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the hanging boot never started"
+            time.sleep(0.1)
+        os.kill(run.pid, signal.SIGINT)
+        code = run.wait(120)
+    finally:
+        run.stop()
+    said = (tmp_path / "cli.log").read_text()
+    assert code == 130, said[-3000:]
+    assert "Traceback" not in said
+    assert sleeping() == []  # stopped on its worker, not left to run out its 300 s
+    assert results.read(out / "results.json").incomplete.startswith("interrupted (Ctrl-C)")
+    # The workers lived through it: a stopped unit is a task that ended.
+    assert all(w.poll() is None for w in cluster.workers.values())
