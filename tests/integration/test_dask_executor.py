@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import cli, config, dask_executor, journal, perf, proc, results, units
+from orchestrator import cli, config, dask_executor, journal, perf, results, units
 from orchestrator.cache import Cache
 from orchestrator.dask_executor import CACHE_ENV, SHARED_ENV
 from orchestrator.results import RunResult, Status
@@ -29,9 +29,8 @@ from orchestrator.runner import collect_series
 from orchestrator.vm import guest
 from tests import dask_fake_boots
 from tests.dask_cluster import Cluster, free_port
-from tests.faults.harness import CLI, MARKER, processes_of
+from tests.faults.harness import MARKER, Launch, processes_of
 from tests.integration.test_runner import _whole_matrix, project  # noqa: F401 - a fixture
-from tests.procs import sigint_default
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -233,25 +232,20 @@ def test_ctrl_c_stops_the_units_running_on_workers(
     hang = {MARKER: marker, "ORCHESTRATE_TEST_HANG": "base"}
     cluster.start({"w1": hang, "w2": hang})
     out = tmp_path / "out"
-    argv: list[str | Path] = [*CLI, "run", _whole_matrix(project), "--out", out]
+    argv: list[str | Path] = ["run", _whole_matrix(project), "--out", out]
     argv += ["--cache-dir", tmp_path / "cache", "--executor", cluster.address]
-    with sigint_default():  # the Ctrl-C below must reach it however the suite started
-        run = proc.spawn(argv, log=tmp_path / "cli.log", cwd=REPO)
 
     def sleeping() -> list[psutil.Process]:
         return [p for p in processes_of(marker) if p.name() == "sleep"]
 
+    run = Launch(argv, tmp_path / "cli.log", f"{marker}-cli")
     try:
-        deadline = time.monotonic() + 120
-        while not sleeping():
-            assert run.poll() is None, (tmp_path / "cli.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the hanging boot never started"
-            time.sleep(0.1)
-        os.kill(run.pid, signal.SIGINT)
+        run.wait_for(lambda: bool(sleeping()), 120, "the hanging boot")
+        run.signal(signal.SIGINT)
         code = run.wait(120)
     finally:
-        run.stop()
-    said = (tmp_path / "cli.log").read_text()
+        run.bg.stop()
+    said = run.output()
     assert code == 130, said[-3000:]
     assert "Traceback" not in said
     assert sleeping() == []  # stopped on its worker, not left to run out its 300 s
