@@ -31,29 +31,40 @@ StrPath = str | os.PathLike[str]
 # The children each thread started and has not yet seen end: a unit runs in one
 # thread, so stopping a unit from outside (a Dask worker's stop_units) signals
 # exactly its process trees.
-_by_thread: dict[int, set[int]] = {}
+# Each child with its start time: a pid the kernel gave to another process
+# since (a child nobody reaped through here) is not taken for it.
+_by_thread: dict[int, dict[int, float]] = {}
 _by_thread_lock = threading.Lock()
 
 
 def _started(pid: int, argv0: str) -> None:
     ledger.started(pid, argv0)
-    with _by_thread_lock:
-        _by_thread.setdefault(threading.get_ident(), set()).add(pid)
+    with contextlib.suppress(psutil.Error):
+        created = psutil.Process(pid).create_time()
+        with _by_thread_lock:
+            _by_thread.setdefault(threading.get_ident(), {})[pid] = created
 
 
 def _ended(pid: int) -> None:
     ledger.ended(pid)
     with _by_thread_lock:
         for thread, pids in list(_by_thread.items()):
-            pids.discard(pid)
+            pids.pop(pid, None)
             if not pids:
                 del _by_thread[thread]
 
 
 def children_of(thread: int) -> list[int]:
-    """The children a thread (its ident) started through this module, still running."""
+    """The children a thread (its ident) started through this module that still run."""
     with _by_thread_lock:
-        return sorted(_by_thread.get(thread, ()))
+        noted = dict(_by_thread.get(thread, {}))
+    alive = []
+    for pid, created in noted.items():
+        with contextlib.suppress(psutil.Error):
+            child = psutil.Process(pid)
+            if child.create_time() == created and child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+    return sorted(alive)
 
 
 def signal_tree(pid: int, sig: signal.Signals) -> None:
