@@ -226,6 +226,8 @@ def run(ns: argparse.Namespace) -> int:
         print(f"guests at once: {placed.vms} ({placed.why}); {where}")
         if placed.vms > 1 and perf_tests(matrix.tests):
             print(f"perf rounds: {_perf_rounds(matrix, placed)}")
+        if placed.warning:
+            print(f"orchestrate: warning: {placed.warning}", file=sys.stderr)
         return 0
     return _run_matrix(matrix, cache, patches, ns, resume)
 

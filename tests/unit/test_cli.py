@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -116,6 +117,12 @@ def test_plan_shows_the_guests_that_run_at_once(
         assert "perf rounds: one at a time, on the whole machine" in out
     assert cli.main(["plan", str(matrix), *cache]) == 0
     assert "guests at once: " in capsys.readouterr().out
+    # More guests than CPUs: their sets overlap, said on stderr, and perf rounds get the machine.
+    beyond = str(len(os.sched_getaffinity(0)) + 1)
+    assert cli.main(["plan", str(matrix), *cache, "--vms", beyond]) == 0
+    said = capsys.readouterr()
+    assert f"orchestrate: warning: --vms {beyond}: " in said.err and "overlap" in said.err
+    assert "perf rounds: one at a time, on the whole machine (the CPU sets overlap)" in said.out
     # Far more than any machine's memory: refused before anything starts.
     assert cli.main(["plan", str(matrix), *cache, "--vms", "100000"]) == 2
     assert "--vms 100000: 100000 guests need" in capsys.readouterr().err
