@@ -29,7 +29,9 @@ from orchestrator import perf, proc, results
 from orchestrator.config import load
 from orchestrator.plan import perf_tests
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perf_power import REPO, test_lines
+
 DATA = REPO / "benchmarks" / "data" / "blocks-aa.json"
 METRIC = "events_per_sec"
 BASE, AA, OTHER = "upstream", "upstream~aa", "ctor"
@@ -39,11 +41,7 @@ def blocks_matrix(directory: Path, rounds: int) -> Path:
     """The default matrix's perf tests on 1-vCPU guests, `rounds` boots at most."""
     source = load(REPO / "matrix.yaml")
     frags = ", ".join(str(p) for p in source.kconfig.fragments)
-    tests = "".join(
-        f"  - {{name: {t.name}, kind: {t.kind}, command: {t.command}, timeout: {t.timeout:g}, "
-        f"repeats: {rounds}, args: {{{', '.join(f'{k}: {v}' for k, v in t.args)}}}}}\n"
-        for t in perf_tests(source.tests)
-    )
+    tests = test_lines(perf_tests(source.tests), rounds)
     patches = REPO / "patches"
     path = directory / "matrix.yaml"
     path.write_text(
@@ -88,15 +86,13 @@ def record(rounds: int, cache: Path | None, out: Path, keep: Path | None) -> Non
 def rounds_of(run: results.RunResult) -> list[dict[str, Any]]:
     """Per round of the last batch: where it ran and each guest's headline metric per test."""
     batch = perf.latest_batch([*run.variants, *([run.control] if run.control else [])])
-    places = {p.unit: p.worker for p in run.workers}
+    places = perf.places_of(run, batch)
     out: dict[int, dict[str, Any]] = {}
     for v in (*run.variants, *([run.control] if run.control else [])):
         for t in v.tests:
             if t.batch != batch or t.round < 1 or t.warmup or METRIC not in t.metrics:
                 continue
-            row = out.setdefault(
-                t.round, {"round": t.round, "place": places.get(f"perf-round:{batch}:{t.round}")}
-            )
+            row = out.setdefault(t.round, {"round": t.round, "place": places.get(t.round)})
             row.setdefault(t.name, {})[v.name] = t.metrics[METRIC]
     return [out[r] for r in sorted(out)]
 

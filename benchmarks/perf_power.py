@@ -25,7 +25,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,11 +55,7 @@ def aa_matrix(directory: Path, source: Path, rounds: int) -> tuple[Path, list[Te
     matrix = load(source)
     perf = list(plan.perf_tests(matrix.tests))
     frags = ", ".join(str(p) for p in matrix.kconfig.fragments)
-    tests = "".join(
-        f"  - {{name: {t.name}, kind: {t.kind}, command: {t.command}, timeout: {t.timeout:g}, "
-        f"repeats: {rounds}, args: {{{', '.join(f'{k}: {v}' for k, v in t.args)}}}}}\n"
-        for t in perf
-    )
+    tests = test_lines(perf, rounds)
     path = directory / "matrix.yaml"
     path.write_text(
         "name: perf-power\n"
@@ -72,6 +68,15 @@ def aa_matrix(directory: Path, source: Path, rounds: int) -> tuple[Path, list[Te
         "variants:\n  - {name: a}\n  - {name: b}\n"  # the same stock tree twice: A/A
     )
     return path, perf
+
+
+def test_lines(tests: Iterable[Test], rounds: int) -> str:
+    """These tests as a matrix's `tests:` entries, each of `rounds` boots at most."""
+    return "".join(
+        f"  - {{name: {t.name}, kind: {t.kind}, command: {t.command}, timeout: {t.timeout:g}, "
+        f"repeats: {rounds}, args: {{{', '.join(f'{k}: {v}' for k, v in t.args)}}}}}\n"
+        for t in tests
+    )
 
 
 def samples(run: results.RunResult, variant: str, test: str) -> list[float]:

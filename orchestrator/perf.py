@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator import sequential, stats
+from orchestrator.plan import UnitKind, unit_id
 from orchestrator.results import Batch, PerfPlan, RunResult, VariantResult
 from orchestrator.sequential import Design, State, Track
 from orchestrator.stats import Change, Comparison, Estimate, NoiseFloor
@@ -224,19 +225,23 @@ def perf(run: RunResult) -> list[MetricSummary]:
     changed = (
         sequential.discoveries(found, design_of(run.perf_plan)) if run.perf_plan else frozenset()
     )
-    places = places_of(run, batch)
-    rounds = _rounds_by_place(run, baseline, batch) if places else {}
+    base_v = next((v for v in run.variants if v.name == baseline), None)
+    # Rounds in several places: the A/A check judges each place's level divided out.
+    judged = (
+        _within_places_by_key(base_v, control, batch, places_of(run, batch))
+        if base_v is not None and control is not None
+        else {}
+    )
     for (test, metric), samples in by_metric.items():
         if max(len(x) for x in samples.values()) < 2:
             continue
         base = samples.get(baseline)
         aa = next(iter(controls.get((test, metric), {}).items()), None)
-        floor, row = _noise_floor(metric, baseline, base, aa) if base and aa else (None, None)
-        if (test, metric) in rounds and base and aa:
-            # Judged within places (noisy_metrics does the same); the row keeps its samples.
-            mine, theirs = within_places(*rounds[(test, metric)], places)
-            floor = stats.noise_floor(metric, baseline, mine, aa[0], theirs)
-            row = dataclasses.replace(row, comparison=floor.comparison) if row else None
+        floor, row = (
+            _noise_floor(metric, baseline, base, aa, judged.get((test, metric)))
+            if base and aa
+            else (None, None)
+        )
         rows = [_same_kernel(r, twins) for r in summarize(samples, baseline, metric, floor)]
         if run.perf_plan is not None:
             rows = [_sequential_row(r, found, changed, run, (test, metric), floor) for r in rows]
@@ -246,17 +251,6 @@ def perf(run: RunResult) -> list[MetricSummary]:
         out.append(MetricSummary(test, metric, name, tuple(rows), row, floor, detail))
     # Headline metrics first: they carry the verdicts; breakdowns are detail.
     return sorted(out, key=lambda s: s.breakdown)
-
-
-def _rounds_by_place(
-    run: RunResult, baseline: str, batch: int
-) -> dict[MetricKey, tuple[dict[int, float], dict[int, float]]]:
-    """The baseline's and the A/A control's headline samples by round."""
-    base = next((v for v in run.variants if v.name == baseline), None)
-    if base is None or run.control is None:
-        return {}
-    theirs = _by_round(run.control, batch)
-    return {k: (by, theirs[k]) for k, by in _by_round(base, batch).items() if k in theirs}
 
 
 def _sequential_row(
@@ -299,11 +293,17 @@ def _same_kernel(row: MetricRow, twins: frozenset[str]) -> MetricRow:
 
 
 def _noise_floor(
-    metric: str, baseline: str, base: Sequence[float], control: tuple[str, Sequence[float]]
+    metric: str,
+    baseline: str,
+    base: Sequence[float],
+    control: tuple[str, Sequence[float]],
+    judged: tuple[list[float], list[float]] | None = None,
 ) -> tuple[NoiseFloor, MetricRow]:
-    """The A/A control's verdict on the batch, and its row as the reports show it."""
+    """The A/A control's verdict on the batch, and its row as the reports show it
+    (`judged`: the two sides as the check sees them, when not the samples)."""
     name, values = control[0], tuple(map(float, control[1]))
-    floor = stats.noise_floor(metric, baseline, base, name, values)
+    mine, theirs = judged or (base, values)
+    floor = stats.noise_floor(metric, baseline, mine, name, theirs)
     detectable = _detectable(len(base), len(values), stats.cv(base))
     return floor, MetricRow(name, values, stats.estimate(values), floor.comparison, detectable)
 
@@ -325,13 +325,8 @@ def noisy_metrics(
     `places`: round -> where it ran, when rounds ran in several places
     (places_of); then each place's level is divided out first.
     """
-    pairs: dict[MetricKey, tuple[list[float], list[float]]] = {}
-    if places:
-        theirs = _by_round(control, batch)
-        for key, mine in _by_round(base, batch).items():
-            if key in theirs:
-                pairs[key] = within_places(mine, theirs[key], places)
-    else:
+    pairs = _within_places_by_key(base, control, batch, places or {})
+    if not places:
         samples = metric_samples([base, control], batch, subtests=False, functional=False)
         details = breakdowns(key for key, by in samples.items() if base.name in by)
         for key, by in samples.items():
@@ -345,15 +340,36 @@ def noisy_metrics(
 
 
 def places_of(run: RunResult, batch: int) -> dict[int, str]:
-    """Round -> where it ran (a CPU set, a Dask worker) for the rounds of `batch`,
-    when they ran in more than one place; {} when in one (or unrecorded)."""
-    prefix = f"perf-round:{batch}:"  # the plan's perf round ids (plan.unit_id)
+    """Round -> where it ran (a CPU set, a Dask worker) for the measured rounds of
+    `batch`, when they ran in more than one place; {} when in one (or unrecorded)."""
+    where = {p.unit: p.worker for p in run.workers}
+    rounds = {
+        t.round
+        for v in (*run.variants, *([run.control] if run.control else []))
+        for t in v.tests
+        if t.batch == batch and t.round >= 1 and not t.warmup
+    }
     found = {
-        int(p.unit.removeprefix(prefix)): p.worker
-        for p in run.workers
-        if p.unit.startswith(prefix) and p.unit.removeprefix(prefix).isdigit()
+        r: where[uid]
+        for r in rounds
+        if (uid := unit_id(UnitKind.PERF_ROUND, batch=batch, round=r)) in where
     }
     return found if len(set(found.values())) > 1 else {}
+
+
+def _within_places_by_key(
+    base: VariantResult, control: VariantResult, batch: int, places: Mapping[int, str]
+) -> dict[MetricKey, tuple[list[float], list[float]]]:
+    """Per headline metric, the baseline's and the A/A control's samples with each
+    place's level divided out (within_places); {} when the rounds ran in one place."""
+    if not places:
+        return {}
+    theirs = _by_round(control, batch)
+    return {
+        key: within_places(mine, theirs[key], places)
+        for key, mine in _by_round(base, batch).items()
+        if key in theirs
+    }
 
 
 def within_places(
@@ -628,8 +644,7 @@ def place_spread(run: RunResult) -> list[PlaceSpread]:
     places = sorted(set(place_of.values()))
     out = []
     for place in places:
-        measured = {r for by in mine.values() for r in by}  # the warm-up is not
-        rounds = {r for r, w in place_of.items() if w == place and r in measured}
+        rounds = {r for r, w in place_of.items() if w == place}
         spread, aa = [], []
         for key, by in sorted(mine.items()):
             here = [x for r, x in by.items() if r in rounds]
