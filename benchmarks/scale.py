@@ -9,7 +9,7 @@
    each): a real Dask scheduler places units that sleep for the recorded
    durations (scaled down by --speedup), ready units submitted in plan order
    with the executor's own resources and worker choice
-   (dask_executor.resources_for, request), and the sequential perf plan's
+   (dask_executor.resources_for, preferred, request), and the sequential perf plan's
    rounds in waves of one per worker (runner._plan_wave) up to the default
    matrix's most boots.  Goal: wall <= 1.15 x serial / N up to 8 workers.
 3. blocks: the A/A spread within and across blocks from a real run on two CPU
@@ -275,7 +275,8 @@ def replay(
                     continue
                 if not all(d in done for d in u.deps):
                     continue
-                prefer, guest_on = dask_executor.request(u, [], ran_on, guests_on, alive)
+                best_first = dask_executor.preferred(u, [], ran_on, guests_on, alive)
+                prefer, guest_on = dask_executor.request(u, best_first)
                 if guest_on:
                     guests_on[guest_on] = guests_on.get(guest_on, 0) + 1
                 future = client.submit(

@@ -46,7 +46,7 @@ import shutil
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -207,22 +207,17 @@ def preferred(
     return ()
 
 
-def request(
-    unit: Unit,
-    needed: Iterable[Artifacts],
-    ran_on: Mapping[str, str],
-    guests_on: Mapping[str, int],
-    alive: Mapping[str, Mapping[str, float]],
-) -> tuple[list[str], str]:
-    """The `workers=` to submit a unit with, and the worker its guests are
-    counted on ("" for a unit without guests, or when any worker will do).
+def request(unit: Unit, best_first: Sequence[str]) -> tuple[list[str], str]:
+    """The `workers=` to submit a unit with, given its preferred workers, and
+    the worker its guests are counted on ("" for a unit without guests, or
+    when any worker will do).
 
     Only the best worker is named: given several, the scheduler picks among
     them by its own estimate, which can put two guests queued on one worker
     while another idles (measured: rounds side by side then ran one by one).
     """
-    best = preferred(unit, needed, ran_on, guests_on, alive)[:1]
-    return list(best), (best[0] if best and unit.kind in GUEST_KINDS else "")
+    best = list(best_first[:1])
+    return best, (best[0] if best and unit.kind in GUEST_KINDS else "")
 
 
 # --- on the worker ---------------------------------------------------------------------------
@@ -553,7 +548,8 @@ class DaskExecutor:
                 self._artifacts.get(d.name) or Artifacts(d.name, (), ())
                 for d in artifact_dirs(work)
             )
-            workers, guest_on = request(unit, needed, self._ran_on, self._guests_on, alive)
+            best_first = preferred(unit, needed, self._ran_on, self._guests_on, alive)
+            workers, guest_on = request(unit, best_first)
             if guest_on:
                 self._guests_on[guest_on] = self._guests_on.get(guest_on, 0) + 1
         key = f"{unit.kind.value}-{unit.id}-{uuid.uuid4().hex[:8]}"

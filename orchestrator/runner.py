@@ -218,6 +218,11 @@ class Runner:
     def _perf_units(self) -> list[Unit]:
         return [u for u in self.units if u.kind is UnitKind.PERF_ROUND]
 
+    def _wave(self, unit: Unit) -> list[Unit]:
+        """The perf rounds planned side by side with this one: its batch's rounds
+        after the same rounds (_plan_wave); a round alone on a serial run."""
+        return [u for u in self._perf_units() if (u.batch, u.after) == (unit.batch, unit.after)]
+
     def _last_perf_unit(self) -> bool:
         return all(u.id in self.done for u in self._perf_units())
 
@@ -324,8 +329,7 @@ class Runner:
                 # Rounds side by side must not share a console log or QMP socket,
                 # which are named by boot number: each starts its own span.  A
                 # round boots a guest at most once per test it runs.
-                wave = [u.id for u in self._perf_units() if u.after == unit.after]
-                span = (len(plan.perf_tests(self.matrix.tests)) + 1) * wave.index(unit.id)
+                span = (len(plan.perf_tests(self.matrix.tests)) + 1) * self._wave(unit).index(unit)
                 guests = tuple(replace(g, boots=g.boots + span) for g in guests)
                 return partial(
                     units.perf_round,
@@ -432,9 +436,7 @@ class Runner:
         every round only spends less of the error rate.
         """
         functional = tuple(u.id for u in self.units if u.kind is UnitKind.FUNCTIONAL)
-        before = tuple(
-            u.id for u in self._perf_units() if u.batch == last.batch and u.after == last.after
-        )
+        before = tuple(u.id for u in self._wave(last))
         assert self.perf_plan is not None
         most = max(n for _, n in self.perf_plan.max_boots)
         # Not past the most boots side by side; one at a time beyond (crashed rounds).
@@ -450,7 +452,7 @@ class Runner:
         if not self.perf_plan.budget:
             return 1 << 30
         left = self.perf_plan.budget - self._perf_seconds()
-        wave = [self.done[u.id] for u in self._perf_units() if u.after == last.after]
+        wave = [self.done[u.id] for u in self._wave(last)]
         # Seconds per boot of one block: its boots run one after another.
         per_boot = sum(
             r.seconds / max(1, len(r.output.samples))

@@ -211,11 +211,11 @@ def test_a_unit_is_submitted_to_its_best_worker_only() -> None:
     before = ("perf-round:1:1", "perf-round:1:2")
     unit = Unit("perf-round:1:3", UnitKind.PERF_ROUND, after=before, round=3)
     ran_on = {"perf-round:1:1": A, "perf-round:1:2": B}
-    assert dask_executor.request(unit, [], ran_on, {}, BOTH) == ([A], A)
-    assert dask_executor.request(unit, [], ran_on, {A: 1}, BOTH) == ([B], B)
+    assert dask_executor.request(unit, preferred(unit, [], ran_on, {}, BOTH)) == ([A], A)
+    assert dask_executor.request(unit, preferred(unit, [], ran_on, {A: 1}, BOTH)) == ([B], B)
     build = Unit("build:v", UnitKind.BUILD, "v")
-    assert dask_executor.request(build, [], {"prepare": B}, {}, BOTH) == ([B], "")
-    assert dask_executor.request(build, [], {}, {}, BOTH) == ([], "")
+    assert dask_executor.request(build, preferred(build, [], {"prepare": B}, {}, BOTH)) == ([B], "")
+    assert dask_executor.request(build, preferred(build, [], {}, {}, BOTH)) == ([], "")
 
 
 # --- what goes to a worker -----------------------------------------------------------------
