@@ -34,14 +34,15 @@ class Entry:
     argv0: str = ""
 
 
-def _entry(pid: int, argv0: str = "") -> Entry | None:
+def entry_of(pid: int, argv0: str = "") -> Entry | None:
+    """The running process pid as an Entry; None when it is gone."""
     try:
         return Entry(pid, psutil.Process(pid).create_time(), argv0)
     except psutil.NoSuchProcess:
         return None
 
 
-def _alive(entry: Entry) -> bool:
+def running(entry: Entry) -> bool:
     """Whether entry's process still runs (and its pid was not reused since)."""
     try:
         return abs(psutil.Process(entry.pid).create_time() - entry.started) < 0.05
@@ -55,7 +56,7 @@ class Ledger:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{os.getpid()}.json"
-        owner = _entry(os.getpid(), "orchestrate")
+        owner = entry_of(os.getpid(), "orchestrate")
         assert owner is not None
         self._owner = owner
         self._children: dict[int, Entry] = {}
@@ -63,7 +64,7 @@ class Ledger:
         self._write()
 
     def add(self, pid: int, argv0: str) -> None:
-        entry = _entry(pid, argv0)
+        entry = entry_of(pid, argv0)
         if entry is None:
             return  # already gone: nothing to reap
         with self._lock:
@@ -129,7 +130,7 @@ def reap(directory: Path) -> list[str]:
         except (OSError, ValueError, TypeError, KeyError):
             path.unlink(missing_ok=True)  # a torn write of a dead run: nothing to go on
             continue
-        if _alive(owner):
+        if running(owner):
             continue
         for child in children:
             killed += _kill_session(child)
@@ -144,7 +145,7 @@ def _kill_session(leader: Entry) -> list[str]:
     the leader's own descendants, unless the leader's pid now names another
     process (its session ended and the pid was taken): then there is nothing.
     """
-    if psutil.pid_exists(leader.pid) and not _alive(leader):
+    if psutil.pid_exists(leader.pid) and not running(leader):
         return []
     members = []
     for p in psutil.process_iter(["pid", "name"]):

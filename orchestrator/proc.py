@@ -30,19 +30,18 @@ StrPath = str | os.PathLike[str]
 
 # The children each thread started and has not yet seen end: a unit runs in one
 # thread, so stopping a unit from outside (a Dask worker's stop_units) signals
-# exactly its process trees.
-# Each child with its start time: a pid the kernel gave to another process
-# since (a child nobody reaped through here) is not taken for it.
-_by_thread: dict[int, dict[int, float]] = {}
+# exactly its process trees.  Noted as the ledger notes them (pid and start
+# time), so a pid the kernel has given to another process since is not taken.
+_by_thread: dict[int, dict[int, ledger.Entry]] = {}
 _by_thread_lock = threading.Lock()
 
 
 def _started(pid: int, argv0: str) -> None:
     ledger.started(pid, argv0)
-    with contextlib.suppress(psutil.Error):
-        created = psutil.Process(pid).create_time()
+    entry = ledger.entry_of(pid, argv0)
+    if entry is not None:
         with _by_thread_lock:
-            _by_thread.setdefault(threading.get_ident(), {})[pid] = created
+            _by_thread.setdefault(threading.get_ident(), {})[pid] = entry
 
 
 def _ended(pid: int) -> None:
@@ -57,14 +56,8 @@ def _ended(pid: int) -> None:
 def children_of(thread: int) -> list[int]:
     """The children a thread (its ident) started through this module that still run."""
     with _by_thread_lock:
-        noted = dict(_by_thread.get(thread, {}))
-    alive = []
-    for pid, created in noted.items():
-        with contextlib.suppress(psutil.Error):
-            child = psutil.Process(pid)
-            if child.create_time() == created and child.status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-    return sorted(alive)
+        noted = list(_by_thread.get(thread, {}).values())
+    return sorted(e.pid for e in noted if ledger.running(e))
 
 
 def signal_tree(pid: int, sig: signal.Signals) -> None:

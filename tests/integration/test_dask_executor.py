@@ -236,7 +236,7 @@ def test_ctrl_c_stops_the_units_running_on_workers(
     argv += ["--cache-dir", tmp_path / "cache", "--executor", cluster.address]
 
     def sleeping() -> list[psutil.Process]:
-        return [p for p in processes_of(marker) if p.name() == "sleep"]
+        return [p for p in processes_of(marker) if p.info["name"] == "sleep"]  # named when found
 
     run = Launch(argv, tmp_path / "cli.log", f"{marker}-cli")
     try:
